@@ -1,0 +1,143 @@
+//! Reading a GGUF file: its metadata as typed facts, and its tensors.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::QTensor;
+use candle_core::Device;
+
+use crate::error::{EngineError, Result};
+
+/// An opened GGUF file: its header (metadata and tensor index) plus a reader for tensors.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub content: Content,
+    reader: BufReader<File>,
+}
+
+impl GgufFile {
+    /// Open and parse the header. A truncated or corrupt file is an `InvalidModel` error.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| EngineError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader)
+            .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", path.display())))?;
+        // Every tensor must lie inside the file: catches truncated downloads before we
+        // try to read them.
+        for (name, info) in content.tensor_infos.iter() {
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            let bytes = elems / block * info.ggml_dtype.type_size();
+            let end = content.tensor_data_offset + info.offset + bytes as u64;
+            if end > file_len {
+                return Err(EngineError::InvalidModel(format!(
+                    "{}: tensor '{name}' extends past the end of the file (truncated?)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .map_err(|e| EngineError::InvalidModel(format!("tensor '{name}': {e}")))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    pub fn get_u32(&self, key: &str) -> Result<u32> {
+        self.get(key)
+            .ok_or_else(|| EngineError::MissingMetadata(key.to_string()))?
+            .to_u32()
+            .or_else(|_| {
+                self.get(key)
+                    .map(value_as_u64)
+                    .and_then(|v| v.and_then(|v| u32::try_from(v).ok()))
+                    .ok_or_else(|| EngineError::InvalidModel(format!("'{key}' is not an integer")))
+            })
+    }
+
+    pub fn get_f32(&self, key: &str) -> Result<f32> {
+        let v = self
+            .get(key)
+            .ok_or_else(|| EngineError::MissingMetadata(key.to_string()))?;
+        v.to_f32()
+            .or_else(|_| v.to_f64().map(|f| f as f32))
+            .map_err(|_| EngineError::InvalidModel(format!("'{key}' is not a float")))
+    }
+
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| v.to_string().ok()).map(|s| s.as_str())
+    }
+
+    pub fn architecture(&self) -> Result<String> {
+        self.get_str("general.architecture")
+            .map(str::to_string)
+            .ok_or_else(|| EngineError::MissingMetadata("general.architecture".into()))
+    }
+}
+
+/// Any integer-typed GGUF value as u64 (negative values give None).
+pub fn value_as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(x) => Some(*x as u64),
+        Value::I8(x) => u64::try_from(*x).ok(),
+        Value::U16(x) => Some(*x as u64),
+        Value::I16(x) => u64::try_from(*x).ok(),
+        Value::U32(x) => Some(*x as u64),
+        Value::I32(x) => u64::try_from(*x).ok(),
+        Value::U64(x) => Some(*x),
+        Value::I64(x) => u64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
+/// A GGUF value as JSON, for `/api/show`'s `model_info`. Arrays longer than
+/// `max_array` become `null` (Ollama hides the vocabulary unless `verbose`).
+pub fn value_to_json(v: &Value, max_array: usize) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::U8(x) => J::from(*x),
+        Value::I8(x) => J::from(*x),
+        Value::U16(x) => J::from(*x),
+        Value::I16(x) => J::from(*x),
+        Value::U32(x) => J::from(*x),
+        Value::I32(x) => J::from(*x),
+        Value::U64(x) => J::from(*x),
+        Value::I64(x) => J::from(*x),
+        Value::F32(x) => serde_json::Number::from_f64(*x as f64).map_or(J::Null, J::Number),
+        Value::F64(x) => serde_json::Number::from_f64(*x).map_or(J::Null, J::Number),
+        Value::Bool(x) => J::Bool(*x),
+        Value::String(s) => J::String(s.clone()),
+        Value::Array(items) => {
+            if items.len() > max_array {
+                J::Null
+            } else {
+                J::Array(items.iter().map(|i| value_to_json(i, max_array)).collect())
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! wick's inference engine: GGUF models on candle tensors, per-sequence KV caches,
+//! tokenization from GGUF metadata, sampling and safe text streaming.
+//!
+//! Synchronous on purpose: the scheduler owns threads and async; this crate computes.
+
+pub mod error;
+pub mod facts;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod sampling;
+pub mod sequence;
+pub mod text_stream;
+pub mod tokenizer;
+
+pub use candle_core::Device;
+pub use error::{EngineError, Result};
+pub use facts::GgufFacts;
+pub use model::Model;
+pub use sampling::{Sampler, SamplingOptions};
+pub use sequence::{DoneReason, GenerationRequest, Sequence, Stats, StepOutput};
+pub use tokenizer::GgufTokenizer;

@@ -1,0 +1,274 @@
+//! A tokenizer built from GGUF metadata (`tokenizer.ggml.*`), reproducing llama.cpp's
+//! token ids, plus byte-exact detokenization for streaming.
+//!
+//! `gpt2`-type vocabularies become a byte-level BPE from `tokens` + `merges`, with the
+//! pre-tokenizer chosen by `tokenizer.ggml.pre`; control and user-defined tokens become
+//! special added tokens so they are matched whole inside prompts.
+
+use std::collections::HashSet;
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GGUF `tokenizer.ggml.token_type` values.
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_UNUSED: i32 = 5;
+
+/// Token texts that end a turn for the chat models we serve, besides the declared EOS.
+const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|eom_id|>",
+];
+
+/// A model's tokenizer: encoding through `tokenizers`, decoding to raw bytes.
+pub struct GgufTokenizer {
+    inner: Tokenizer,
+    /// The bytes each token stands for (special tokens: their text).
+    token_bytes: Vec<Vec<u8>>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub add_bos: bool,
+    /// Tokens that end generation (EOS, EOT, `<|im_end|>`, ...).
+    pub end_of_generation: HashSet<u32>,
+    /// Texts of the FIM tokens when the vocabulary has them.
+    pub fim_tokens: Option<(String, String, String)>,
+}
+
+impl GgufTokenizer {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf.get_str("tokenizer.ggml.model").unwrap_or("");
+        if model != "gpt2" {
+            return Err(EngineError::Tokenizer(format!(
+                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE)"
+            )));
+        }
+        let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
+        let merges = string_array(gguf, "tokenizer.ggml.merges")?;
+        let token_types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+                .iter()
+                .map(|t| t.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
+
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges: tokenizers::models::bpe::Merges = merges
+            .iter()
+            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(token_types.iter())
+            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL || **t == TOKEN_TYPE_USER_DEFINED)
+            .map(|(text, _)| AddedToken::from(text.clone(), true))
+            .collect();
+        inner.add_special_tokens(&specials);
+
+        let byte_decoder = byte_decoder_table();
+        let token_bytes = tokens
+            .iter()
+            .zip(token_types.iter())
+            .map(|(text, ty)| match *ty {
+                TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED => text.as_bytes().to_vec(),
+                TOKEN_TYPE_UNUSED => Vec::new(),
+                _ => text
+                    .chars()
+                    .map(|c| byte_decoder.get(&c).copied().unwrap_or(b'?'))
+                    .collect(),
+            })
+            .collect();
+
+        let id = |key: &str| gguf.get(key).and_then(|v| v.to_u32().ok());
+        let bos_token_id = id("tokenizer.ggml.bos_token_id");
+        let eos_token_id = id("tokenizer.ggml.eos_token_id");
+        let add_bos = gguf
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let mut end_of_generation: HashSet<u32> = [eos_token_id, id("tokenizer.ggml.eot_token_id")]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, (text, ty)) in tokens.iter().zip(token_types.iter()).enumerate() {
+            if *ty == TOKEN_TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
+                end_of_generation.insert(i as u32);
+            }
+        }
+        let has = |t: &str| vocab_has(&tokens, t);
+        let fim_tokens = (has("<|fim_prefix|>") && has("<|fim_suffix|>") && has("<|fim_middle|>"))
+            .then(|| {
+                (
+                    "<|fim_prefix|>".to_string(),
+                    "<|fim_suffix|>".to_string(),
+                    "<|fim_middle|>".to_string(),
+                )
+            });
+        Ok(Self {
+            inner,
+            token_bytes,
+            bos_token_id,
+            eos_token_id,
+            add_bos,
+            end_of_generation,
+            fim_tokens,
+        })
+    }
+
+    /// Token ids for `text`, special tokens matched whole; BOS added when the model asks
+    /// for it and `add_bos` is true.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && self.add_bos {
+            if let Some(bos) = self.bos_token_id {
+                ids.push(bos);
+            }
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// The raw bytes a token stands for (may be part of a UTF-8 character).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Decode a whole sequence (lossy for incomplete UTF-8).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| self.token_bytes(i).iter().copied())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.contains(&id)
+    }
+}
+
+fn vocab_has(tokens: &[String], t: &str) -> bool {
+    tokens.iter().any(|x| x == t)
+}
+
+fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {
+    let values = gguf
+        .get(key)
+        .ok_or_else(|| EngineError::MissingMetadata(key.to_string()))?
+        .to_vec()
+        .map_err(|e| EngineError::Tokenizer(format!("{key}: {e}")))?;
+    values
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| EngineError::Tokenizer(format!("{key}: {e}")))
+        })
+        .collect()
+}
+
+fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(
+            SplitPattern::Regex(pattern.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, false, false).into(),
+        ])
+        .into())
+    };
+    match pre {
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN),
+        "llama-bpe" | "llama3" | "smaug-bpe" => split(LLAMA3_PATTERN),
+        "smollm" | "starcoder" | "refact" => Ok(Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, false, true).into(),
+        ])
+        .into()),
+        _ => Ok(ByteLevel::new(false, false, true).into()),
+    }
+}
+
+/// GPT-2's byte-to-unicode table, inverted: the printable character standing for each
+/// byte back to the byte.
+fn byte_decoder_table() -> std::collections::HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    printable
+        .into_iter()
+        .zip(chars)
+        .filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_table_covers_every_byte_once() {
+        let table = byte_decoder_table();
+        assert_eq!(table.len(), 256);
+        assert_eq!(table.get(&'Ġ'), Some(&b' '));
+        assert_eq!(table.get(&'Ċ'), Some(&b'\n'));
+        assert_eq!(table.get(&'a'), Some(&b'a'));
+    }
+}

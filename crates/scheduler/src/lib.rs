@@ -1,0 +1,324 @@
+//! The request queue between the API and the engine: which models are loaded, for how
+//! long (`keep_alive`), and one owner thread per loaded model that runs its sequences.
+//!
+//! Callers `acquire` a [`Lease`] on a model (loading it if needed), tokenize with it, and
+//! `submit` a generation; events come back on that request's own channel. Dropping the
+//! receiver cancels the sequence.
+
+mod error;
+mod keep_alive;
+mod runner;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wick_engine::{Device, Model};
+
+pub use error::SchedError;
+pub use keep_alive::KeepAlive;
+pub use runner::Event;
+use runner::Runner;
+
+/// How the scheduler behaves; built from `OLLAMA_*` settings by the server.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub max_loaded_models: usize,
+    /// Requests waiting or running across all models before new ones get a 503.
+    pub max_queue: usize,
+    pub default_keep_alive: KeepAlive,
+    /// Bytes of KV cache one sequence may take; bounds the default `num_ctx`.
+    pub kv_budget_bytes: usize,
+    /// `OLLAMA_CONTEXT_LENGTH`: the default `num_ctx` when set.
+    pub default_num_ctx: Option<usize>,
+    pub device: Device,
+}
+
+/// Which model to run: a stable key (the manifest digest), its name and its GGUF file.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub key: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+/// A loaded model as `/api/ps` shows it.
+#[derive(Debug, Clone)]
+pub struct RunningModel {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub context_length: usize,
+    /// `None` while in use or kept forever.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub forever: bool,
+}
+
+struct Loaded {
+    runner: Arc<Runner>,
+    spec: ModelSpec,
+    active: usize,
+    keep_alive: KeepAlive,
+    expires_at: Option<Instant>,
+    last_used: Instant,
+}
+
+struct State {
+    loaded: HashMap<String, Loaded>,
+}
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    state: Mutex<State>,
+    load_lock: tokio::sync::Mutex<()>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// A hold on a loaded model for one request; the model stays loaded while leased and its
+/// keep-alive timer starts when the lease is dropped.
+pub struct Lease {
+    scheduler: Arc<Scheduler>,
+    key: String,
+    runner: Arc<Runner>,
+    pub load_duration: Duration,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Arc<Self> {
+        let s = Arc::new(Self {
+            config,
+            state: Mutex::new(State {
+                loaded: HashMap::new(),
+            }),
+            load_lock: tokio::sync::Mutex::new(()),
+            pending: Arc::new(AtomicUsize::new(0)),
+        });
+        let weak = Arc::downgrade(&s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { break };
+                s.unload_expired();
+            }
+        });
+        s
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Load `spec` unless it is loaded, and hold it for one request. `keep_alive` of
+    /// `None` uses the default.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        spec: &ModelSpec,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Lease, SchedError> {
+        let keep_alive = keep_alive.unwrap_or(self.config.default_keep_alive);
+        if let Some(lease) = self.try_lease(&spec.key, keep_alive) {
+            return Ok(lease);
+        }
+        let _guard = self.load_lock.lock().await;
+        if let Some(lease) = self.try_lease(&spec.key, keep_alive) {
+            return Ok(lease);
+        }
+        self.make_room().await;
+        let start = Instant::now();
+        let path = spec.path.clone();
+        let device = self.config.device.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&path, &device))
+            .await
+            .map_err(|e| SchedError::Load(format!("loader crashed: {e}")))??;
+        let num_ctx = self.default_num_ctx(&model);
+        tracing::info!(model = %spec.name, num_ctx, "model loaded in {:?}", start.elapsed());
+        let runner = Arc::new(Runner::start(model, num_ctx, self.pending.clone())?);
+        let mut state = self.lock();
+        state.loaded.insert(
+            spec.key.clone(),
+            Loaded {
+                runner: runner.clone(),
+                spec: spec.clone(),
+                active: 1,
+                keep_alive,
+                expires_at: None,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(Lease {
+            scheduler: self.clone(),
+            key: spec.key.clone(),
+            runner,
+            load_duration: start.elapsed(),
+        })
+    }
+
+    /// Unload a model now (requests already running on it finish first).
+    pub fn unload(&self, key: &str) -> bool {
+        let removed = self.lock().loaded.remove(key).is_some();
+        if removed {
+            tracing::info!(key, "model unloaded");
+        }
+        removed
+    }
+
+    /// Loaded models, latest expiry first.
+    pub fn running(&self) -> Vec<RunningModel> {
+        let state = self.lock();
+        let now = Instant::now();
+        let utc_now = chrono::Utc::now();
+        let mut out: Vec<RunningModel> = state
+            .loaded
+            .values()
+            .map(|l| {
+                let forever = matches!(l.keep_alive, KeepAlive::Forever);
+                let expires_at = match (l.expires_at, l.keep_alive) {
+                    (Some(at), _) => Some(at.saturating_duration_since(now)),
+                    (None, KeepAlive::For(d)) => Some(d),
+                    (None, KeepAlive::Forever) => None,
+                }
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| utc_now + d);
+                RunningModel {
+                    name: l.spec.name.clone(),
+                    digest: l.spec.digest.clone(),
+                    size: l.runner.memory_bytes(),
+                    context_length: l.runner.num_ctx(),
+                    expires_at,
+                    forever,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| match (a.forever, b.forever) {
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            _ => b.expires_at.cmp(&a.expires_at),
+        });
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_lease(self: &Arc<Self>, key: &str, keep_alive: KeepAlive) -> Option<Lease> {
+        let mut state = self.lock();
+        let l = state.loaded.get_mut(key)?;
+        l.active += 1;
+        l.keep_alive = keep_alive;
+        l.expires_at = None;
+        l.last_used = Instant::now();
+        Some(Lease {
+            scheduler: self.clone(),
+            key: key.to_string(),
+            runner: l.runner.clone(),
+            load_duration: Duration::ZERO,
+        })
+    }
+
+    fn release(&self, key: &str) {
+        let mut state = self.lock();
+        let Some(l) = state.loaded.get_mut(key) else {
+            return;
+        };
+        l.active = l.active.saturating_sub(1);
+        l.last_used = Instant::now();
+        if l.active == 0 {
+            match l.keep_alive {
+                KeepAlive::Forever => l.expires_at = None,
+                KeepAlive::For(d) if d.is_zero() => {
+                    state.loaded.remove(key);
+                    tracing::info!(key, "model unloaded (keep_alive 0)");
+                }
+                KeepAlive::For(d) => l.expires_at = Some(Instant::now() + d),
+            }
+        }
+    }
+
+    fn unload_expired(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.loaded.retain(|key, l| {
+            let expired = l.active == 0 && l.expires_at.is_some_and(|at| at <= now);
+            if expired {
+                tracing::info!(key, "model unloaded (keep_alive expired)");
+            }
+            !expired
+        });
+    }
+
+    /// Wait until fewer than `max_loaded_models` are loaded, evicting the least recently
+    /// used idle model.
+    async fn make_room(&self) {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.loaded.len() < self.config.max_loaded_models.max(1) {
+                    return;
+                }
+                let victim = state
+                    .loaded
+                    .iter()
+                    .filter(|(_, l)| l.active == 0)
+                    .min_by_key(|(_, l)| l.last_used)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = victim {
+                    state.loaded.remove(&k);
+                    tracing::info!(key = %k, "evicted idle model to make room");
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn default_num_ctx(&self, model: &Model) -> usize {
+        let trained = model.context_length();
+        let by_memory = self.config.kv_budget_bytes / model.kv_bytes_per_position().max(1);
+        let wanted = self.config.default_num_ctx.unwrap_or(trained);
+        let n = wanted.min(trained).min(by_memory).max(256);
+        if n < wanted {
+            tracing::info!(
+                wanted,
+                num_ctx = n,
+                "default context capped by the KV memory budget"
+            );
+        }
+        n
+    }
+}
+
+impl Lease {
+    pub fn model(&self) -> &Model {
+        self.runner.model()
+    }
+
+    /// The `num_ctx` used when a request does not set one.
+    pub fn default_num_ctx(&self) -> usize {
+        self.runner.num_ctx()
+    }
+
+    /// Queue a generation; its events arrive on the returned channel. Full queue: 503.
+    pub fn submit(
+        &self,
+        req: wick_engine::GenerationRequest,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, SchedError> {
+        let max = self.scheduler.config.max_queue;
+        let pending = &self.scheduler.pending;
+        if pending.fetch_add(1, Ordering::SeqCst) >= max {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(SchedError::QueueFull);
+        }
+        self.runner.submit(req)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.scheduler.release(&self.key);
+    }
+}
