@@ -1,0 +1,161 @@
+//! The engine against llama.cpp on the real models: token ids from the GGUF tokenizer,
+//! and greedy continuations, compared with fixtures recorded from llama.cpp's server
+//! (`scripts/record_llamacpp_fixtures.py`, command inside the fixture files).
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use wick_engine::{Device, Model};
+
+/// A step whose top-2 margin in llama.cpp is below this (nats) is a near tie: the two
+/// engines' rounding may legitimately pick either token, so comparison stops there.
+const NEAR_TIE: f64 = 0.05;
+/// Every case must match at least this many tokens unless a near tie comes first.
+const MIN_MATCH: usize = 16;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model_cache() -> PathBuf {
+    std::env::var_os("WICK_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models-cache"))
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo().join("assets/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).expect("fixture file");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+fn load(file: &str) -> Model {
+    let path = model_cache().join(file);
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    Model::load(&path, &Device::Cpu).expect("load model")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn models_of(fix: &Value) -> Vec<(String, Value)> {
+    fix["models"]
+        .as_object()
+        .expect("models")
+        .values()
+        .filter(|m| {
+            let f = m["file"].as_str().unwrap_or("");
+            f.starts_with("smollm2") || f.starts_with("qwen2.5")
+        })
+        .map(|m| (m["file"].as_str().unwrap_or("").to_string(), m.clone()))
+        .collect()
+}
+
+/// Greedy decoding as the fixture recorded it: argmax over all tokens, EOG included in
+/// the scores but never emitted (llama.cpp's `ignore_eos`).
+fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = model.new_cache(prompt.len() + n + 1).expect("cache");
+    let mut logits = model.forward(prompt, &mut cache).expect("prefill");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut best = None;
+        for (i, l) in logits.iter().enumerate() {
+            if model.tokenizer.is_end_of_generation(i as u32) {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| *l > b) {
+                best = Some((i as u32, *l));
+            }
+        }
+        let (tok, _) = best.expect("non-empty vocabulary");
+        out.push(tok);
+        logits = model.forward(&[tok], &mut cache).expect("decode");
+    }
+    out
+}
+
+#[test]
+fn greedy_continuations_match_llamacpp() {
+    let fix = fixture("llamacpp_greedy.json");
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (file, m) in models_of(&fix) {
+        let model = load(&file);
+        let cases = m["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 3);
+        for case in cases {
+            let prompt = ids(&case["prompt_ids"]);
+            let expected = ids(&case["generated_ids"]);
+            let margins: Vec<f64> = case["top2_logprobs"]
+                .as_array()
+                .map(|steps| {
+                    steps
+                        .iter()
+                        .map(|s| {
+                            let a = s[0][1].as_f64().unwrap_or(0.0);
+                            let b = s[1][1].as_f64().unwrap_or(f64::NEG_INFINITY);
+                            a - b
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Steps after llama.cpp banned an EOG token are compared too: we ban the same.
+            let first_tie = margins
+                .iter()
+                .position(|&m| m < NEAR_TIE)
+                .unwrap_or(expected.len());
+            let got = greedy(&model, &prompt, expected.len());
+            let matched = got
+                .iter()
+                .zip(&expected)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let required = MIN_MATCH.min(first_tie);
+            report.push(format!(
+                "{file} {:?}: {matched}/{} match (first near tie at {first_tie})",
+                case["prompt"].as_str().unwrap_or("").chars().take(30).collect::<String>(),
+                expected.len()
+            ));
+            if matched < required {
+                failures.push(format!(
+                    "{file} {:?}: only {matched} tokens match, need {required}\n got {got:?}\nwant {expected:?}",
+                    case["prompt"]
+                ));
+            }
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn tokenizer_matches_llamacpp() {
+    let fix = fixture("llamacpp_tokenizer.json");
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for (file, m) in models_of(&fix) {
+        let model = load(&file);
+        for case in m["cases"].as_array().expect("cases") {
+            let text = case["text"].as_str().expect("text");
+            let want = ids(&case["ids"]);
+            let got = model.tokenizer.encode(text, true).expect("encode");
+            total += 1;
+            if got != want {
+                failures.push(format!("{file} {text:?}\n got {got:?}\nwant {want:?}"));
+            }
+            // Decoding gives the text back byte for byte.
+            assert_eq!(model.tokenizer.decode(&got), text, "{file} round trip");
+        }
+    }
+    assert!(total >= 20, "fixture too small");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
