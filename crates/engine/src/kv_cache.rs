@@ -5,6 +5,9 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
 
+/// Keys and values are kept in f32 for now (f16 storage is the kernels milestone's).
+pub const CACHE_DTYPE: DType = DType::F32;
+
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
@@ -25,8 +28,8 @@ impl KvCache {
             .map(|_| -> Result<(Tensor, Tensor)> {
                 let shape = (n_kv_head, capacity, head_dim);
                 Ok((
-                    Tensor::zeros(shape, DType::F32, device)?,
-                    Tensor::zeros(shape, DType::F32, device)?,
+                    Tensor::zeros(shape, CACHE_DTYPE, device)?,
+                    Tensor::zeros(shape, CACHE_DTYPE, device)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -37,9 +40,9 @@ impl KvCache {
         })
     }
 
-    /// Bytes one cached position costs across all layers (keys and values, f32).
+    /// Bytes one cached position costs across all layers (keys and values).
     pub fn bytes_per_position(n_layer: usize, n_kv_head: usize, head_dim: usize) -> usize {
-        2 * n_layer * n_kv_head * head_dim * DType::F32.size_in_bytes()
+        2 * n_layer * n_kv_head * head_dim * CACHE_DTYPE.size_in_bytes()
     }
 
     /// Positions filled so far.

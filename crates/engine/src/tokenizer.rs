@@ -26,16 +26,33 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 const TOKEN_TYPE_UNUSED: i32 = 5;
 
-/// Token texts that end a turn for the chat models we serve, besides the declared EOS.
+/// Token texts llama.cpp treats as end-of-generation, and therefore as control tokens,
+/// whatever type the GGUF gives them (`llama-vocab.cpp`).
 const END_OF_GENERATION_TEXTS: &[&str] = &[
-    "<|im_end|>",
-    "<|endoftext|>",
     "<|eot_id|>",
-    "<|end_of_text|>",
-    "<end_of_turn>",
+    "<|im_end|>",
     "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
 ];
+
+/// Fill-in-the-middle token texts llama.cpp promotes to control tokens; the last three
+/// also end generation.
+const FIM_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|fim_pad|>",
+    "<|fim_repo|>",
+    "<|file_sep|>",
+];
+const FIM_END_TEXTS: &[&str] = &["<|fim_pad|>", "<|fim_repo|>", "<|file_sep|>"];
 
 /// A model's tokenizer: encoding through `tokenizers`, decoding to raw bytes.
 pub struct GgufTokenizer {
@@ -61,7 +78,7 @@ impl GgufTokenizer {
         }
         let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
         let merges = string_array(gguf, "tokenizer.ggml.merges")?;
-        let token_types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
+        let mut token_types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
                 .map_err(|e| EngineError::Tokenizer(e.to_string()))?
@@ -71,6 +88,15 @@ impl GgufTokenizer {
             None => vec![1; tokens.len()],
         };
         let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
+        token_types.resize(tokens.len(), 1);
+        for (text, ty) in tokens.iter().zip(token_types.iter_mut()) {
+            let control_looking = END_OF_GENERATION_TEXTS.contains(&text.as_str())
+                || FIM_TEXTS.contains(&text.as_str());
+            if control_looking && *ty != TOKEN_TYPE_CONTROL {
+                tracing::debug!(token = %text, "treating control-looking token as control");
+                *ty = TOKEN_TYPE_CONTROL;
+            }
+        }
 
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
@@ -118,12 +144,18 @@ impl GgufTokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
-        let mut end_of_generation: HashSet<u32> = [eos_token_id, id("tokenizer.ggml.eot_token_id")]
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, (text, ty)) in tokens.iter().zip(token_types.iter()).enumerate() {
-            if *ty == TOKEN_TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
+        let mut end_of_generation: HashSet<u32> = [
+            eos_token_id,
+            id("tokenizer.ggml.eot_token_id"),
+            id("tokenizer.ggml.eom_token_id"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (i, text) in tokens.iter().enumerate() {
+            if END_OF_GENERATION_TEXTS.contains(&text.as_str())
+                || FIM_END_TEXTS.contains(&text.as_str())
+            {
                 end_of_generation.insert(i as u32);
             }
         }
