@@ -3,6 +3,7 @@
 //!
 //! Synchronous on purpose: the scheduler owns threads and async; this crate computes.
 
+pub mod convert;
 pub mod error;
 pub mod facts;
 pub mod gguf;
