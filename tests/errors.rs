@@ -9,7 +9,9 @@ use common::{upload_blob, Server, SMOLLM2};
 use serde_json::{json, Value};
 
 fn error_text(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or_else(|| panic!("no error field in {v}"))
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {v}"))
 }
 
 /// Every file under the store, for before/after comparisons.
@@ -142,7 +144,11 @@ fn bad_blobs_and_broken_gguf_leave_the_store_unchanged() {
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().expect("json");
     assert!(error_text(&body).starts_with("digest mismatch"), "{body}");
-    assert_eq!(store_listing(s.store.path()), before, "mismatched blob left files");
+    assert_eq!(
+        store_listing(s.store.path()),
+        before,
+        "mismatched blob left files"
+    );
 
     // A truncated GGUF uploads fine as a blob but cannot become a model.
     let dir = tempfile::tempdir().expect("tmp");
@@ -197,15 +203,21 @@ fn copy_show_delete_round_trip() {
         )
         .expect("copy");
     assert_eq!(status, 200);
-    let (status, show) = s.post("/api/show", &json!({"model": "mine"})).expect("show");
+    let (status, show) = s
+        .post("/api/show", &json!({"model": "mine"}))
+        .expect("show");
     assert_eq!(status, 200);
     assert_eq!(show["details"]["family"], "llama");
     assert_eq!(show["details"]["quantization_level"], "Q4_1");
     assert_eq!(show["model_info"]["general.architecture"], "llama");
     assert_eq!(show["model_info"]["llama.context_length"], 8192);
     assert!(show["model_info"]["tokenizer.ggml.tokens"].is_null());
-    assert!(show["template"].as_str().is_some_and(|t| t.contains("im_start")));
-    assert!(show["modelfile"].as_str().is_some_and(|m| m.contains("FROM ")));
+    assert!(show["template"]
+        .as_str()
+        .is_some_and(|t| t.contains("im_start")));
+    assert!(show["modelfile"]
+        .as_str()
+        .is_some_and(|m| m.contains("FROM ")));
     assert!(show["capabilities"]
         .as_array()
         .is_some_and(|c| c.contains(&json!("completion"))));

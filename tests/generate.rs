@@ -9,7 +9,10 @@ use wick_engine::gguf::GgufFile;
 use wick_engine::GgufTokenizer;
 
 fn llamacpp_cases() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fixtures/llamacpp_greedy.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/fixtures/llamacpp_greedy.json"
+    );
     let fix: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
     fix["models"]
@@ -28,9 +31,12 @@ fn greedy_generate_equals_llamacpp_text() {
         GgufTokenizer::from_gguf(&GgufFile::open(&smollm2_gguf()).expect("gguf")).expect("tok");
     let mut matched = 0;
     for case in llamacpp_cases() {
-        let n = 16;
+        let n: usize = 16;
         // llama.cpp recorded with ignore_eos; a case whose EOG comes first is not comparable.
-        if case["first_eog_step"].as_u64().is_some_and(|k| k < n as u64) {
+        if case["first_eog_step"]
+            .as_u64()
+            .is_some_and(|k| k < n as u64)
+        {
             continue;
         }
         let ids: Vec<u32> = case["generated_ids"]
@@ -43,7 +49,7 @@ fn greedy_generate_equals_llamacpp_text() {
         let expected = tokenizer.decode(&ids);
         let body = json!({
             "model": SMOLLM2, "prompt": case["prompt"], "raw": true, "stream": false,
-            "options": greedy(n),
+            "options": greedy(n as i64),
         });
         let (status, r) = s.post("/api/generate", &body).expect("generate");
         assert_eq!(status, 200, "{r}");
@@ -59,14 +65,20 @@ fn greedy_generate_equals_llamacpp_text() {
         assert_eq!(r["eval_count"], n);
         assert!(r.get("context").is_none(), "raw responses carry no context");
     }
-    assert!(matched >= 3, "only {matched} prompts equal llama.cpp's first 16 tokens");
+    assert!(
+        matched >= 3,
+        "only {matched} prompts equal llama.cpp's first 16 tokens"
+    );
 }
 
 #[test]
 fn streamed_equals_non_streamed_and_final_chunk_has_metrics() {
     let s = Server::with_smollm2();
     for (path, extra) in [
-        ("/api/generate", json!({"prompt": "Write a haiku about rust."})),
+        (
+            "/api/generate",
+            json!({"prompt": "Write a haiku about rust."}),
+        ),
         (
             "/api/chat",
             json!({"messages": [{"role": "user", "content": "Name three colors."}]}),
@@ -81,7 +93,10 @@ fn streamed_equals_non_streamed_and_final_chunk_has_metrics() {
         assert_eq!(last["done"], true);
         for l in &lines[..lines.len() - 1] {
             assert_eq!(l["done"], false);
-            assert!(l.get("eval_count").is_none(), "metrics only on the last chunk");
+            assert!(
+                l.get("eval_count").is_none(),
+                "metrics only on the last chunk"
+            );
         }
         for key in [
             "total_duration",
@@ -91,9 +106,14 @@ fn streamed_equals_non_streamed_and_final_chunk_has_metrics() {
             "eval_count",
             "eval_duration",
         ] {
-            assert!(last[key].is_u64(), "{path}: {key} missing or not an integer: {last}");
+            assert!(
+                last[key].is_u64(),
+                "{path}: {key} missing or not an integer: {last}"
+            );
         }
-        assert!(last["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(last["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
         let streamed = joined_text(&lines);
 
         body["stream"] = json!(false);
@@ -167,6 +187,12 @@ fn chat_template_and_system_prompt_are_applied() {
         .expect("chat");
     assert_eq!(status, 200, "{r}");
     // system + user rendered with ChatML: well over 10 prompt tokens.
-    assert!(r["prompt_eval_count"].as_u64().is_some_and(|n| n > 10), "{r}");
-    assert!(!r["message"]["content"].as_str().unwrap_or("").contains("<|im_end|>"));
+    assert!(
+        r["prompt_eval_count"].as_u64().is_some_and(|n| n > 10),
+        "{r}"
+    );
+    assert!(!r["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("<|im_end|>"));
 }

@@ -21,7 +21,9 @@ fn empty_prompt_loads_and_keep_alive_zero_unloads() {
     assert_eq!(models.len(), 1, "{ps}");
     assert_eq!(models[0]["name"], SMOLLM2);
     assert!(models[0]["size"].as_u64().is_some_and(|n| n > 90_000_000));
-    assert!(models[0]["context_length"].as_u64().is_some_and(|n| n > 2048));
+    assert!(models[0]["context_length"]
+        .as_u64()
+        .is_some_and(|n| n > 2048));
     assert!(models[0]["expires_at"].as_str().is_some());
 
     let (status, r) = s
@@ -47,7 +49,10 @@ fn keep_alive_duration_expires_and_negative_is_forever() {
         )
         .expect("load");
     assert_eq!(status, 200);
-    assert_eq!(s.get("/api/ps").1["models"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        s.get("/api/ps").1["models"].as_array().map(Vec::len),
+        Some(1)
+    );
     // Unloaded after the keep-alive passes (polled, not a timed assertion on speed).
     let mut gone = false;
     for _ in 0..100 {
@@ -67,8 +72,14 @@ fn keep_alive_duration_expires_and_negative_is_forever() {
         .expect("load forever");
     assert_eq!(status, 200);
     let (_, ps) = s.get("/api/ps");
-    let at = ps["models"][0]["expires_at"].as_str().expect("expires_at").to_string();
-    assert!(at.starts_with("2") && at.as_str() > "2200", "forever should be far future: {at}");
+    let at = ps["models"][0]["expires_at"]
+        .as_str()
+        .expect("expires_at")
+        .to_string();
+    assert!(
+        at.starts_with("2") && at.as_str() > "2200",
+        "forever should be far future: {at}"
+    );
 
     let (status, r) = s
         .post(
@@ -91,5 +102,8 @@ fn ollama_keep_alive_env_is_the_default() {
         )
         .expect("generate");
     assert_eq!(status, 200);
-    assert_eq!(s.get("/api/ps").1["models"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        s.get("/api/ps").1["models"].as_array().map(Vec::len),
+        Some(0)
+    );
 }

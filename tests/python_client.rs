@@ -21,7 +21,7 @@ fn official_python_client_works_end_to_end() {
     let out = Command::new(python)
         .arg(script)
         .env("OLLAMA_HOST", &server.base)
-        .env("WICK_TEST_MODEL", format!("{SMOLLM2}"))
+        .env("WICK_TEST_MODEL", SMOLLM2)
         .env("WICK_TEST_GGUF", smollm2_gguf())
         .output()
         .expect("run python");

@@ -76,7 +76,7 @@ res = client.create(model="wick-test-created", files={"model.gguf": digest},
                     system="You are terse.", parameters={"temperature": 0.1})
 check("create", res.status == "success", res)
 s2 = client.show("wick-test-created")
-check("created model system", s2.system == "You are terse." or "You are terse." in (s2.modelfile or ""), s2)
+check("created model system", "You are terse." in (s2.modelfile or ""), s2)
 r2 = client.generate(model="wick-test-created", prompt="Hi", options={"num_predict": 4, "temperature": 0})
 check("created model generates", r2.done, r2)
 client.delete("wick-test-created")

@@ -37,7 +37,7 @@ impl LlamaConfig {
             .map(|v| v as usize)
             .unwrap_or(n_head);
         let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
+        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !n_embd.is_multiple_of(n_head) {
             return Err(EngineError::InvalidModel(format!(
                 "inconsistent head counts: {n_head} heads, {n_kv_head} kv heads, {n_embd} dims"
             )));

@@ -1,0 +1,345 @@
+//! `POST /api/create`, JSON form (the Modelfile is parsed by the client): a model from
+//! one uploaded GGUF blob (`files`) or derived from an existing model (`from`), with
+//! `template`, `system`, `parameters`, `license` and `messages` layers.
+//!
+//! Everything is checked before anything is written (a corrupt GGUF or a missing blob
+//! leaves the store unchanged). Creating a model from blobs already in the store takes
+//! moments, so the work is done first and then answered with Ollama's progress
+//! statuses (`parsing GGUF`, `using existing layer …`, `creating new layer …`,
+//! `writing manifest`, `success`) as NDJSON, or `{"status":"success"}` with
+//! `stream: false`; failures get a real status code either way.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use wick_engine::GgufFacts;
+use wick_store::{ConfigV2, Digest, Layer, ModelName, NewModel, Store, MEDIA_TYPE_MODEL};
+use wick_templating::{ChatTemplate, Message};
+
+use crate::error::{ApiError, Result};
+use crate::extract::ApiJson;
+use crate::models::blocking;
+use crate::options::OptionsPatch;
+use crate::prompt::is_go_template;
+use crate::run::ndjson;
+use crate::wire;
+use crate::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateRequest {
+    pub model: Option<String>,
+    pub name: Option<String>,
+    pub from: Option<String>,
+    pub files: Option<BTreeMap<String, String>>,
+    pub adapters: Option<BTreeMap<String, String>>,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub license: Option<Value>,
+    pub parameters: Option<Map<String, Value>>,
+    pub messages: Option<Vec<Message>>,
+    pub quantize: Option<String>,
+    pub quantization: Option<String>,
+    pub renderer: Option<String>,
+    pub parser: Option<String>,
+    pub requires: Option<String>,
+    pub draft_files: Option<Value>,
+    pub draft_quantize: Option<String>,
+    pub info: Option<Value>,
+    pub modelfile: Option<String>,
+    pub path: Option<String>,
+    pub stream: Option<bool>,
+}
+
+/// Where the weights come from.
+#[derive(Debug)]
+enum Source {
+    /// An existing model to derive from.
+    From(ModelName),
+    /// One uploaded GGUF: its file name and digest.
+    Gguf { file: String, digest: Digest },
+}
+
+/// A checked create request.
+#[derive(Debug)]
+pub struct ValidCreateRequest {
+    name: ModelName,
+    source: Source,
+    template: Option<String>,
+    system: Option<String>,
+    license: Vec<String>,
+    parameters: Option<Map<String, Value>>,
+    messages: Vec<Value>,
+    requires: String,
+    stream: bool,
+}
+
+fn set(s: &Option<String>) -> bool {
+    s.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+fn set_value(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    }
+}
+
+impl CreateRequest {
+    pub fn validate(self) -> Result<ValidCreateRequest> {
+        let name = wire::model_name(self.model.as_deref(), self.name.as_deref())?;
+        if set(&self.quantize) || set(&self.quantization) {
+            return Err(ApiError::Unsupported("quantize"));
+        }
+        if self.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(ApiError::Unsupported("adapters"));
+        }
+        for (field, given) in [
+            ("renderer", set(&self.renderer)),
+            ("parser", set(&self.parser)),
+            ("draft_quantize", set(&self.draft_quantize)),
+            ("draft_files", set_value(&self.draft_files)),
+            ("info", set_value(&self.info)),
+            ("modelfile", set(&self.modelfile)),
+            ("path", set(&self.path)),
+        ] {
+            if given {
+                return Err(ApiError::Unsupported(field));
+            }
+        }
+        let source = match (self.from.filter(|f| !f.is_empty()), self.files) {
+            (Some(from), _) => Source::From(ModelName::parse(&from)?),
+            (None, Some(files)) => gguf_source(files)?,
+            (None, None) => return Err(ApiError::bad("neither 'from' or 'files' was specified")),
+        };
+        let template = self.template.filter(|t| !t.is_empty());
+        if let Some(t) = template.as_deref().filter(|t| !is_go_template(t)) {
+            ChatTemplate::new(t).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
+        }
+        let license = match self.license {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(ApiError::bad(
+                        "\"license\" must be a string or an array of strings",
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "\"license\" must be a string or an array of strings",
+                ))
+            }
+        };
+        let parameters = match self.parameters {
+            Some(p) => {
+                OptionsPatch::from_map(&p)
+                    .map_err(|e| ApiError::bad(format!("\"parameters\": {e}")))?;
+                let p: Map<String, Value> = p.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                (!p.is_empty()).then_some(p)
+            }
+            None => None,
+        };
+        let messages = self
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut m| {
+                m.role = m.role.to_lowercase();
+                serde_json::to_value(m).map_err(ApiError::internal)
+            })
+            .collect::<Result<_>>()?;
+        Ok(ValidCreateRequest {
+            name,
+            source,
+            template,
+            system: self.system.filter(|s| !s.is_empty()),
+            license,
+            parameters,
+            messages,
+            requires: self.requires.unwrap_or_default(),
+            stream: self.stream.unwrap_or(true),
+        })
+    }
+}
+
+/// `files`: exactly one GGUF, named by a relative path, given as a digest.
+fn gguf_source(files: BTreeMap<String, String>) -> Result<Source> {
+    if files.is_empty() {
+        return Err(ApiError::bad("\"files\" is empty"));
+    }
+    if files.len() > 1 {
+        return Err(ApiError::bad(format!(
+            "\"files\": only one GGUF file per model is supported yet, got {}",
+            files.len()
+        )));
+    }
+    let Some((file, digest)) = files.into_iter().next() else {
+        return Err(ApiError::bad("\"files\" is empty"));
+    };
+    let path = std::path::Path::new(&file);
+    if file.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(ApiError::bad(format!(
+            "file path must be relative: {}",
+            wick_store::go_quote(&file)
+        )));
+    }
+    let digest = Digest::parse(&digest)
+        .map_err(|_| ApiError::bad(format!("\"files\": invalid digest {digest:?} for {file:?}")))?;
+    Ok(Source::Gguf { file, digest })
+}
+
+/// The base layers and config of the new model, and the statuses so far.
+fn prepare(
+    store: &Store,
+    source: &Source,
+    requires: &str,
+    statuses: &mut Vec<String>,
+) -> Result<(Vec<Layer>, ConfigV2)> {
+    match source {
+        Source::From(base) => {
+            let m = store.resolve(base)?;
+            let parent = m.name.display_shortest();
+            let layers = m
+                .manifest
+                .layers
+                .iter()
+                .map(|l| Layer {
+                    from: Some(parent.clone()),
+                    ..l.clone()
+                })
+                .collect();
+            let mut config = m.config;
+            if !requires.is_empty() {
+                config.requires = requires.to_string();
+            }
+            Ok((layers, config))
+        }
+        Source::Gguf { file, digest } => {
+            if !store.has_blob(digest) {
+                return Err(ApiError::bad(format!(
+                    "blob \"{digest}\" for {file:?} not found; upload it first with POST /api/blobs/{digest}"
+                )));
+            }
+            let path = store.blob_path(digest);
+            let mut magic = [0u8; 4];
+            let is_gguf = std::fs::File::open(&path)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .is_ok()
+                && &magic == b"GGUF";
+            if !is_gguf {
+                let lower = file.to_lowercase();
+                if lower.ends_with(".safetensors") || lower.ends_with(".json") {
+                    return Err(ApiError::bad(format!(
+                        "{file:?}: importing safetensors models is not supported yet; upload a GGUF file"
+                    )));
+                }
+                return Err(ApiError::bad(format!(
+                    "{file:?} is not a GGUF file (no GGUF magic)"
+                )));
+            }
+            statuses.push("parsing GGUF".into());
+            let facts = GgufFacts::read(&path, false)
+                .map_err(|e| ApiError::bad(format!("invalid GGUF file {file:?}: {e}")))?;
+            let layer = store.layer_from_blob(MEDIA_TYPE_MODEL, digest)?;
+            let config = ConfigV2 {
+                model_format: "gguf".into(),
+                model_family: facts.architecture.clone(),
+                model_families: vec![facts.architecture.clone()],
+                model_type: facts.parameter_size(),
+                file_type: facts.file_type.clone(),
+                requires: requires.to_string(),
+                ..ConfigV2::default()
+            };
+            Ok((vec![layer], config))
+        }
+    }
+}
+
+fn blob_names(store: &Store) -> HashSet<String> {
+    std::fs::read_dir(store.blobs_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Create the model; returns the progress statuses.
+fn create_blocking(store: &Store, req: ValidCreateRequest, no_prune: bool) -> Result<Vec<String>> {
+    let mut statuses = Vec::new();
+    let (layers, config) = prepare(store, &req.source, &req.requires, &mut statuses)?;
+    let old = store.manifest(&req.name).ok();
+    let before = blob_names(store);
+    let manifest = store.create_model(
+        &req.name,
+        NewModel {
+            layers,
+            template: req.template,
+            system: req.system,
+            params: req.parameters,
+            license: req.license,
+            messages: req.messages,
+            config,
+        },
+    )?;
+    for layer in &manifest.layers {
+        let existed = Digest::parse(&layer.digest)
+            .map(|d| before.contains(&d.file_name()))
+            .unwrap_or(true);
+        let verb = if existed {
+            "using existing layer"
+        } else {
+            "creating new layer"
+        };
+        statuses.push(format!("{verb} {}", layer.digest));
+    }
+    statuses.push("writing manifest".into());
+    if let Some(old) = old {
+        if !no_prune && old.manifest != manifest {
+            if let Err(e) = store.remove_unreferenced_layers(&old.manifest) {
+                tracing::warn!(error = %e, "could not remove the replaced model's unused layers");
+            }
+        }
+    }
+    statuses.push("success".into());
+    tracing::info!(model = %req.name, "model created");
+    Ok(statuses)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> Result<Response> {
+    let req = req.validate()?;
+    let stream = req.stream;
+    let store = state.store.clone();
+    let no_prune = state.config.no_prune;
+    let statuses = blocking(move || create_blocking(&store, req, no_prune)).await?;
+    if !stream {
+        return Ok(Json(json!({ "status": "success" })).into_response());
+    }
+    let mut body = String::new();
+    for s in statuses {
+        body.push_str(&json!({ "status": s }).to_string());
+        body.push('\n');
+    }
+    Ok(ndjson(Body::from(body)))
+}

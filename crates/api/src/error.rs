@@ -1,0 +1,130 @@
+//! The one error type of the API. Every failure of a request becomes HTTP in exactly one
+//! place, [`ApiError::status`], with Ollama's body `{"error": "..."}` and
+//! `Content-Type: application/json`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use wick_scheduler::SchedError;
+use wick_store::{ErrorKind, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body was empty (Ollama: `missing request body`).
+    #[error("missing request body")]
+    MissingBody,
+    /// The body is not JSON, or a field has the wrong type.
+    #[error("{0}")]
+    BadJson(String),
+    /// A field was checked and rejected; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A request field or value wick does not implement yet.
+    #[error("\"{0}\" is not supported yet")]
+    Unsupported(&'static str),
+    /// A model, blob or resource that does not exist, with Ollama's message.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sched(#[from] SchedError),
+    /// A whole route wick does not implement (pull/push without a registry): 501.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// Anything else that went wrong on our side.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error: the one place errors become HTTP.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingBody
+            | ApiError::BadJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(e) => match e.kind() {
+                ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Sched(SchedError::QueueFull) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Sched(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+
+    pub(crate) fn internal(msg: impl std::fmt::Display) -> Self {
+        ApiError::Internal(msg.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, %status, "request rejected");
+        }
+        (status, error_body(&self.to_string())).into_response()
+    }
+}
+
+/// Drop a backtrace that some errors (candle's, with `RUST_BACKTRACE` set) append to
+/// their message: clients get the message only.
+pub(crate) fn without_backtrace(msg: &str) -> &str {
+    let cut = ["\n   0: ", "\nStack backtrace:", "\nstack backtrace:"]
+        .iter()
+        .filter_map(|m| msg.find(m))
+        .min()
+        .unwrap_or(msg.len());
+    msg[..cut].trim_end()
+}
+
+/// `{"error": msg}` as a JSON response body (also used as the last NDJSON line of a
+/// stream that fails after it started).
+pub(crate) fn error_body(msg: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "error": without_backtrace(msg) }))
+}
+
+pub(crate) type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ApiError::MissingBody.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::Unsupported("format").to_string(),
+            "\"format\" is not supported yet"
+        );
+        assert_eq!(
+            ApiError::Sched(SchedError::QueueFull).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::Store(StoreError::NotFound("x".into())).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::Store(StoreError::InvalidName("x".into())).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn backtraces_are_dropped() {
+        let m = "invalid model file: x: gguf: short\n   0: candle_core::error::Error::bt\n   1: y";
+        assert_eq!(without_backtrace(m), "invalid model file: x: gguf: short");
+        assert_eq!(without_backtrace("plain"), "plain");
+    }
+}

@@ -1,0 +1,185 @@
+//! Health, version and model management: `/`, `/api/version`, `/api/tags`,
+//! `/api/ps`, `/api/copy`, `/api/delete`, and the registry routes wick cannot serve.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use wick_store::{go_quote, ModelName, StoreError};
+
+use crate::error::{ApiError, Result};
+use crate::extract::ApiJson;
+use crate::models::blocking;
+use crate::wire::{self, Details};
+use crate::{AppState, OLLAMA_VERSION};
+
+pub(crate) async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+pub(crate) async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": OLLAMA_VERSION }))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ListedModel {
+    name: String,
+    model: String,
+    modified_at: String,
+    size: u64,
+    digest: String,
+    details: Details,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TagsResponse {
+    models: Vec<ListedModel>,
+}
+
+pub(crate) async fn tags(State(state): State<AppState>) -> Result<Json<TagsResponse>> {
+    let store = state.store.clone();
+    let models = blocking(move || {
+        let mut out = Vec::new();
+        for m in store.list()? {
+            // The config blob gives `details`; a model whose config cannot be read is
+            // still listed, with what the manifest says.
+            let (config, parent) = match store.resolve(&m.name) {
+                Ok(r) => (r.config, r.parent_model),
+                Err(e) => {
+                    tracing::warn!(model = %m.name, error = %e, "listing a model without details");
+                    (Default::default(), None)
+                }
+            };
+            let name = m.name.display_shortest();
+            out.push(ListedModel {
+                model: name.clone(),
+                name,
+                modified_at: wire::go_time(&m.modified_at),
+                size: m.size,
+                digest: m.digest_hex,
+                details: Details::from_config(&config, parent.as_deref()),
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(TagsResponse { models }))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RunningModel {
+    name: String,
+    model: String,
+    size: u64,
+    digest: String,
+    details: Details,
+    expires_at: String,
+    size_vram: u64,
+    context_length: usize,
+}
+
+pub(crate) async fn ps(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let running = state.scheduler.running();
+    let store = state.store.clone();
+    let models = blocking(move || {
+        let far_future = chrono::Utc::now() + chrono::Duration::nanoseconds(i64::MAX);
+        Ok(running
+            .into_iter()
+            .map(|r| {
+                let details = ModelName::parse(&r.name)
+                    .ok()
+                    .and_then(|n| store.resolve(&n).ok())
+                    .map(|m| Details::from_config(&m.config, m.parent_model.as_deref()))
+                    .unwrap_or_default();
+                let expires_at = match (r.forever, r.expires_at) {
+                    (false, Some(at)) => at,
+                    _ => far_future,
+                };
+                RunningModel {
+                    model: r.name.clone(),
+                    name: r.name,
+                    size: r.size,
+                    digest: r.digest,
+                    details,
+                    expires_at: wire::go_time(&expires_at),
+                    // wick runs on the CPU.
+                    size_vram: 0,
+                    context_length: r.context_length,
+                }
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "models": models })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CopyRequest {
+    source: Option<String>,
+    destination: Option<String>,
+}
+
+pub(crate) async fn copy(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CopyRequest>,
+) -> Result<StatusCode> {
+    let source = req.source.unwrap_or_default();
+    let destination = req.destination.unwrap_or_default();
+    let src = ModelName::parse(&source)
+        .map_err(|_| ApiError::bad(format!("source {} is invalid", go_quote(&source))))?;
+    let dst = ModelName::parse(&destination)
+        .map_err(|_| ApiError::bad(format!("destination {} is invalid", go_quote(&destination))))?;
+    let store = state.store.clone();
+    blocking(move || match store.copy(&src, &dst) {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ApiError::NotFound(format!(
+            "model {} not found",
+            go_quote(&source)
+        ))),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteRequest {
+    model: Option<String>,
+    name: Option<String>,
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<DeleteRequest>,
+) -> Result<StatusCode> {
+    let name = wire::model_name(req.model.as_deref(), req.name.as_deref())?;
+    let store = state.store.clone();
+    let scheduler = state.scheduler.clone();
+    blocking(move || {
+        let listed = store.manifest(&name)?;
+        // A deleted model must not keep running; other names of the same manifest
+        // load it again on their next request.
+        scheduler.unload(&listed.digest_hex);
+        let report = store.delete(&name)?;
+        tracing::info!(model = %name, blobs_removed = report.blobs_removed, "model deleted");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `/api/pull` and `/api/push`: wick has no registry client yet, and says so rather
+/// than pretending.
+pub(crate) async fn pull() -> ApiError {
+    not_implemented("pulling")
+}
+
+pub(crate) async fn push() -> ApiError {
+    not_implemented("pushing")
+}
+
+fn not_implemented(what: &str) -> ApiError {
+    ApiError::NotImplemented(format!(
+        "{what} models is not supported yet: no registry is reachable; import GGUF files with /api/create"
+    ))
+}

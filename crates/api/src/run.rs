@@ -1,0 +1,303 @@
+//! Running a generation and answering with it: a stream of chunks (NDJSON lines for
+//! Ollama's routes, server-sent events for OpenAI's; the last chunk has `done: true`),
+//! or the chunks merged into one JSON object with `stream: false`. Both paths build the
+//! same chunks, so a streamed answer always equals the non-streamed one.
+//!
+//! The response body owns the scheduler's event receiver and the model lease: a client
+//! that hangs up drops the body, which drops the receiver and cancels the sequence.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+use wick_engine::{DoneReason, GenerationRequest};
+use wick_scheduler::{Event, KeepAlive, Lease, ModelSpec, SchedError};
+
+use crate::error::{ApiError, Result};
+use crate::wire::Metrics;
+use crate::AppState;
+
+/// A model held for one request, and when the request started.
+pub(crate) struct Held {
+    pub lease: Lease,
+    pub started: Instant,
+    /// Time spent getting the model (loading it, or waiting for it).
+    pub load_duration: Duration,
+}
+
+/// Load (or find) the model and hold it for this request.
+pub(crate) async fn acquire(
+    state: &AppState,
+    spec: &ModelSpec,
+    keep_alive: Option<KeepAlive>,
+    started: Instant,
+) -> Result<Held> {
+    let t = Instant::now();
+    let lease = state.scheduler.acquire(spec, keep_alive).await?;
+    let load_duration = lease.load_duration.max(t.elapsed());
+    Ok(Held {
+        lease,
+        started,
+        load_duration,
+    })
+}
+
+/// A submitted generation: its events, and the lease that keeps the model loaded.
+pub(crate) struct Generation {
+    rx: UnboundedReceiver<Event>,
+    started: Instant,
+    load_duration: Duration,
+    _lease: Lease,
+}
+
+impl Generation {
+    pub fn submit(held: Held, req: GenerationRequest) -> Result<Self> {
+        let rx = held.lease.submit(req)?;
+        Ok(Generation {
+            rx,
+            started: held.started,
+            load_duration: held.load_duration,
+            _lease: held.lease,
+        })
+    }
+}
+
+/// Shapes a route's chunks from the generation's events.
+pub(crate) trait Responder: Send + 'static {
+    type Chunk: Serialize + Send + 'static;
+    /// The one object of a `stream: false` answer.
+    type Whole: Serialize;
+    /// Chunks for a piece of generated text (possibly none).
+    fn text(&mut self, text: String) -> Vec<Self::Chunk>;
+    /// The last chunks; the final one has `done: true`.
+    fn done(&mut self, reason: DoneReason, metrics: Metrics, context: Vec<u32>)
+        -> Vec<Self::Chunk>;
+    /// All chunks of a generation as one response (`stream: false`).
+    fn merge(chunks: Vec<Self::Chunk>) -> Option<Self::Whole>;
+}
+
+/// How a stream is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Ollama's: one JSON object per line.
+    Ndjson,
+    /// OpenAI's server-sent events: `data: {json}` blocks, then `data: [DONE]`.
+    Sse,
+}
+
+impl Framing {
+    fn content_type(self) -> &'static str {
+        match self {
+            Framing::Ndjson => "application/x-ndjson",
+            Framing::Sse => "text/event-stream",
+        }
+    }
+
+    fn frame<T: Serialize>(self, v: &T) -> Bytes {
+        match serde_json::to_vec(v) {
+            Ok(json) => self.wrap(json),
+            Err(e) => self.error(&format!("encoding a response: {e}")),
+        }
+    }
+
+    fn wrap(self, json: Vec<u8>) -> Bytes {
+        let mut out = Vec::with_capacity(json.len() + 8);
+        match self {
+            Framing::Ndjson => {
+                out.extend(json);
+                out.push(b'\n');
+            }
+            Framing::Sse => {
+                out.extend_from_slice(b"data: ");
+                out.extend(json);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// The last frame of a stream that failed after it began.
+    fn error(self, msg: &str) -> Bytes {
+        let msg = crate::error::without_backtrace(msg);
+        let v = match self {
+            Framing::Ndjson => serde_json::json!({ "error": msg }),
+            Framing::Sse => serde_json::json!({
+                "error": { "message": msg, "type": "api_error", "param": null, "code": null }
+            }),
+        };
+        self.wrap(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    /// What follows the last chunk.
+    fn end(self) -> Option<Bytes> {
+        match self {
+            Framing::Ndjson => None,
+            Framing::Sse => Some(Bytes::from_static(b"data: [DONE]\n\n")),
+        }
+    }
+}
+
+/// What one event turned into.
+enum Step<C> {
+    Chunks(Vec<C>),
+    Finished(Vec<C>),
+    Failed(String),
+}
+
+fn step<R: Responder>(gen: &Generation, r: &mut R, ev: Option<Event>) -> Step<R::Chunk> {
+    match ev {
+        Some(Event::Text(t)) if t.is_empty() => Step::Chunks(Vec::new()),
+        Some(Event::Text(t)) => Step::Chunks(r.text(t)),
+        Some(Event::Done {
+            reason,
+            stats,
+            context,
+        }) => {
+            let metrics = Metrics::new(gen.started.elapsed(), gen.load_duration, &stats);
+            Step::Finished(r.done(reason, metrics, context))
+        }
+        Some(Event::Error(e)) => Step::Failed(e),
+        None => Step::Failed(SchedError::RunnerGone.to_string()),
+    }
+}
+
+/// Streaming state: frames ready to send, and whether the generation ended.
+struct Pending {
+    frames: VecDeque<Bytes>,
+    finished: bool,
+    framing: Framing,
+}
+
+impl Pending {
+    /// Take in one step; `Err` is a failure before anything was framed.
+    fn take<C: Serialize>(&mut self, step: Step<C>) -> Result<(), String> {
+        match step {
+            Step::Chunks(c) => self.frames.extend(c.iter().map(|c| self.framing.frame(c))),
+            Step::Finished(c) => {
+                self.frames.extend(c.iter().map(|c| self.framing.frame(c)));
+                self.frames.extend(self.framing.end());
+                self.finished = true;
+            }
+            Step::Failed(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Answer with a generation, streamed or not.
+pub(crate) async fn respond<R: Responder>(
+    mut gen: Generation,
+    mut r: R,
+    stream: bool,
+    framing: Framing,
+) -> Result<Response> {
+    if !stream {
+        let mut chunks = Vec::new();
+        loop {
+            let ev = gen.rx.recv().await;
+            match step(&gen, &mut r, ev) {
+                Step::Chunks(c) => chunks.extend(c),
+                Step::Finished(c) => {
+                    chunks.extend(c);
+                    break;
+                }
+                Step::Failed(e) => return Err(ApiError::Internal(e)),
+            }
+        }
+        let merged = R::merge(chunks)
+            .ok_or_else(|| ApiError::internal("the generation produced nothing"))?;
+        return Ok(Json(merged).into_response());
+    }
+
+    // Wait for the first event, so that a request that fails at once gets a real
+    // status code instead of a 200 with an error line.
+    let mut pending = Pending {
+        frames: VecDeque::new(),
+        finished: false,
+        framing,
+    };
+    while pending.frames.is_empty() && !pending.finished {
+        let ev = gen.rx.recv().await;
+        pending
+            .take(step(&gen, &mut r, ev))
+            .map_err(ApiError::Internal)?;
+    }
+
+    let body = futures::stream::unfold(
+        (gen, r, pending),
+        |(mut gen, mut r, mut pending)| async move {
+            loop {
+                if let Some(b) = pending.frames.pop_front() {
+                    return Some((Ok::<_, Infallible>(b), (gen, r, pending)));
+                }
+                if pending.finished {
+                    return None;
+                }
+                let ev = gen.rx.recv().await;
+                if let Err(e) = pending.take(step(&gen, &mut r, ev)) {
+                    tracing::error!(error = %e, "generation failed after streaming began");
+                    pending.frames.push_back(pending.framing.error(&e));
+                    pending.finished = true;
+                }
+            }
+        },
+    );
+    Ok((
+        [(CONTENT_TYPE, framing.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// A streamed `application/x-ndjson` response.
+pub(crate) fn ndjson(body: Body) -> Response {
+    ([(CONTENT_TYPE, Framing::Ndjson.content_type())], body).into_response()
+}
+
+/// How a generate or chat request goes on once it is checked.
+pub(crate) enum Start<T> {
+    /// An empty prompt: the model was loaded, or unloaded.
+    Loaded(LoadReply),
+    /// `_debug_render_only`: the rendered prompt, nothing generated.
+    Rendered(String),
+    /// A generation under way, with what the route needs to shape its answer.
+    Running(Generation, T),
+}
+
+/// The `done_reason` of a load/unload reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadReply {
+    Load,
+    Unload,
+}
+
+impl LoadReply {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadReply::Load => "load",
+            LoadReply::Unload => "unload",
+        }
+    }
+}
+
+/// An empty prompt: unload the model when `keep_alive` is 0, else load it (or refresh
+/// its keep-alive).
+pub(crate) async fn load_or_unload(
+    state: &AppState,
+    spec: &ModelSpec,
+    keep_alive: Option<KeepAlive>,
+) -> Result<LoadReply> {
+    if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+        state.scheduler.unload(&spec.key);
+        return Ok(LoadReply::Unload);
+    }
+    let lease = state.scheduler.acquire(spec, keep_alive).await?;
+    drop(lease);
+    Ok(LoadReply::Load)
+}

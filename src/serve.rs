@@ -1,0 +1,225 @@
+//! `wick serve`: wire the settings to the store, the scheduler and the API, and listen.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use wick_api::{ApiConfig, AppState};
+use wick_engine::Device;
+use wick_scheduler::{KeepAlive, Scheduler, SchedulerConfig};
+use wick_store::Store;
+
+use crate::host::Host;
+use crate::CliError;
+
+/// Server settings, each from a flag or Ollama's environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Where the model store lives (blobs/ and manifests/, Ollama's layout)
+    /// [default: ~/.ollama/models]
+    #[arg(long, env = "OLLAMA_MODELS")]
+    pub models: Option<PathBuf>,
+
+    /// How long a model stays loaded after its last request: a Go duration ("5m",
+    /// "1h30m") or seconds; negative keeps it loaded forever
+    #[arg(long, env = "OLLAMA_KEEP_ALIVE", default_value = "5m")]
+    pub keep_alive: String,
+
+    /// Most models loaded at once (0 means the default, 3)
+    #[arg(long, env = "OLLAMA_MAX_LOADED_MODELS", default_value_t = 3)]
+    pub max_loaded_models: usize,
+
+    /// Requests queued or running before new ones get a 503
+    #[arg(long, env = "OLLAMA_MAX_QUEUE", default_value_t = 512)]
+    pub max_queue: usize,
+
+    /// Default context window (num_ctx) in tokens; unset or 0 uses each model's
+    /// trained context, capped by the KV budget
+    #[arg(long, env = "OLLAMA_CONTEXT_LENGTH")]
+    pub context_length: Option<usize>,
+
+    /// Do not delete unreferenced blobs at startup or when create replaces a model
+    #[arg(long, env = "OLLAMA_NOPRUNE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub noprune: bool,
+
+    /// Parallel requests per model (accepted; wick runs one sequence at a time per
+    /// model for now)
+    #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 1)]
+    pub num_parallel: usize,
+
+    /// Bytes of KV cache one sequence may use; bounds the default num_ctx
+    /// [default: total RAM / 8, at most 4 GiB]
+    #[arg(long, env = "WICK_KV_BUDGET")]
+    pub kv_budget: Option<usize>,
+
+    /// Extra browser origins allowed to call the API, comma-separated (`*` wildcards)
+    #[arg(long, env = "OLLAMA_ORIGINS", value_delimiter = ',')]
+    pub origins: Vec<String>,
+
+    /// Debug logging (RUST_LOG overrides)
+    #[arg(long, env = "OLLAMA_DEBUG", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub debug: bool,
+}
+
+const GIB: usize = 1 << 30;
+
+/// Total memory from /proc/meminfo, when there is one.
+fn total_ram_bytes() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn default_kv_budget() -> usize {
+    total_ram_bytes().map_or(4 * GIB, |ram| (ram / 8).min(4 * GIB))
+}
+
+fn device() -> Result<Device, CliError> {
+    #[cfg(feature = "cuda")]
+    {
+        return Device::new_cuda(0).map_err(|e| CliError::Other(format!("CUDA device: {e}")));
+    }
+    #[cfg(all(feature = "metal", not(feature = "cuda")))]
+    {
+        return Device::new_metal(0).map_err(|e| CliError::Other(format!("Metal device: {e}")));
+    }
+    #[allow(unreachable_code)]
+    Ok(Device::Cpu)
+}
+
+/// This machine's host name, for the DNS-rebinding guard.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+fn init_tracing(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
+    init_tracing(cfg.debug);
+    let keep_alive = KeepAlive::parse(&cfg.keep_alive).unwrap_or_else(|e| {
+        tracing::warn!(value = %cfg.keep_alive, error = %e, "invalid OLLAMA_KEEP_ALIVE, using 5m");
+        KeepAlive::For(std::time::Duration::from_secs(300))
+    });
+    if cfg.num_parallel > 1 {
+        tracing::warn!(
+            num_parallel = cfg.num_parallel,
+            "OLLAMA_NUM_PARALLEL > 1 is accepted, but each model runs one sequence at a time for now"
+        );
+    }
+    let store = match &cfg.models {
+        Some(dir) if !dir.as_os_str().is_empty() => Store::open(dir.clone()),
+        _ => Store::from_env(),
+    }
+    .map_err(|e| CliError::Other(format!("opening the model store: {e}")))?;
+    match store.fix_legacy_blob_names() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(renamed = n, "renamed legacy blob file names"),
+        Err(e) => tracing::warn!(error = %e, "could not check legacy blob names"),
+    }
+    match store.prune_unreferenced(cfg.noprune) {
+        Ok(r) if r.blobs_removed > 0 || r.temp_files_removed > 0 => tracing::info!(
+            blobs = r.blobs_removed,
+            bytes = r.bytes_freed,
+            temp_files = r.temp_files_removed,
+            "pruned unused blobs"
+        ),
+        Ok(r) => {
+            if let Some(why) = r.skipped {
+                tracing::info!(reason = %why, "blob pruning skipped");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not prune unused blobs"),
+    }
+
+    let kv_budget_bytes = cfg.kv_budget.unwrap_or_else(default_kv_budget);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        max_loaded_models: if cfg.max_loaded_models == 0 {
+            3
+        } else {
+            cfg.max_loaded_models
+        },
+        max_queue: if cfg.max_queue == 0 {
+            512
+        } else {
+            cfg.max_queue
+        },
+        default_keep_alive: keep_alive,
+        kv_budget_bytes,
+        default_num_ctx: cfg.context_length.filter(|n| *n > 0),
+        device: device()?,
+    });
+    tracing::info!(
+        models = %store.root().display(),
+        ?keep_alive,
+        kv_budget_bytes,
+        "starting wick"
+    );
+    let (bind_host, port) = host.bind_addr();
+    let listener = tokio::net::TcpListener::bind((bind_host.as_str(), port))
+        .await
+        .map_err(|e| CliError::Other(format!("listening on {bind_host}:{port}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let state = AppState::new(
+        scheduler,
+        store,
+        ApiConfig {
+            no_prune: cfg.noprune,
+            origins: cfg
+                .origins
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            loopback_only: addr.ip().is_loopback(),
+            hostname: hostname(),
+        },
+    );
+    let app = wick_api::app(state);
+    // Tests that start the server on port 0 read the real address from this line.
+    println!("Listening on {addr} (version {})", wick_api::OLLAMA_VERSION);
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| CliError::Other(format!("server error: {e}")))
+}
+
+/// Ctrl-C or SIGTERM. Stores are written atomically, so stopping at once is safe;
+/// streams still open are cut.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+    std::process::exit(0);
+}
