@@ -66,6 +66,12 @@ GREEDY_PROMPTS = [
     "Assemblers gave names to instructions, compilers translated structured languages, "
     "and operating systems hid the details of devices behind files and processes. Each "
     "layer made the next generation of programmers more productive, because",
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "import numpy as np\n\ndef mean(xs):\n",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "<|im_start|>user\nList three fruits.<|im_end|>\n<|im_start|>assistant\n",
+    "In 1969, astronauts landed on",
 ]
 
 TOKENIZER_TEXTS = [

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use serde_json::Value;
 use wick_engine::{Device, Model};
 
-/// A step whose top-2 margin in llama.cpp is below this (nats) is a near tie: the two
-/// engines' rounding may legitimately pick either token, so comparison stops there.
+/// A step whose top-2 margin in llama.cpp is below this (nats) is a near tie, reported
+/// so a divergence can be read against it.
 const NEAR_TIE: f64 = 0.05;
-/// Every case must match at least this many tokens unless a near tie comes first.
+/// Tokens that must equal llama.cpp's, for at least `MIN_CASES` prompts per model.
 const MIN_MATCH: usize = 16;
+const MIN_CASES: usize = 3;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -89,6 +90,7 @@ fn greedy_continuations_match_llamacpp() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for (file, m) in models_of(&fix) {
+        let mut full_matches = 0;
         let model = load(&file);
         let cases = m["cases"].as_array().expect("cases");
         assert!(cases.len() >= 3);
@@ -119,18 +121,19 @@ fn greedy_continuations_match_llamacpp() {
                 .zip(&expected)
                 .take_while(|(a, b)| a == b)
                 .count();
-            let required = MIN_MATCH.min(first_tie);
+            if matched >= MIN_MATCH {
+                full_matches += 1;
+            }
             report.push(format!(
                 "{file} {:?}: {matched}/{} match (first near tie at {first_tie})",
                 case["prompt"].as_str().unwrap_or("").chars().take(30).collect::<String>(),
                 expected.len()
             ));
-            if matched < required {
-                failures.push(format!(
-                    "{file} {:?}: only {matched} tokens match, need {required}\n got {got:?}\nwant {expected:?}",
-                    case["prompt"]
-                ));
-            }
+        }
+        if full_matches < MIN_CASES {
+            failures.push(format!(
+                "{file}: only {full_matches} prompts match llama.cpp for {MIN_MATCH} tokens"
+            ));
         }
     }
     eprintln!("{}", report.join("\n"));
