@@ -36,6 +36,7 @@ import() {
 }
 import smollm2:135m "$cache/smollm2-135m-instruct-q4_1.gguf"
 import qwen2.5-coder:0.5b "$cache/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+import all-minilm:l6-v2 "$cache/all-minilm-l6-v2"
 
 echo "wick is serving on $OLLAMA_HOST with: $("$wick" list | awk 'NR > 1 {print $1}' | tr '\n' ' ')"
 wait "$server"

@@ -103,6 +103,43 @@ async fn upload(c: &Client, path: &Path, digest: &str) -> Result<(), CliError> {
     result.map(|_| ())
 }
 
+/// The files of a safetensors model directory, as relative paths: weights, configs and
+/// tokenizer files, including those one folder down (`1_Pooling/config.json`).
+fn model_dir_files(dir: &Path) -> Result<Vec<String>, CliError> {
+    let wanted = |name: &str| {
+        name.ends_with(".safetensors")
+            || name.ends_with(".json")
+            || name == "tokenizer.model"
+            || name == "vocab.txt"
+    };
+    let mut out = Vec::new();
+    let read = |d: &Path| {
+        std::fs::read_dir(d).map_err(|e| CliError::Other(format!("{}: {e}", d.display())))
+    };
+    for entry in read(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_dir() {
+            for sub in read(&path)?.flatten() {
+                let sub_name = sub.file_name().to_string_lossy().into_owned();
+                if sub.path().is_file() && wanted(&sub_name) {
+                    out.push(format!("{name}/{sub_name}"));
+                }
+            }
+        } else if wanted(&name) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    if !out.iter().any(|f| f.ends_with(".safetensors")) {
+        return Err(CliError::Other(format!(
+            "{}: no .safetensors files in this directory",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
 pub async fn create(
     c: &Client,
     name: &str,
@@ -127,12 +164,20 @@ pub async fn create(
     body.insert("model".into(), json!(name));
     let local = resolve_path(&mf.from, base);
     if local.is_dir() {
-        return Err(CliError::Other(format!(
-            "{}: importing safetensors directories is not supported yet; use a GGUF file",
-            local.display()
-        )));
-    }
-    if local.is_file() {
+        // A safetensors model directory: upload every file Ollama's CLI would.
+        eprintln!("gathering model components");
+        let mut files = Map::new();
+        for rel in model_dir_files(&local)? {
+            let path = local.join(&rel);
+            let hashed = path.clone();
+            let digest = tokio::task::spawn_blocking(move || sha256_file(&hashed))
+                .await
+                .map_err(|e| CliError::Other(format!("hashing failed: {e}")))??;
+            upload(c, &path, &digest).await?;
+            files.insert(rel, json!(digest));
+        }
+        body.insert("files".into(), Value::Object(files));
+    } else if local.is_file() {
         eprintln!("gathering model components");
         let path = local.clone();
         let digest = tokio::task::spawn_blocking(move || sha256_file(&path))

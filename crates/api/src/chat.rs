@@ -290,6 +290,7 @@ pub(crate) async fn start(
     let c = &req.common;
     let resolved = models::resolve(state, &c.name).await?;
     let spec = models::spec(&resolved)?;
+    models::require_completion(&resolved, "chat")?;
     if req.messages.is_empty() {
         return Ok(Start::Loaded(
             run::load_or_unload(state, &spec, c.keep_alive).await?,

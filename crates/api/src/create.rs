@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 
+use sha2::Digest as _;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -63,6 +65,8 @@ enum Source {
     From(ModelName),
     /// One uploaded GGUF: its file name and digest.
     Gguf { file: String, digest: Digest },
+    /// The uploaded files of a safetensors model directory, converted to GGUF.
+    Safetensors(BTreeMap<String, Digest>),
 }
 
 /// A checked create request.
@@ -174,10 +178,21 @@ impl CreateRequest {
     }
 }
 
-/// `files`: exactly one GGUF, named by a relative path, given as a digest.
+/// `files`: one GGUF, or the files of a safetensors model directory, each named by a
+/// relative path and given as a digest.
 fn gguf_source(files: BTreeMap<String, String>) -> Result<Source> {
     if files.is_empty() {
         return Err(ApiError::bad("\"files\" is empty"));
+    }
+    if files
+        .keys()
+        .any(|f| f.to_lowercase().ends_with(".safetensors"))
+    {
+        let mut checked = BTreeMap::new();
+        for (file, digest) in files {
+            checked.insert(file.clone(), checked_file(file, digest)?.1);
+        }
+        return Ok(Source::Safetensors(checked));
     }
     if files.len() > 1 {
         return Err(ApiError::bad(format!(
@@ -188,6 +203,12 @@ fn gguf_source(files: BTreeMap<String, String>) -> Result<Source> {
     let Some((file, digest)) = files.into_iter().next() else {
         return Err(ApiError::bad("\"files\" is empty"));
     };
+    let (file, digest) = checked_file(file, digest)?;
+    Ok(Source::Gguf { file, digest })
+}
+
+/// A `files` entry: a relative path without `..`, and a well-formed digest.
+fn checked_file(file: String, digest: String) -> Result<(String, Digest)> {
     let path = std::path::Path::new(&file);
     if file.is_empty()
         || path.is_absolute()
@@ -202,7 +223,7 @@ fn gguf_source(files: BTreeMap<String, String>) -> Result<Source> {
     }
     let digest = Digest::parse(&digest)
         .map_err(|_| ApiError::bad(format!("\"files\": invalid digest {digest:?} for {file:?}")))?;
-    Ok(Source::Gguf { file, digest })
+    Ok((file, digest))
 }
 
 /// The base layers and config of the new model, and the statuses so far.
@@ -231,11 +252,25 @@ fn prepare(
             }
             Ok((layers, config))
         }
+        Source::Safetensors(files) => {
+            let mut paths = BTreeMap::new();
+            for (file, digest) in files {
+                if !store.has_blob(digest) {
+                    return Err(missing_blob(file, digest));
+                }
+                paths.insert(file.clone(), store.blob_path(digest));
+            }
+            statuses.push("converting model".into());
+            let digest = convert_to_blob(store, &paths)?;
+            let path = store.blob_path(&digest);
+            let facts = GgufFacts::read(&path, false)
+                .map_err(|e| ApiError::internal(format!("converted model unreadable: {e}")))?;
+            let layer = store.layer_from_blob(MEDIA_TYPE_MODEL, &digest)?;
+            Ok((vec![layer], config_for(&facts, requires)))
+        }
         Source::Gguf { file, digest } => {
             if !store.has_blob(digest) {
-                return Err(ApiError::bad(format!(
-                    "blob \"{digest}\" for {file:?} not found; upload it first with POST /api/blobs/{digest}"
-                )));
+                return Err(missing_blob(file, digest));
             }
             let path = store.blob_path(digest);
             let mut magic = [0u8; 4];
@@ -245,9 +280,9 @@ fn prepare(
                 && &magic == b"GGUF";
             if !is_gguf {
                 let lower = file.to_lowercase();
-                if lower.ends_with(".safetensors") || lower.ends_with(".json") {
+                if lower.ends_with(".json") {
                     return Err(ApiError::bad(format!(
-                        "{file:?}: importing safetensors models is not supported yet; upload a GGUF file"
+                        "{file:?}: a safetensors model needs its .safetensors files too"
                     )));
                 }
                 return Err(ApiError::bad(format!(
@@ -258,18 +293,47 @@ fn prepare(
             let facts = GgufFacts::read(&path, false)
                 .map_err(|e| ApiError::bad(format!("invalid GGUF file {file:?}: {e}")))?;
             let layer = store.layer_from_blob(MEDIA_TYPE_MODEL, digest)?;
-            let config = ConfigV2 {
-                model_format: "gguf".into(),
-                model_family: facts.architecture.clone(),
-                model_families: vec![facts.architecture.clone()],
-                model_type: facts.parameter_size(),
-                file_type: facts.file_type.clone(),
-                requires: requires.to_string(),
-                ..ConfigV2::default()
-            };
-            Ok((vec![layer], config))
+            Ok((vec![layer], config_for(&facts, requires)))
         }
     }
+}
+
+fn missing_blob(file: &str, digest: &Digest) -> ApiError {
+    ApiError::bad(format!(
+        "blob \"{digest}\" for {file:?} not found; upload it first with POST /api/blobs/{digest}"
+    ))
+}
+
+/// The config blob Ollama writes for a GGUF model.
+fn config_for(facts: &GgufFacts, requires: &str) -> ConfigV2 {
+    ConfigV2 {
+        model_format: "gguf".into(),
+        model_family: facts.architecture.clone(),
+        model_families: vec![facts.architecture.clone()],
+        model_type: facts.parameter_size(),
+        file_type: facts.file_type.clone(),
+        requires: requires.to_string(),
+        ..ConfigV2::default()
+    }
+}
+
+/// Convert a safetensors model into a GGUF blob; a bad directory is a 400 and leaves
+/// nothing behind.
+fn convert_to_blob(store: &Store, paths: &BTreeMap<String, std::path::PathBuf>) -> Result<Digest> {
+    let tmp = tempfile::NamedTempFile::new_in(store.blobs_dir()).map_err(ApiError::internal)?;
+    wick_engine::convert::bert_to_gguf(paths, tmp.path())
+        .map_err(|e| ApiError::bad(format!("converting the safetensors model: {e}")))?;
+    let mut file = std::fs::File::open(tmp.path()).map_err(ApiError::internal)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(ApiError::internal)?;
+    let digest = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))?;
+    if !store.has_blob(&digest) {
+        let mut writer = store.blob_writer(digest.clone())?;
+        let mut file = std::fs::File::open(tmp.path()).map_err(ApiError::internal)?;
+        std::io::copy(&mut file, &mut writer).map_err(ApiError::internal)?;
+        writer.commit()?;
+    }
+    Ok(digest)
 }
 
 fn blob_names(store: &Store) -> HashSet<String> {

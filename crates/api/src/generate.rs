@@ -258,6 +258,7 @@ pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Resul
     let c = &req.common;
     let resolved = models::resolve(state, &c.name).await?;
     let spec = models::spec(&resolved)?;
+    models::require_completion(&resolved, "generate")?;
     if req.prompt.is_empty() {
         return Ok(Start::Loaded(
             run::load_or_unload(state, &spec, c.keep_alive).await?,

@@ -42,6 +42,20 @@ pub(crate) fn spec(m: &ResolvedModel) -> Result<ModelSpec> {
     })
 }
 
+/// Embedding-only architectures: they cannot generate text.
+const EMBEDDING_FAMILIES: &[&str] = &["bert", "nomic-bert", "jina-bert-v2"];
+
+/// 400 `"x" does not support generate` (or `chat`) for an embedding model.
+pub(crate) fn require_completion(m: &ResolvedModel, what: &str) -> Result<()> {
+    if EMBEDDING_FAMILIES.contains(&m.config.model_family.as_str()) {
+        return Err(ApiError::bad(format!(
+            "\"{}\" does not support {what}",
+            m.name.display_shortest()
+        )));
+    }
+    Ok(())
+}
+
 /// The model's Modelfile `PARAMETER`s as options.
 pub(crate) fn params(m: &ResolvedModel) -> Result<OptionsPatch> {
     match &m.params {

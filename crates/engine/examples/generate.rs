@@ -8,7 +8,10 @@ use wick_engine::{Device, GenerationRequest, Model, SamplingOptions, Sequence};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).ok_or("usage: generate MODEL.gguf PROMPT [N]")?;
-    let prompt = args.get(2).cloned().unwrap_or_else(|| "The capital of France is".into());
+    let prompt = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "The capital of France is".into());
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
     let t0 = Instant::now();
     let model = Model::load(path.as_ref(), &Device::Cpu)?;
@@ -35,7 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while !seq.is_finished() {
         text.push_str(&seq.step(&model)?.text);
     }
-    let generated = &seq.context()[seq.context().len() - seq.stats.eval_count.min(seq.context().len())..];
+    let generated =
+        &seq.context()[seq.context().len() - seq.stats.eval_count.min(seq.context().len())..];
     println!("{text}");
     eprintln!("generated ids: {generated:?}");
     let s = &seq.stats;

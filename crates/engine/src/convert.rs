@@ -155,7 +155,9 @@ fn bert_metadata(
             })
         })
         .collect();
-    let lowercase = tokenizer["normalizer"]["lowercase"].as_bool().unwrap_or(true);
+    let lowercase = tokenizer["normalizer"]["lowercase"]
+        .as_bool()
+        .unwrap_or(true);
     let mut m: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("bert".into())),
         ("general.file_type".into(), Value::U32(1)),

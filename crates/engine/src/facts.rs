@@ -60,9 +60,7 @@ impl GgufFacts {
             context_length: int(&key("context_length")),
             embedding_length: int(&key("embedding_length")),
             is_embedding: gguf.get(&key("pooling_type")).is_some(),
-            chat_template: gguf
-                .get_str("tokenizer.chat_template")
-                .map(str::to_string),
+            chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
             architecture,
             parameter_count,
             file_type,

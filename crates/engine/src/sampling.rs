@@ -231,7 +231,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
             let mut s = Sampler::new(opts(1.0, seed));
-            (0..20).map(|_| s.sample(&logits, &[], 10)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&logits, &[], 10))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));

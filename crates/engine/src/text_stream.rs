@@ -60,7 +60,10 @@ impl TextStream {
     }
 
     fn first_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
     }
 
     /// Length of the longest tail of `held` that could still grow into a stop string.

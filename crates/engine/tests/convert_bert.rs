@@ -15,7 +15,12 @@ fn minilm_converts_to_a_bert_gguf() {
         .join("all-minilm-l6-v2");
     assert!(dir.exists(), "run scripts/fetch-models.sh");
     let mut files = BTreeMap::new();
-    for name in ["config.json", "model.safetensors", "tokenizer.json", "1_Pooling/config.json"] {
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+    ] {
         files.insert(name.to_string(), dir.join(name));
     }
     let out = tempfile::NamedTempFile::new().expect("tmp");
@@ -30,7 +35,10 @@ fn minilm_converts_to_a_bert_gguf() {
     // ~22.7M parameters, matrices in f16.
     assert!((20_000_000..25_000_000).contains(&facts.parameter_count));
     let size = std::fs::metadata(out.path()).expect("meta").len();
-    assert!(size < 60_000_000, "f16 conversion should be ~45 MB, got {size}");
+    assert!(
+        size < 60_000_000,
+        "f16 conversion should be ~45 MB, got {size}"
+    );
 
     // A directory without weights is refused with a clear error.
     files.remove("model.safetensors");

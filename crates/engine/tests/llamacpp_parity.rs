@@ -126,7 +126,12 @@ fn greedy_continuations_match_llamacpp() {
             }
             report.push(format!(
                 "{file} {:?}: {matched}/{} match (first near tie at {first_tie})",
-                case["prompt"].as_str().unwrap_or("").chars().take(30).collect::<String>(),
+                case["prompt"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(30)
+                    .collect::<String>(),
                 expected.len()
             ));
         }

@@ -12,9 +12,7 @@ pub enum KeepAlive {
 impl KeepAlive {
     /// From seconds as Ollama reads a JSON number: negative means forever.
     pub fn from_secs_f64(secs: f64) -> Self {
-        if secs < 0.0 {
-            KeepAlive::Forever
-        } else if !secs.is_finite() || secs > 1e12 {
+        if secs < 0.0 || !secs.is_finite() || secs > 1e12 {
             KeepAlive::Forever
         } else {
             KeepAlive::For(Duration::from_secs_f64(secs))

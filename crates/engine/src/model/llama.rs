@@ -37,7 +37,11 @@ impl LlamaConfig {
             .map(|v| v as usize)
             .unwrap_or(n_head);
         let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
-        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !n_embd.is_multiple_of(n_head) {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !n_embd.is_multiple_of(n_head)
+        {
             return Err(EngineError::InvalidModel(format!(
                 "inconsistent head counts: {n_head} heads, {n_kv_head} kv heads, {n_embd} dims"
             )));
@@ -114,12 +118,16 @@ impl LlamaModel {
         } else {
             QMatMul::from_arc(embed.clone())?
         };
-        let output_norm = gguf.tensor("output_norm.weight", device)?.dequantize(device)?;
+        let output_norm = gguf
+            .tensor("output_norm.weight", device)?
+            .dequantize(device)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
             let mut qm = |n: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(gguf.tensor(&format!("{p}.{n}"), device)?)?)
+                Ok(QMatMul::from_qtensor(
+                    gguf.tensor(&format!("{p}.{n}"), device)?,
+                )?)
             };
             let attn_parts = (
                 qm("attn_q.weight")?,
@@ -140,9 +148,14 @@ impl LlamaModel {
                     Ok(None)
                 }
             };
-            let (bq, bk, bv) = (dense("attn_q.bias")?, dense("attn_k.bias")?, dense("attn_v.bias")?);
-            let attn_norm = dense("attn_norm.weight")?
-                .ok_or_else(|| EngineError::InvalidModel(format!("missing {p}.attn_norm.weight")))?;
+            let (bq, bk, bv) = (
+                dense("attn_q.bias")?,
+                dense("attn_k.bias")?,
+                dense("attn_v.bias")?,
+            );
+            let attn_norm = dense("attn_norm.weight")?.ok_or_else(|| {
+                EngineError::InvalidModel(format!("missing {p}.attn_norm.weight"))
+            })?;
             let ffn_norm = dense("ffn_norm.weight")?
                 .ok_or_else(|| EngineError::InvalidModel(format!("missing {p}.ffn_norm.weight")))?;
             blocks.push(Block {
@@ -205,7 +218,11 @@ impl LlamaModel {
         cache.advance(t);
         let last = x.narrow(0, t - 1, 1)?;
         let last = candle_nn::ops::rms_norm(&last, &self.output_norm, self.config.rms_eps)?;
-        Ok(self.output.forward(&last)?.squeeze(0)?.to_dtype(DType::F32)?)
+        Ok(self
+            .output
+            .forward(&last)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?)
     }
 
     fn max_positions(&self) -> usize {
@@ -228,7 +245,9 @@ impl LlamaModel {
             if let Some(b) = b {
                 y = y.broadcast_add(b)?;
             }
-            Ok(y.reshape((1, t, heads, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+            Ok(y.reshape((1, t, heads, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = project(&attn.wq, &attn.bq, c.n_head)?;
         let k = project(&attn.wk, &attn.bk, c.n_kv_head)?;
