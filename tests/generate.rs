@@ -197,3 +197,45 @@ fn chat_template_and_system_prompt_are_applied() {
         .unwrap_or("")
         .contains("<|im_end|>"));
 }
+
+#[test]
+fn go_template_layer_gives_way_to_the_gguf_chat_template() {
+    let s = Server::with_smollm2();
+    // A model as an Ollama store holds it: a Go TEMPLATE layer over the GGUF.
+    let (status, r) = s
+        .post(
+            "/api/create",
+            &json!({"model": "smol-go", "from": SMOLLM2, "stream": false,
+                    "template": "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"}),
+        )
+        .expect("create");
+    assert_eq!(status, 200, "{r}");
+    let chat = |model: &str| {
+        s.post(
+            "/api/chat",
+            &json!({"model": model, "stream": false, "options": greedy(8),
+                    "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .expect("chat")
+    };
+    let (status, derived) = chat("smol-go");
+    assert_eq!(status, 200, "{derived}");
+    let (_, original) = chat(SMOLLM2);
+    assert_eq!(derived["message"], original["message"]);
+    assert_eq!(derived["prompt_eval_count"], original["prompt_eval_count"]);
+
+    // A Go template in the request itself cannot be rendered yet: 400 naming the field.
+    let (status, r) = s
+        .post(
+            "/api/generate",
+            &json!({"model": SMOLLM2, "prompt": "x", "template": "{{ .Prompt }}"}),
+        )
+        .expect("generate");
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"template\"")),
+        "{r}"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! Templates come from, in order: the request's `template` field, the manifest's
 //! TEMPLATE layer, the GGUF `tokenizer.chat_template`. Only Jinja templates can be
-//! rendered; a Go template (Ollama's `{{ .Prompt }}` style) is a 400 naming `template`.
+//! rendered: a Go TEMPLATE layer (Ollama's `{{ .Prompt }}` style) gives way to the
+//! GGUF's Jinja template when there is one; otherwise it is a 400 naming `template`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,13 +83,19 @@ pub(crate) fn choose(
         }
         return cache.get(src).map(Some);
     }
+    let gguf = gguf.filter(|s| !s.is_empty());
     if let Some(src) = layer.filter(|s| !s.is_empty()) {
-        if is_go_template(src) {
+        if !is_go_template(src) {
+            return cache.get(src).map(Some);
+        }
+        // Models from an Ollama store carry a Go TEMPLATE layer; their GGUF usually has
+        // the Jinja chat template it was written from, which llama.cpp renders too.
+        if gguf.is_none() {
             return Err(go_template_error("model's TEMPLATE"));
         }
-        return cache.get(src).map(Some);
+        tracing::debug!("Go TEMPLATE layer; rendering the GGUF's chat template instead");
     }
-    match gguf.filter(|s| !s.is_empty()) {
+    match gguf {
         Some(src) => cache.get(src).map(Some),
         None => Ok(None),
     }
@@ -171,7 +178,14 @@ mod tests {
         let t = choose(&cache, None, None, Some("{{ messages[0].content }}")).unwrap();
         assert!(t.is_some());
         assert!(choose(&cache, None, None, None).unwrap().is_none());
-        let e = choose(&cache, None, Some("{{ .Prompt }}"), Some("x")).unwrap_err();
+        // A Go TEMPLATE layer gives way to the GGUF's Jinja template...
+        let t = choose(&cache, None, Some("{{ .Prompt }}"), Some("{{ messages }}")).unwrap();
+        assert_eq!(
+            t.map(|t| t.source().to_string()).as_deref(),
+            Some("{{ messages }}")
+        );
+        // ...and is a 400 naming the field when there is none.
+        let e = choose(&cache, None, Some("{{ .Prompt }}"), None).unwrap_err();
         assert!(e
             .to_string()
             .starts_with("\"template\" is not supported yet"));
