@@ -1,8 +1,6 @@
 //! `POST /api/chat`: a conversation rendered with the model's chat template, optionally
 //! with tools; the model's tool-call blocks come back as `message.tool_calls`.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +14,7 @@ use wick_templating::{
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
-use crate::generate::{Common, CommonFields};
+use crate::generate::{prepare, Common, CommonFields, Prepared};
 use crate::models;
 use crate::prompt;
 use crate::run::{self, Framing, Generation, Responder, Start};
@@ -286,23 +284,12 @@ pub(crate) async fn start(
     state: &AppState,
     req: &ValidChatRequest,
 ) -> Result<Start<Option<ToolCalls>>> {
-    let started = Instant::now();
     let c = &req.common;
-    let resolved = models::resolve(state, &c.name).await?;
-    let spec = models::spec(&resolved)?;
-    models::require_completion(&resolved, "chat")?;
-    if req.messages.is_empty() {
-        return Ok(Start::Loaded(
-            run::load_or_unload(state, &spec, c.keep_alive).await?,
-        ));
-    }
-
-    let params = models::params(&resolved)?;
-    let held = run::acquire(state, &spec, c.keep_alive, started).await?;
+    let (resolved, held, opts) = match prepare(state, c, "chat", req.messages.is_empty()).await? {
+        Prepared::Loaded(reply) => return Ok(Start::Loaded(reply)),
+        Prepared::Ready(r) => (r.resolved, r.held, r.opts),
+    };
     let model = held.lease.model();
-    let opts = params
-        .overlay(&c.options)
-        .resolve(held.lease.default_num_ctx());
     let template = prompt::choose(
         &state.templates,
         None,

@@ -11,15 +11,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use wick_engine::{DoneReason, GenerationRequest};
 use wick_scheduler::KeepAlive;
-use wick_store::ModelName;
+use wick_store::{ModelName, ResolvedModel};
 use wick_templating::Message;
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models;
-use crate::options::OptionsPatch;
+use crate::options::{OptionsPatch, RunOptions};
 use crate::prompt;
-use crate::run::{self, Framing, Generation, Responder, Start};
+use crate::run::{self, Framing, Generation, Held, LoadReply, Responder, Start};
 use crate::wire::{self, Metrics};
 use crate::AppState;
 
@@ -252,25 +252,56 @@ impl Responder for GenerateResponder {
     }
 }
 
-/// Load the model, render and tokenize the prompt, and submit the generation.
-pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Result<Start<()>> {
+/// What generate and chat have once their model is found and held.
+pub(crate) struct Ready {
+    pub resolved: ResolvedModel,
+    pub held: Held,
+    /// Request options over the model's PARAMETERs over the defaults.
+    pub opts: RunOptions,
+}
+
+pub(crate) enum Prepared {
+    /// Empty input: the model was loaded or unloaded, nothing more to do.
+    Loaded(LoadReply),
+    Ready(Box<Ready>),
+}
+
+/// The steps generate and chat share: find the model, check it can `capability`,
+/// answer an empty input with a load/unload, else hold the model and resolve options.
+pub(crate) async fn prepare(
+    state: &AppState,
+    c: &Common,
+    capability: &str,
+    empty_input: bool,
+) -> Result<Prepared> {
     let started = Instant::now();
-    let c = &req.common;
     let resolved = models::resolve(state, &c.name).await?;
     let spec = models::spec(&resolved)?;
-    models::require_completion(&resolved, "generate")?;
-    if req.prompt.is_empty() {
-        return Ok(Start::Loaded(
-            run::load_or_unload(state, &spec, c.keep_alive).await?,
-        ));
+    models::require_completion(&resolved, capability)?;
+    if empty_input {
+        let reply = run::load_or_unload(state, &spec, c.keep_alive).await?;
+        return Ok(Prepared::Loaded(reply));
     }
-
     let params = models::params(&resolved)?;
     let held = run::acquire(state, &spec, c.keep_alive, started).await?;
-    let model = held.lease.model();
     let opts = params
         .overlay(&c.options)
         .resolve(held.lease.default_num_ctx());
+    Ok(Prepared::Ready(Box::new(Ready {
+        resolved,
+        held,
+        opts,
+    })))
+}
+
+/// Load the model, render and tokenize the prompt, and submit the generation.
+pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Result<Start<()>> {
+    let c = &req.common;
+    let (resolved, held, opts) = match prepare(state, c, "generate", req.prompt.is_empty()).await? {
+        Prepared::Loaded(reply) => return Ok(Start::Loaded(reply)),
+        Prepared::Ready(r) => (r.resolved, r.held, r.opts),
+    };
+    let model = held.lease.model();
 
     let text = if !req.suffix.is_empty() {
         let Some((pre, suf, mid)) = &model.tokenizer.fim_tokens else {
