@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use wick_engine::{DoneReason, GenerationRequest, Model};
+use wick_engine::{DoneReason, Model};
 use wick_templating::{
     parse_tool_calls, random_call_id, ChatTemplate, Message, StreamChunk, Tool, ToolCall,
     ToolCallStream, TOOL_CALL_END, TOOL_CALL_START,
@@ -327,19 +327,7 @@ pub(crate) async fn start(
         return Err(prompt::too_long(tokens.len(), ctx));
     }
 
-    let gen = Generation::submit(
-        held,
-        GenerationRequest {
-            prompt: tokens,
-            sampling: opts.sampling,
-            stop: opts.stop,
-            num_predict: opts.num_predict,
-            num_ctx: opts.num_ctx,
-            num_keep: opts.num_keep,
-            shift: c.shift,
-            truncate: c.truncate,
-        },
-    )?;
+    let gen = Generation::submit(held, c.request(tokens, opts))?;
     Ok(Start::Running(gen, tools.map(ToolCalls::new)))
 }
 

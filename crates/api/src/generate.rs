@@ -59,6 +59,22 @@ pub(crate) struct Common {
     pub debug_render_only: bool,
 }
 
+impl Common {
+    /// The engine's request for `prompt` with the resolved options.
+    pub(crate) fn request(&self, prompt: Vec<u32>, opts: RunOptions) -> GenerationRequest {
+        GenerationRequest {
+            prompt,
+            sampling: opts.sampling,
+            stop: opts.stop,
+            num_predict: opts.num_predict,
+            num_ctx: opts.num_ctx,
+            num_keep: opts.num_keep,
+            shift: self.shift,
+            truncate: self.truncate,
+        }
+    }
+}
+
 /// Fields generate and chat share, as received.
 pub(crate) struct CommonFields<'a> {
     pub model: Option<&'a str>,
@@ -352,19 +368,7 @@ pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Resul
     if tokens.len() >= ctx && !c.truncate {
         return Err(prompt::too_long(tokens.len(), ctx));
     }
-    let gen = Generation::submit(
-        held,
-        GenerationRequest {
-            prompt: tokens,
-            sampling: opts.sampling,
-            stop: opts.stop,
-            num_predict: opts.num_predict,
-            num_ctx: opts.num_ctx,
-            num_keep: opts.num_keep,
-            shift: c.shift,
-            truncate: c.truncate,
-        },
-    )?;
+    let gen = Generation::submit(held, c.request(tokens, opts))?;
     Ok(Start::Running(gen, ()))
 }
 
