@@ -1,0 +1,152 @@
+//! Activation quantization, bit-exact with ggml's x86 build.
+//!
+//! * Q8_0 / Q8_1 (blocks of 32) follow the AVX2 `quantize_row_q8_0/1`: `amax = max|x|`,
+//!   `d = amax / 127`, `id = 127 / amax` (0 for an all-zero block), `q = round(x * id)`
+//!   with ties to even, `d` stored as f16; Q8_1 adds `s = f16(d * sum(q))` (the f32 `d`,
+//!   one rounding).
+//! * Q8_K (blocks of 256) follows `quantize_row_q8_K_ref`, which is what ggml's x86 build
+//!   runs: `max` is the signed value of largest magnitude (first one on ties),
+//!   `iscale = -127 / max`, `q = min(127, nearest_int(iscale * x))` with ties to even,
+//!   `d = 1 / iscale` kept as f32, and `bsums` the sums of each 16 quants.
+//!
+//! Blocks are kept in a kernel-friendly layout (scales already widened to f32), not in
+//! ggml's byte layout.
+
+use crate::f16::round_f16;
+
+/// A Q8_0/Q8_1 activation block: 32 quants, the f16-rounded scale and (Q8_1) `d * sum`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Q8Block {
+    pub qs: [i8; 32],
+    pub d: f32,
+    pub s: f32,
+}
+
+impl Default for Q8Block {
+    fn default() -> Self {
+        Self {
+            qs: [0; 32],
+            d: 0.0,
+            s: 0.0,
+        }
+    }
+}
+
+/// A Q8_K activation block.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Q8KBlock {
+    pub qs: [i8; 256],
+    pub d: f32,
+    pub bsums: [i16; 16],
+}
+
+impl Default for Q8KBlock {
+    fn default() -> Self {
+        Self {
+            qs: [0; 256],
+            d: 0.0,
+            bsums: [0; 16],
+        }
+    }
+}
+
+/// Quantize `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks); with
+/// `with_sum` also fill `s` (Q8_1).
+pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+    debug_assert_eq!(x.len(), out.len() * 32);
+    for (xb, y) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in y.qs.iter_mut().zip(xb) {
+            let r = (v * id).round_ties_even().clamp(-128.0, 127.0) as i32;
+            sum += r;
+            *q = r as i8;
+        }
+        y.d = round_f16(d);
+        y.s = if with_sum {
+            round_f16(d * sum as f32)
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Quantize `x` (a multiple of 256 values) into `out` (`x.len() / 256` blocks).
+pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [Q8KBlock]) {
+    debug_assert_eq!(x.len(), out.len() * 256);
+    for (xb, y) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let mut max = 0f32;
+        let mut amax = 0f32;
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *y = Q8KBlock::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in y.qs.iter_mut().zip(xb) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (s, qs) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        y.d = 1.0 / iscale;
+    }
+}
+
+/// `x` rounded to f16 and back (the F16 weights' activation type, kept as f32).
+pub(crate) fn round_to_f16(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = round_f16(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_rounds_ties_to_even_and_keeps_f16_scale() {
+        // amax 127 gives id = 1, so x * id is x itself: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2.
+        let mut x = [0f32; 32];
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = 1.5;
+        x[3] = 2.5;
+        x[4] = -2.5;
+        x[5] = -0.5;
+        let mut b = [Q8Block::default()];
+        quantize_q8_0(&x, &mut b, true);
+        assert_eq!(&b[0].qs[..6], &[127, 0, 2, 2, -2, 0]);
+        assert_eq!(b[0].d, 1.0);
+        assert_eq!(b[0].s, 129.0);
+        // A zero block quantizes to zeros with d = 0.
+        quantize_q8_0(&[0.0; 32], &mut b, true);
+        assert!(b[0].qs.iter().all(|&q| q == 0) && b[0].d == 0.0 && b[0].s == 0.0);
+    }
+
+    #[test]
+    fn q8_k_uses_the_signed_max() {
+        let mut x = [0f32; 256];
+        x[0] = 1.0;
+        x[1] = -2.0;
+        x[17] = 0.5;
+        let mut b = [Q8KBlock::default()];
+        quantize_q8_k(&x, &mut b);
+        // iscale = -127 / -2 = 63.5: 1.0 -> 63.5 -> 64 (ties to even), -2 -> -127.
+        assert_eq!(b[0].qs[0], 64);
+        assert_eq!(b[0].qs[1], -127);
+        assert_eq!(b[0].qs[17], 32);
+        assert_eq!(b[0].d, 1.0 / 63.5);
+        assert_eq!(b[0].bsums[0], 64 - 127);
+        assert_eq!(b[0].bsums[1], 32);
+    }
+}

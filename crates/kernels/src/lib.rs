@@ -1,0 +1,240 @@
+//! Quantized CPU matrix multiplication over ggml's block formats, and the persistent
+//! thread pool that runs it.
+//!
+//! # Design
+//!
+//! * [`QMatrix`] holds a weight matrix exactly as a GGUF file stores it: `rows` output
+//!   features, each a row of `cols` inputs packed in ggml blocks ([`QuantKind`]). Nothing
+//!   is repacked, so loading is a copy and [`QMatrix::dequantize_row`] doubles as the
+//!   token-embedding lookup.
+//! * [`QMatrix::matmul`] computes `out[i][j] = dot(x[i], W[j])` for `m` activation rows.
+//!   Like ggml, it first quantizes the activations once to the type the weights pair with
+//!   (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1, Q8_K for the K-quants, f16 for F16, none
+//!   for F32), reproducing the rounding of ggml's x86 quantizers bit for bit, then takes
+//!   integer dot products per block and scales them in float the way ggml's AVX2
+//!   `ggml_vec_dot_*` functions do. The per-(row, activation) sequence of float operations
+//!   is the same whatever `m`, the tiling or the thread count, so a row of a batched call
+//!   equals the same row computed alone.
+//! * Work is split over output rows into tasks run by a [`ThreadPool`]. Within a task,
+//!   activation rows are taken in tiles of [`ACT_TILE`] (their quantized form fits in L1)
+//!   and, for each weight row, in groups of up to 4: each weight block is loaded and
+//!   unpacked once and multiplied with all the activation rows of the group. With `m = 1`
+//!   this is a plain streaming dot product; with `m = 512` each weight row is read from
+//!   memory once per task and reused from cache for every tile.
+//! * The AVX2+FMA+F16C kernels are chosen at run time ([`Backend::detect`]); a portable
+//!   scalar path computes the same integer sums for every kind. [`reference`] has plain
+//!   dequantization for every kind, used by tests and for embeddings.
+//! * [`ThreadPool`] keeps `n - 1` worker threads that spin briefly and then park between
+//!   jobs; the calling thread works too, so `ThreadPool::new(1)` spawns nothing.
+
+mod act;
+mod avx2;
+mod f16;
+pub mod gguf;
+mod matrix;
+mod pool;
+pub mod reference;
+mod scalar;
+pub mod synth;
+
+pub use matrix::{Backend, QMatrix, ACT_TILE};
+pub use pool::ThreadPool;
+
+/// Weight storage formats, with ggml's type ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantKind {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl QuantKind {
+    /// Every kind, for tests and benches.
+    pub const ALL: [QuantKind; 9] = [
+        QuantKind::F32,
+        QuantKind::F16,
+        QuantKind::Q4_0,
+        QuantKind::Q4_1,
+        QuantKind::Q5_0,
+        QuantKind::Q8_0,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+    ];
+
+    /// The kind of a ggml type id (`None` for types these kernels do not handle).
+    pub fn from_ggml_type(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => QuantKind::F32,
+            1 => QuantKind::F16,
+            2 => QuantKind::Q4_0,
+            3 => QuantKind::Q4_1,
+            6 => QuantKind::Q5_0,
+            8 => QuantKind::Q8_0,
+            12 => QuantKind::Q4K,
+            13 => QuantKind::Q5K,
+            14 => QuantKind::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// ggml's type id.
+    pub fn ggml_type(self) -> u32 {
+        match self {
+            QuantKind::F32 => 0,
+            QuantKind::F16 => 1,
+            QuantKind::Q4_0 => 2,
+            QuantKind::Q4_1 => 3,
+            QuantKind::Q5_0 => 6,
+            QuantKind::Q8_0 => 8,
+            QuantKind::Q4K => 12,
+            QuantKind::Q5K => 13,
+            QuantKind::Q6K => 14,
+        }
+    }
+
+    /// Values per block.
+    pub fn block_size(self) -> usize {
+        match self {
+            QuantKind::F32 | QuantKind::F16 => 1,
+            QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => 32,
+            QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        match self {
+            QuantKind::F32 => 4,
+            QuantKind::F16 => 2,
+            QuantKind::Q4_0 => 18,
+            QuantKind::Q4_1 => 20,
+            QuantKind::Q5_0 => 22,
+            QuantKind::Q8_0 => 34,
+            QuantKind::Q4K => 144,
+            QuantKind::Q5K => 176,
+            QuantKind::Q6K => 210,
+        }
+    }
+
+    /// Bytes of one row of `cols` values (`cols` a multiple of the block size).
+    pub fn row_bytes(self, cols: usize) -> usize {
+        cols / self.block_size() * self.type_size()
+    }
+
+    /// ggml's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantKind::F32 => "F32",
+            QuantKind::F16 => "F16",
+            QuantKind::Q4_0 => "Q4_0",
+            QuantKind::Q4_1 => "Q4_1",
+            QuantKind::Q5_0 => "Q5_0",
+            QuantKind::Q8_0 => "Q8_0",
+            QuantKind::Q4K => "Q4_K",
+            QuantKind::Q5K => "Q5_K",
+            QuantKind::Q6K => "Q6_K",
+        }
+    }
+}
+
+impl std::fmt::Display for QuantKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a kernel call can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("ggml type {0} is not supported by wick's CPU kernels")]
+    UnsupportedType(u32),
+    #[error("{kind} rows of {cols} values do not fill whole blocks of {block}")]
+    PartialBlock {
+        kind: QuantKind,
+        cols: usize,
+        block: usize,
+    },
+    #[error("{kind} matrix of {rows}x{cols} needs {expected} bytes, got {got}")]
+    DataSize {
+        kind: QuantKind,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{what} has {got} values, expected {expected}")]
+    BufferSize {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("row {row} out of range for a matrix of {rows} rows")]
+    RowOutOfRange { row: usize, rows: usize },
+    #[error("the {0:?} kernels are not available on this CPU")]
+    BackendUnavailable(Backend),
+}
+
+/// Physical cores of this machine (best effort: distinct (package, core) pairs of
+/// `/proc/cpuinfo`, else the available parallelism); at least 1.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let from_cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| count_physical_cores(&text));
+    match from_cpuinfo {
+        // The process may be limited to fewer CPUs than the machine has.
+        Some(n) => n.clamp(1, logical),
+        None => logical.max(1),
+    }
+}
+
+fn count_physical_cores(cpuinfo: &str) -> Option<usize> {
+    let mut cores = std::collections::HashSet::new();
+    let mut package = None;
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => package = value.trim().parse::<u32>().ok(),
+            "core id" => {
+                if let Ok(core) = value.trim().parse::<u32>() {
+                    cores.insert((package.unwrap_or(0), core));
+                }
+            }
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_ggml_ids() {
+        for k in QuantKind::ALL {
+            assert_eq!(QuantKind::from_ggml_type(k.ggml_type()), Some(k));
+            assert_eq!(k.row_bytes(k.block_size() * 3), 3 * k.type_size());
+        }
+        assert_eq!(QuantKind::from_ggml_type(10), None);
+    }
+
+    #[test]
+    fn cpuinfo_core_count() {
+        let text = "processor: 0\nphysical id: 0\ncore id: 0\n\nprocessor: 1\nphysical id: 0\ncore id: 0\n\nprocessor: 2\nphysical id: 0\ncore id: 1\n";
+        assert_eq!(count_physical_cores(text), Some(2));
+        assert_eq!(count_physical_cores("processor: 0\n"), None);
+        assert!(physical_cores() >= 1);
+    }
+}

@@ -1,0 +1,358 @@
+//! [`QMatrix`] and the matmul driver: activation quantization, task split, tiling.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use crate::act::{quantize_q8_0, quantize_q8_k, round_to_f16, Q8Block, Q8KBlock};
+use crate::{avx2, reference, scalar, KernelError, QuantKind, ThreadPool};
+
+/// Activation rows per tile: their quantized form (at most ~18 KB for 1024 columns)
+/// stays in L1 while each weight row of a task is multiplied with all of them.
+pub const ACT_TILE: usize = 16;
+
+/// Weight bytes one task works on when `m > ACT_TILE`, so the task's weights stay in L2
+/// from one activation tile to the next.
+const L2_WEIGHTS: usize = 256 * 1024;
+
+/// Which kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Portable Rust, any CPU.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Backend {
+    /// The fastest backend this CPU supports (detected once).
+    pub fn detect() -> Self {
+        static BEST: OnceLock<Backend> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            if Backend::Avx2.is_available() {
+                Backend::Avx2
+            } else {
+                Backend::Scalar
+            }
+        })
+    }
+
+    /// Whether this backend can run here.
+    pub fn is_available(self) -> bool {
+        match self {
+            Backend::Scalar => true,
+            Backend::Avx2 => avx2::available(),
+        }
+    }
+}
+
+/// Quantized activations of one call, shared read-only by every task.
+pub(crate) enum Acts<'a> {
+    Q8 {
+        blocks: &'a [Q8Block],
+        per_row: usize,
+    },
+    Q8K {
+        blocks: &'a [Q8KBlock],
+        per_row: usize,
+    },
+    F32 {
+        data: &'a [f32],
+        cols: usize,
+    },
+}
+
+#[derive(Default)]
+struct Scratch {
+    q8: Vec<Q8Block>,
+    q8k: Vec<Q8KBlock>,
+    f: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A raw pointer tasks write disjoint parts through.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+// SAFETY: every use writes a region no other task touches during the same `run`.
+unsafe impl<T> Sync for SyncPtr<T> {}
+unsafe impl<T> Send for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// A weight matrix as GGUF stores it: `rows` output features, each a row of `cols`
+/// inputs, raw ggml blocks.
+#[derive(Clone)]
+pub struct QMatrix {
+    kind: QuantKind,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({} {}x{})", self.kind, self.rows, self.cols)
+    }
+}
+
+impl QMatrix {
+    /// Checks `cols` is a whole number of blocks and `data` holds exactly `rows` rows.
+    pub fn new(
+        kind: QuantKind,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, KernelError> {
+        let block = kind.block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(KernelError::PartialBlock { kind, cols, block });
+        }
+        let expected = rows
+            .checked_mul(kind.row_bytes(cols))
+            .ok_or(KernelError::DataSize {
+                kind,
+                rows,
+                cols,
+                expected: usize::MAX,
+                got: data.len(),
+            })?;
+        if data.len() != expected {
+            return Err(KernelError::DataSize {
+                kind,
+                rows,
+                cols,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    pub fn kind(&self) -> QuantKind {
+        self.kind
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weight data.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The raw ggml blocks, row after row.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.kind.row_bytes(self.cols)
+    }
+
+    /// Dequantize one row into `out` (`cols` values), e.g. for a token-embedding lookup.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        if row >= self.rows {
+            return Err(KernelError::RowOutOfRange {
+                row,
+                rows: self.rows,
+            });
+        }
+        if out.len() != self.cols {
+            return Err(KernelError::BufferSize {
+                what: "dequantize_row output",
+                expected: self.cols,
+                got: out.len(),
+            });
+        }
+        let rb = self.row_bytes();
+        reference::dequantize_row(self.kind, &self.data[row * rb..(row + 1) * rb], out)
+    }
+
+    /// `out[i*rows + j] = dot(x[i*cols..(i+1)*cols], W[j])` for `i` in `0..m`: `x` is
+    /// `m x cols` row-major, `out` is `m x rows`. Uses at most `threads` threads of
+    /// `pool` (the caller included) and the best backend of this CPU.
+    pub fn matmul(
+        &self,
+        pool: &ThreadPool,
+        threads: usize,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        self.matmul_with(Backend::detect(), pool, threads, x, m, out)
+    }
+
+    /// [`matmul`](Self::matmul) on a chosen backend (tests compare them).
+    pub fn matmul_with(
+        &self,
+        backend: Backend,
+        pool: &ThreadPool,
+        threads: usize,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if !backend.is_available() {
+            return Err(KernelError::BackendUnavailable(backend));
+        }
+        let check = |what, expected: Option<usize>, got| match expected {
+            Some(e) if e == got => Ok(()),
+            e => Err(KernelError::BufferSize {
+                what,
+                expected: e.unwrap_or(usize::MAX),
+                got,
+            }),
+        };
+        check("matmul input", m.checked_mul(self.cols), x.len())?;
+        check("matmul output", m.checked_mul(self.rows), out.len())?;
+        if m == 0 || self.rows == 0 {
+            return Ok(());
+        }
+        if self.cols == 0 {
+            out.fill(0.0);
+            return Ok(());
+        }
+        let threads = threads.clamp(1, pool.n_threads());
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.run(&mut scratch, backend, pool, threads, x, m, out),
+            Err(_) => self.run(&mut Scratch::default(), backend, pool, threads, x, m, out),
+        });
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        scratch: &mut Scratch,
+        backend: Backend,
+        pool: &ThreadPool,
+        threads: usize,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) {
+        let cols = self.cols;
+        let acts = match self.kind {
+            QuantKind::F32 => Acts::F32 { data: x, cols },
+            QuantKind::F16 => {
+                let buf = grow(&mut scratch.f, m * cols);
+                par_rows(pool, threads, m, cols, x, buf, round_to_f16);
+                Acts::F32 { data: buf, cols }
+            }
+            QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => {
+                let per_row = cols / 32;
+                let with_sum = self.kind == QuantKind::Q4_1;
+                let buf = grow(&mut scratch.q8, m * per_row);
+                par_rows(pool, threads, m, cols, x, buf, |x, b| {
+                    quantize_q8_0(x, b, with_sum)
+                });
+                Acts::Q8 {
+                    blocks: buf,
+                    per_row,
+                }
+            }
+            QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
+                let per_row = cols / 256;
+                let buf = grow(&mut scratch.q8k, m * per_row);
+                par_rows(pool, threads, m, cols, x, buf, quantize_q8_k);
+                Acts::Q8K {
+                    blocks: buf,
+                    per_row,
+                }
+            }
+        };
+
+        let rows = self.rows;
+        let rb = self.row_bytes();
+        let tasks_wanted = threads * if m <= ACT_TILE { 8 } else { 2 };
+        let mut chunk = rows.div_ceil(tasks_wanted).max(1);
+        if m > ACT_TILE {
+            chunk = chunk.min((L2_WEIGHTS / rb).max(4));
+        }
+        let n_tasks = rows.div_ceil(chunk);
+        let outp = SyncPtr(out.as_mut_ptr());
+        let kind = self.kind;
+        let data = &self.data;
+        let task = |t: usize| {
+            let r0 = t * chunk;
+            let r1 = (r0 + chunk).min(rows);
+            let mut res = [0f32; ACT_TILE];
+            for a0 in (0..m).step_by(ACT_TILE) {
+                let n = (m - a0).min(ACT_TILE);
+                for r in r0..r1 {
+                    let w = &data[r * rb..(r + 1) * rb];
+                    row_dots(backend, kind, w, &acts, a0, &mut res[..n]);
+                    for (i, &v) in res[..n].iter().enumerate() {
+                        // SAFETY: (a0 + i) < m and r < rows, so in bounds of `out`;
+                        // rows r0..r1 belong to this task alone.
+                        unsafe { *outp.get().add((a0 + i) * rows + r) = v };
+                    }
+                }
+            }
+        };
+        pool.run(threads, n_tasks, &task);
+    }
+}
+
+fn row_dots(backend: Backend, kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
+    match backend {
+        Backend::Avx2 => avx2::row_dots(kind, w, acts, a0, out),
+        Backend::Scalar => scalar::row_dots(kind, w, acts, a0, out),
+    }
+}
+
+/// The first `n` elements of `v`, growing it if needed (contents are overwritten).
+fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
+}
+
+/// Apply `f(x_row, out_row)` to each of `m` rows, over the pool when there are several.
+fn par_rows<T: Send>(
+    pool: &ThreadPool,
+    threads: usize,
+    m: usize,
+    cols: usize,
+    x: &[f32],
+    out: &mut [T],
+    f: impl Fn(&[f32], &mut [T]) + Sync,
+) {
+    let per_row = out.len() / m;
+    if m < 4 || threads == 1 {
+        for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+            f(xr, or);
+        }
+        return;
+    }
+    let rows_per_task = m.div_ceil(threads * 2);
+    let outp = SyncPtr(out.as_mut_ptr());
+    pool.run(threads, m.div_ceil(rows_per_task), &|t| {
+        let r0 = t * rows_per_task;
+        let r1 = (r0 + rows_per_task).min(m);
+        for r in r0..r1 {
+            // SAFETY: row r of `out` is written by this task alone and is in bounds.
+            let or =
+                unsafe { std::slice::from_raw_parts_mut(outp.get().add(r * per_row), per_row) };
+            f(&x[r * cols..(r + 1) * cols], or);
+        }
+    });
+}

@@ -1,0 +1,201 @@
+//! Straightforward scalar dequantization of every [`QuantKind`] to f32, following ggml's
+//! `dequantize_row_*` functions. Slow and simple on purpose: the yardstick for the fast
+//! kernels, and what token-embedding lookups use.
+//!
+//! Block layouts (little endian, `d`/`m`/`dmin` are f16):
+//!
+//! | kind | values | bytes | layout |
+//! |---|---|---|---|
+//! | Q4_0 | 32 | 18 | `d`, `qs[16]`: value `j` is the low nibble of `qs[j]`, `j + 16` the high one; `(q - 8) * d` |
+//! | Q4_1 | 32 | 20 | `d`, `m`, `qs[16]`: `q * d + m` |
+//! | Q5_0 | 32 | 22 | `d`, `qh` (u32: bit `j` is the 5th bit of value `j`), `qs[16]`: `(q - 16) * d` |
+//! | Q8_0 | 32 | 34 | `d`, `qs[32]` (i8): `q * d` |
+//! | Q4_K | 256 | 144 | `d`, `dmin`, `scales[12]` (8 six-bit scales and mins), `qs[128]` |
+//! | Q5_K | 256 | 176 | `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]` |
+//! | Q6_K | 256 | 210 | `ql[128]`, `qh[64]`, `scales[16]` (i8), `d` |
+
+use crate::f16::read_f16;
+use crate::{KernelError, QuantKind};
+
+/// Dequantize one row (`out.len()` values) stored as `data` in `kind`'s blocks.
+pub fn dequantize_row(kind: QuantKind, data: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
+    let cols = out.len();
+    let bs = kind.block_size();
+    if !cols.is_multiple_of(bs) {
+        return Err(KernelError::PartialBlock {
+            kind,
+            cols,
+            block: bs,
+        });
+    }
+    if data.len() != kind.row_bytes(cols) {
+        return Err(KernelError::DataSize {
+            kind,
+            rows: 1,
+            cols,
+            expected: kind.row_bytes(cols),
+            got: data.len(),
+        });
+    }
+    let ts = kind.type_size();
+    for (block, y) in data.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
+        match kind {
+            QuantKind::F32 => y[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
+            QuantKind::F16 => y[0] = read_f16(block, 0),
+            QuantKind::Q4_0 => q4_0(block, y),
+            QuantKind::Q4_1 => q4_1(block, y),
+            QuantKind::Q5_0 => q5_0(block, y),
+            QuantKind::Q8_0 => q8_0(block, y),
+            QuantKind::Q4K => q4_k(block, y),
+            QuantKind::Q5K => q5_k(block, y),
+            QuantKind::Q6K => q6_k(block, y),
+        }
+    }
+    Ok(())
+}
+
+/// Dequantize a whole `rows x cols` matrix into a new row-major vector.
+pub fn dequantize(
+    kind: QuantKind,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+) -> Result<Vec<f32>, KernelError> {
+    let rb = kind.row_bytes(cols);
+    if data.len() != rows * rb {
+        return Err(KernelError::DataSize {
+            kind,
+            rows,
+            cols,
+            expected: rows * rb,
+            got: data.len(),
+        });
+    }
+    let mut out = vec![0f32; rows * cols];
+    if cols == 0 {
+        return Ok(out);
+    }
+    for (r, y) in out.chunks_exact_mut(cols).enumerate() {
+        dequantize_row(kind, &data[r * rb..(r + 1) * rb], y)?;
+    }
+    Ok(out)
+}
+
+fn q4_0(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    for j in 0..16 {
+        let q = b[2 + j];
+        y[j] = ((q & 0xf) as i32 - 8) as f32 * d;
+        y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
+fn q4_1(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    let m = read_f16(b, 2);
+    for j in 0..16 {
+        let q = b[4 + j];
+        y[j] = (q & 0xf) as f32 * d + m;
+        y[j + 16] = (q >> 4) as f32 * d + m;
+    }
+}
+
+fn q5_0(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    for j in 0..16 {
+        let q = b[6 + j];
+        let h0 = ((qh >> j) & 1) << 4;
+        let h1 = ((qh >> (j + 16)) & 1) << 4;
+        y[j] = (((q & 0xf) as u32 | h0) as i32 - 16) as f32 * d;
+        y[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+    }
+}
+
+fn q8_0(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    for j in 0..32 {
+        y[j] = b[2 + j] as i8 as f32 * d;
+    }
+}
+
+/// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block's packed 12 bytes.
+pub(crate) fn k4_scale_min(s: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+fn q4_k(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    let dmin = read_f16(b, 2);
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for c in 0..4 {
+        let (sc1, m1) = k4_scale_min(scales, 2 * c);
+        let (sc2, m2) = k4_scale_min(scales, 2 * c + 1);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let q = &qs[32 * c..32 * c + 32];
+        for l in 0..32 {
+            y[64 * c + l] = d1 * (q[l] & 0xf) as f32 - m1;
+            y[64 * c + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+        }
+    }
+}
+
+fn q5_k(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    let dmin = read_f16(b, 2);
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for c in 0..4 {
+        let (sc1, m1) = k4_scale_min(scales, 2 * c);
+        let (sc2, m2) = k4_scale_min(scales, 2 * c + 1);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let q = &qs[32 * c..32 * c + 32];
+        let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
+        for l in 0..32 {
+            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            y[64 * c + l] = d1 * ((q[l] & 0xf) + h1) as f32 - m1;
+            y[64 * c + 32 + l] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
+        }
+    }
+}
+
+fn q6_k(b: &[u8], y: &mut [f32]) {
+    let ql = &b[0..128];
+    let qh = &b[128..192];
+    let sc = &b[192..208];
+    let d = read_f16(b, 208);
+    for half in 0..2 {
+        let ql = &ql[64 * half..];
+        let qh = &qh[32 * half..];
+        let sc = &sc[8 * half..];
+        let y = &mut y[128 * half..];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
+
+/// Plain f32 dot product accumulated in f64 (the reference for tests).
+pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}

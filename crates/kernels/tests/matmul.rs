@@ -1,0 +1,200 @@
+//! `QMatrix::matmul` against dequantize-then-f64-dot, for every kind, several `m`, odd
+//! row counts, both backends, and the batching invariants.
+
+use wick_kernels::reference::{dequantize, dot_f64};
+use wick_kernels::synth::{random_matrix, Rng};
+use wick_kernels::{Backend, QMatrix, QuantKind, ThreadPool};
+
+/// Tolerance on `|got - want|`, in units of `|w_j| * |x_i|` (the Cauchy-Schwarz scale
+/// of the dot product, so the bound does not blow up for dots near zero).
+///
+/// * 8-bit activations (Q8_0/Q8_1/Q8_K): each activation moves by at most half a step,
+///   `amax / 254`; for uniform data `|x| ~ 0.577 amax sqrt(n)`, so
+///   `|dx| / |x| <= 1 / (254 * 0.577) = 0.0068`, and `|w . dx| <= |w| |dx|`. Add the f16
+///   rounding of the scales (5e-4): 1e-2 is a bound, not a fit.
+/// * F16: activations rounded to f16, relative 2^-11 per value: 1e-3.
+/// * F32: only summation order: 1e-5.
+fn tolerance(kind: QuantKind) -> f64 {
+    match kind {
+        QuantKind::F32 => 1e-5,
+        QuantKind::F16 => 1e-3,
+        _ => 1e-2,
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    dot_f64(v, v).sqrt()
+}
+
+/// Max over outputs of `|got - want| / (|w_j| |x_i|)`.
+fn worst_error(w: &QMatrix, x: &[f32], m: usize, got: &[f32]) -> f64 {
+    let (rows, cols) = (w.rows(), w.cols());
+    let wd = dequantize(w.kind(), rows, cols, w.data()).unwrap();
+    let mut worst = 0f64;
+    for i in 0..m {
+        let xi = &x[i * cols..(i + 1) * cols];
+        for j in 0..rows {
+            let wj = &wd[j * cols..(j + 1) * cols];
+            let want = dot_f64(wj, xi);
+            let scale = norm(wj) * norm(xi) + 1e-30;
+            let err = (got[i * rows + j] as f64 - want).abs() / scale;
+            worst = worst.max(err);
+        }
+    }
+    worst
+}
+
+fn cols_for(kind: QuantKind) -> &'static [usize] {
+    match kind.block_size() {
+        256 => &[256, 768],
+        32 => &[96, 544],
+        _ => &[1, 37, 200],
+    }
+}
+
+fn backends() -> Vec<Backend> {
+    [Backend::Scalar, Backend::Avx2]
+        .into_iter()
+        .filter(|b| b.is_available())
+        .collect()
+}
+
+#[test]
+fn matmul_matches_reference_for_every_kind() {
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        for &cols in cols_for(kind) {
+            for &rows in &[1usize, 7, 33] {
+                let w = random_matrix(kind, rows, cols, 1000 + rows as u64 + cols as u64);
+                for &m in &[1usize, 3, 8, 37] {
+                    let x = Rng::new(7 * m as u64 + cols as u64).vec(m * cols);
+                    for backend in backends() {
+                        let mut out = vec![f32::NAN; m * rows];
+                        w.matmul_with(backend, &pool, 2, &x, m, &mut out).unwrap();
+                        let err = worst_error(&w, &x, m, &out);
+                        assert!(
+                            err <= tolerance(kind),
+                            "{kind} {rows}x{cols} m={m} {backend:?}: error {err:.2e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn backends_agree_on_integer_sums() {
+    let backends = backends();
+    if backends.len() < 2 {
+        eprintln!("note: only the scalar backend on this CPU; nothing to compare");
+        return;
+    }
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        let cols = cols_for(kind)[1];
+        let (rows, m) = (19, 5);
+        let w = random_matrix(kind, rows, cols, 42);
+        let wd = dequantize(kind, rows, cols, w.data()).unwrap();
+        let x = Rng::new(9).vec(m * cols);
+        let mut a = vec![0f32; m * rows];
+        let mut b = vec![0f32; m * rows];
+        w.matmul_with(Backend::Scalar, &pool, 2, &x, m, &mut a)
+            .unwrap();
+        w.matmul_with(Backend::Avx2, &pool, 2, &x, m, &mut b)
+            .unwrap();
+        for i in 0..m {
+            for j in 0..rows {
+                // Same integer block sums; only the float summation order differs.
+                let scale =
+                    norm(&wd[j * cols..(j + 1) * cols]) * norm(&x[i * cols..(i + 1) * cols]);
+                let d = (a[i * rows + j] - b[i * rows + j]).abs() as f64 / scale;
+                assert!(
+                    d <= 1e-5,
+                    "{kind} row {j} act {i}: scalar {} avx2 {}",
+                    a[i * rows + j],
+                    b[i * rows + j]
+                );
+            }
+        }
+    }
+}
+
+/// A row of a batched call is bit-identical to the same row computed alone, with any
+/// number of threads: batching at temperature 0 must not change tokens.
+#[test]
+fn batched_rows_equal_single_rows_bitwise() {
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        let cols = cols_for(kind)[1];
+        let rows = 45;
+        let m = 40; // more than one activation tile
+        let w = random_matrix(kind, rows, cols, 5);
+        let x = Rng::new(11).vec(m * cols);
+        for backend in backends() {
+            let mut batched = vec![0f32; m * rows];
+            w.matmul_with(backend, &pool, 2, &x, m, &mut batched)
+                .unwrap();
+            let mut one_thread = vec![0f32; m * rows];
+            w.matmul_with(backend, &pool, 1, &x, m, &mut one_thread)
+                .unwrap();
+            assert_eq!(
+                batched, one_thread,
+                "{kind} {backend:?}: threads changed bits"
+            );
+            for i in 0..m {
+                let mut single = vec![0f32; rows];
+                w.matmul_with(
+                    backend,
+                    &pool,
+                    2,
+                    &x[i * cols..(i + 1) * cols],
+                    1,
+                    &mut single,
+                )
+                .unwrap();
+                assert_eq!(
+                    &batched[i * rows..(i + 1) * rows],
+                    &single[..],
+                    "{kind} {backend:?} row {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prefill_sized_batch() {
+    let pool = ThreadPool::new(2);
+    for kind in [
+        QuantKind::Q4_1,
+        QuantKind::Q5_0,
+        QuantKind::Q8_0,
+        QuantKind::Q4K,
+        QuantKind::Q6K,
+    ] {
+        let (rows, cols, m) = (67, 512, 130);
+        let w = random_matrix(kind, rows, cols, 3);
+        let x = Rng::new(4).vec(m * cols);
+        let mut out = vec![0f32; m * rows];
+        w.matmul(&pool, 2, &x, m, &mut out).unwrap();
+        let err = worst_error(&w, &x, m, &out);
+        assert!(err <= tolerance(kind), "{kind}: {err:.2e}");
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let pool = ThreadPool::new(1);
+    assert!(QMatrix::new(QuantKind::Q4_0, 2, 48, vec![0; 2 * 18]).is_err());
+    assert!(QMatrix::new(QuantKind::Q4_0, 2, 64, vec![0; 3 * 18]).is_err());
+    let w = random_matrix(QuantKind::Q8_0, 4, 64, 1);
+    let mut out = vec![0f32; 4];
+    assert!(w.matmul(&pool, 1, &[0.0; 63], 1, &mut out).is_err());
+    assert!(w.matmul(&pool, 1, &[0.0; 64], 1, &mut out[..3]).is_err());
+    assert!(w.matmul(&pool, 1, &[], 0, &mut []).is_ok());
+    let mut row = vec![0f32; 64];
+    assert!(w.dequantize_row(4, &mut row).is_err());
+    assert!(w.dequantize_row(3, &mut row[..10]).is_err());
+    w.dequantize_row(3, &mut row).unwrap();
+}
