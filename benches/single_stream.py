@@ -5,13 +5,21 @@ A benchmark, not a test. For each model it measures prefill tokens/s on a fixed
 ~512-token prompt and decode tokens/s over 128 generated tokens, median of N runs
 after one warm-up request, for:
 
-  llama.cpp  llama-server embedded in the `xllamacpp` wheel (n_ctx 4096, 2 threads),
-             POST /completion, read from its "timings" (prompt_per_second,
+  llama.cpp  llama-server embedded in the `xllamacpp` wheel (n_ctx 4096, 2 threads, one
+             slot), run in a child process (benches/llamacpp_server.py), POST
+             /completion, read from its "timings" (prompt_per_second,
              predicted_per_second);
   wick       `wick serve` (spawned with OLLAMA_HOST=127.0.0.1:<free port> and
              OLLAMA_MODELS=<--models>, or an already running one given by --wick-url),
              POST /api/generate raw, read from Ollama's final fields prompt_eval_count,
              prompt_eval_duration (ns), eval_count, eval_duration (ns).
+
+Peak RSS: VmHWM of each server process. llama.cpp: one child per model (it includes
+the child's Python interpreter and the xllamacpp import, printed as "baseline").
+A spawned wick serves both models: its VmHWM is reset (/proc/<pid>/clear_refs) before
+each model and the model is unloaded after it, so each row is that model's peak. A
+wick given by --wick-url is found by its listening port; its VmHWM is the peak since
+it started (marked "since start").
 
 Engines run one after the other, never at the same time. Each timed run puts a
 distinct same-length marker ("[run 1]", ...) at the start of the prompt so neither
@@ -28,19 +36,19 @@ orders of magnitude when another process (e.g. a cargo build) holds the cores.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llamacpp_server import LlamaCppServer, fmt_mib  # noqa: E402
+from wick_server import Wick  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,6 +85,8 @@ class Result:
     engine: str
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
+    peak_rss_kb: int | None = None
+    rss_note: str = ""
 
     def median(self, attr: str) -> float | None:
         vals = [getattr(s, attr) for s in self.samples]
@@ -99,7 +109,7 @@ def busy_cpu_seconds() -> float | None:
 
 
 def own_cpu_seconds() -> float:
-    """CPU seconds of this process (llama.cpp runs in-process) and reaped children (wick)."""
+    """CPU seconds of this process and of its reaped children (llama.cpp, wick)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
@@ -111,35 +121,9 @@ def marker(run: int) -> str:
 
 
 # --------------------------------------------------------------------------- llama.cpp
-class LlamaCpp:
+class LlamaCpp(LlamaCppServer):
     def __init__(self, path: Path):
-        import xllamacpp  # only needed for the llama.cpp half
-
-        p = xllamacpp.CommonParams()
-        p.model.path = str(path)
-        p.n_ctx = N_CTX
-        p.cpuparams.n_threads = N_THREADS
-        p.cpuparams_batch.n_threads = N_THREADS
-        p.verbosity = 0
-        self.server = xllamacpp.Server(p)
-        base = self.server.listening_address
-        self.base = base if base.startswith("http") else "http://" + base
-        self.version = f"xllamacpp {xllamacpp.__version__}"
-
-    def close(self) -> None:
-        del self.server
-        gc.collect()
-
-    def post(self, path: str, body: dict) -> dict:
-        r = requests.post(self.base + path, json=body, timeout=REQUEST_TIMEOUT)
-        if r.status_code != 200:
-            raise RuntimeError(f"llama.cpp {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
-
-    def count_tokens(self, text: str) -> int:
-        # Same tokenization /completion applies to a string prompt.
-        return len(self.post("/tokenize", {"content": text, "add_special": True,
-                                           "parse_special": True})["tokens"])
+        super().__init__(path, n_ctx=N_CTX, n_parallel=1, threads=N_THREADS)
 
     def run(self, prompt: str, n_predict: int) -> Sample:
         r = self.post("/completion", {
@@ -179,7 +163,11 @@ def bench_llamacpp(path: Path, key: str, target_tokens: int, n_predict: int,
     res = Result(key, "llama.cpp")
     prompt, n_tokens = "", 0
     log(f"[{key}] llama.cpp: loading {path.name}")
-    srv = LlamaCpp(path)
+    try:
+        srv = LlamaCpp(path)
+    except Exception as e:  # noqa: BLE001
+        res.error = f"{type(e).__name__}: {e}"
+        return res, prompt, n_tokens
     try:
         res.engine = f"llama.cpp ({srv.version})"
         prompt, n_tokens = build_prompt(srv.count_tokens, target_tokens)
@@ -194,79 +182,14 @@ def bench_llamacpp(path: Path, key: str, target_tokens: int, n_predict: int,
         res.error = f"{type(e).__name__}: {e}"
     finally:
         srv.close()
+        res.peak_rss_kb = srv.peak_rss_kb()
+        if srv.baseline_rss_kb is not None:
+            res.rss_note = f"baseline {fmt_mib(srv.baseline_rss_kb)}"
     return res, prompt, n_tokens
 
 
 # --------------------------------------------------------------------------- wick
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Wick:
-    """A running wick: spawned here (and stopped by close) or given by URL."""
-
-    def __init__(self, url: str | None, binary: Path, store: Path | None):
-        self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        if url:
-            self.base = url.rstrip("/")
-        else:
-            if not binary.exists():
-                raise RuntimeError(f"wick binary {binary} not found (cargo build --release)")
-            port = free_port()
-            self.base = f"http://127.0.0.1:{port}"
-            env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}")
-            if store is not None:
-                env["OLLAMA_MODELS"] = str(store)
-            fd, name = tempfile.mkstemp(prefix="wick-bench-", suffix=".log")
-            self.log_path = Path(name)
-            log(f"spawning {binary} serve on {self.base} (log {self.log_path})")
-            self.proc = subprocess.Popen([str(binary), "serve"], env=env, stdout=fd,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            os.close(fd)
-        self.wait_ready(timeout=120)
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"wick exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                r = requests.get(self.base + "/api/version", timeout=5)
-                if r.status_code == 200:
-                    return
-                last = f"HTTP {r.status_code}"
-            except requests.RequestException as e:
-                last = str(e)
-            time.sleep(0.5)
-        raise RuntimeError(f"wick at {self.base} not ready after {timeout}s ({last})\n"
-                           f"{self.log_tail()}")
-
-    def log_tail(self, n: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join("  wick| " + line for line in lines[-n:])
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def has_model(self, name: str) -> bool:
-        r = requests.get(self.base + "/api/tags", timeout=30)
-        r.raise_for_status()
-        names = {m.get("name") for m in r.json().get("models", [])}
-        names |= {m.get("model") for m in r.json().get("models", [])}
-        return name in names or f"{name}:latest" in names
-
+class WickBench(Wick):
     def run(self, model: str, prompt: str, n_predict: int) -> Sample:
         body = {"model": model, "prompt": prompt, "raw": True, "stream": False,
                 "options": {"temperature": 0, "num_predict": n_predict, "seed": 1}}
@@ -283,9 +206,10 @@ class Wick:
                       j["eval_count"], j["eval_count"] / (j["eval_duration"] / 1e9))
 
 
-def bench_wick(wick: Wick, key: str, name: str, prompt: str, n_prompt: int | None,
+def bench_wick(wick: WickBench, key: str, name: str, prompt: str, n_prompt: int | None,
                n_predict: int, runs: int) -> Result:
     res = Result(key, "wick")
+    wick.reset_peak_rss()
     try:
         if not wick.has_model(name):
             raise RuntimeError(f"model {name} not in wick's store (/api/tags)")
@@ -306,6 +230,11 @@ def bench_wick(wick: Wick, key: str, name: str, prompt: str, n_prompt: int | Non
         tail = wick.log_tail()
         if tail:
             log(tail)
+    res.peak_rss_kb = wick.peak_rss_kb()
+    if not wick.spawned:
+        res.rss_note = "since start" if res.peak_rss_kb is not None else "pid not found"
+    else:
+        wick.unload(name)
     return res
 
 
@@ -315,8 +244,8 @@ def fmt(v: float | None) -> str:
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| model | engine | prefill tok/s | decode tok/s | ratio wick/llama.cpp |",
-            "|---|---|---:|---:|---|"]
+    rows = ["| model | engine | prefill tok/s | decode tok/s | ratio wick/llama.cpp | peak RSS |",
+            "|---|---|---:|---:|---|---:|"]
     by_model: dict[str, dict[str, Result]] = {}
     for r in results:
         by_model.setdefault(r.model, {})["wick" if r.engine == "wick" else "llama"] = r
@@ -325,8 +254,10 @@ def table(results: list[Result]) -> str:
         for r in (llama, wick):
             if r is None:
                 continue
+            rss = fmt_mib(r.peak_rss_kb) + (f" ({r.rss_note})" if r.rss_note else "")
             if r.error:
-                rows.append(f"| {model} | {r.engine} | - | - | error: {r.error.splitlines()[0][:120]} |")
+                rows.append(f"| {model} | {r.engine} | - | - | error: "
+                            f"{r.error.splitlines()[0][:120]} | {rss} |")
                 continue
             ratio = ""
             if r is wick and llama is not None and not llama.error and llama.samples:
@@ -335,7 +266,7 @@ def table(results: list[Result]) -> str:
             elif r is llama:
                 ratio = "1.00x (baseline)"
             rows.append(f"| {model} | {r.engine} | {fmt(r.median('prefill_tps'))} | "
-                        f"{fmt(r.median('decode_tps'))} | {ratio} |")
+                        f"{fmt(r.median('decode_tps'))} | {ratio} | {rss} |")
     return "\n".join(rows)
 
 
@@ -388,7 +319,7 @@ def main() -> int:
     if not args.only_llamacpp:
         wick = None
         try:
-            wick = Wick(args.wick_url, args.wick_bin, args.models)
+            wick = WickBench(args.wick_url, args.wick_bin, args.models)
             for key, _, name in models:
                 if key not in prompts:
                     # Without llama.cpp's tokenizer: the same text, token count unchecked.
@@ -429,6 +360,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps([{
             "model": r.model, "engine": r.engine, "error": r.error,
+            "peak_rss_kb": r.peak_rss_kb, "rss_note": r.rss_note,
             "samples": [s.__dict__ for s in r.samples]} for r in results], indent=1) + "\n")
     return 1 if any(r.error for r in results) else 0
 

@@ -26,7 +26,6 @@ How llama.cpp is asked (see "recorded_with" / "method" in each file):
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import os
@@ -34,10 +33,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import requests
 import xllamacpp
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benches"))
+from llamacpp_server import LlamaCppServer  # noqa: E402  (benches/llamacpp_server.py)
 
 MODELS = [
     # (file name, sha256 from shared/models.md, wick/ollama name)
@@ -110,35 +110,12 @@ TOKENIZER_TEXTS = [
 ]
 
 
-class LlamaServer:
+class LlamaServer(LlamaCppServer):
+    """llama-server in this process, one slot, N_CTX context, N_THREADS threads."""
+
     def __init__(self, model_path: Path):
-        p = xllamacpp.CommonParams()
-        p.model.path = str(model_path)
-        p.n_ctx = N_CTX
-        p.cpuparams.n_threads = N_THREADS
-        p.cpuparams_batch.n_threads = N_THREADS
-        p.verbosity = 0
-        self.server = xllamacpp.Server(p)
-        base = self.server.listening_address
-        self.base = base if base.startswith("http") else "http://" + base
-
-    def post(self, path: str, body: dict) -> dict:
-        r = requests.post(self.base + path, json=body, timeout=600)
-        if r.status_code != 200:
-            raise RuntimeError(f"{path} -> {r.status_code}: {r.text[:500]}")
-        return r.json()
-
-    def close(self):
-        del self.server
-        gc.collect()
-
-    def tokenize(self, text: str, add_special: bool, with_pieces: bool = False):
-        return self.post("/tokenize", {"content": text, "add_special": add_special,
-                                       "parse_special": True,
-                                       "with_pieces": with_pieces})["tokens"]
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.post("/detokenize", {"tokens": ids})["content"]
+        super().__init__(model_path, n_ctx=N_CTX, n_parallel=1, threads=N_THREADS,
+                         in_process=True)
 
 
 def sha256_file(path: Path) -> str:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Create <repo>/.venv-bench with xllamacpp (llama.cpp's llama-server embedded in
-# a prebuilt CPU wheel) and requests, for benches/*.py and
+# a prebuilt CPU wheel) and requests, for benches/*.py (single_stream.py, load.py,
+# the shared helpers llamacpp_server.py and wick_server.py) and
 # scripts/record_llamacpp_fixtures.py. Idempotent: reuses an existing venv and
-# only installs what is missing.
+# only installs what is missing. The load benchmark's clients use only the standard
+# library (threads + http.client).
 #
 # Usage: scripts/setup-bench-venv.sh [--check MODEL.gguf]
-#   --check MODEL.gguf  also start an xllamacpp server on MODEL and tokenize a word
+#   --check MODEL.gguf  also start llama-server on MODEL in a child process (as the
+#                       benchmarks do), tokenize a word and print its peak RSS
 #   env: WICK_BENCH_VENV overrides the venv path.
 set -euo pipefail
 
@@ -17,7 +20,7 @@ CHECK_MODEL=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --check) CHECK_MODEL="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "setup-bench-venv: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -33,29 +36,28 @@ if ! "$VENV/bin/python" -c 'import xllamacpp, requests' 2>/dev/null; then
     --only-binary=xllamacpp xllamacpp requests
 fi
 
-"$VENV/bin/python" - <<'PY'
+"$VENV/bin/python" - "$REPO/benches" <<'PY'
 import importlib.metadata as md
+import sys
 import xllamacpp, requests
 p = xllamacpp.CommonParams()
-for attr in ("model", "n_ctx", "cpuparams"):
+for attr in ("model", "n_ctx", "cpuparams", "cpuparams_batch", "n_parallel",
+             "cont_batching", "n_threads_http"):
     assert hasattr(p, attr), f"xllamacpp.CommonParams lacks {attr}"
+sys.path.insert(0, sys.argv[1])
+import llamacpp_server, wick_server  # noqa: F401  (the benches' shared helpers import)
 print(f"setup-bench-venv: xllamacpp {md.version('xllamacpp')}, requests {requests.__version__}: ok")
 PY
 
 if [[ -n "$CHECK_MODEL" ]]; then
-  "$VENV/bin/python" - "$CHECK_MODEL" <<'PY'
-import sys, requests, xllamacpp
-p = xllamacpp.CommonParams()
-p.model.path = sys.argv[1]
-p.n_ctx = 512
-p.cpuparams.n_threads = 2
-s = xllamacpp.Server(p)
-base = s.listening_address
-if not base.startswith("http"):
-    base = "http://" + base
-r = requests.post(base + "/tokenize", json={"content": "Hello world"}, timeout=60)
-r.raise_for_status()
-print(f"setup-bench-venv: llama-server at {base} tokenized 'Hello world' -> {r.json()['tokens']}")
+  "$VENV/bin/python" - "$REPO/benches" "$CHECK_MODEL" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from llamacpp_server import LlamaCppServer, fmt_mib
+with LlamaCppServer(sys.argv[2], n_ctx=512) as s:
+    ids = s.tokenize("Hello world")
+    print(f"setup-bench-venv: llama-server at {s.base} (pid {s.pid}) tokenized "
+          f"'Hello world' -> {ids}, peak RSS {fmt_mib(s.peak_rss_kb())}")
 PY
 fi
 
