@@ -52,6 +52,13 @@ impl Default for Q8KBlock {
     }
 }
 
+/// Round to nearest with ties to even, for `|v| <= 2^22` (ggml's `nearest_int` trick: in
+/// `[2^23, 2^24)` the float step is 1). Same as `round_ties_even` there, and vectorizes.
+#[inline]
+fn round_even(v: f32) -> f32 {
+    (v + 12_582_912.0) - 12_582_912.0
+}
+
 /// Quantize `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks); with
 /// `with_sum` also fill `s` (Q8_1).
 pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
@@ -62,7 +69,7 @@ pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in y.qs.iter_mut().zip(xb) {
-            let r = (v * id).round_ties_even().clamp(-128.0, 127.0) as i32;
+            let r = round_even(v * id).clamp(-128.0, 127.0) as i32;
             sum += r;
             *q = r as i8;
         }
@@ -93,7 +100,7 @@ pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [Q8KBlock]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in y.qs.iter_mut().zip(xb) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = (round_even(iscale * v) as i32).min(127) as i8;
         }
         for (s, qs) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();

@@ -21,3 +21,12 @@ pub(crate) fn round_f16(x: f32) -> f32 {
 pub(crate) fn read_f16(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
+
+/// f32 value of every f16 bit pattern (256 KB, built once). Scalar F16C conversion of a
+/// single scale compiles to `vpinsrw` + `vcvtph2ps`, whose merge into a stale register
+/// chains every block of a row together; a table lookup has no such dependency (ggml
+/// uses the same table for the same reason).
+pub(crate) fn f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(f16_to_f32).collect())
+}

@@ -1,1 +1,283 @@
-fn main() {}
+//! Kernel benchmark: per kind and shape, the time of `QMatrix::matmul` for m = 1 (as
+//! GB/s of weight bytes streamed, against the measured memory bandwidth), m = 8 and
+//! m = 512 (as GFLOP/s), with 1 and 2 threads.
+//!
+//! `cargo run --release -p wick-kernels --bin kernel_bench -- [--quick] [--no-real]
+//! [--no-synthetic] [--only Q4_K,Q6_K] [--models DIR]`
+//!
+//! m = 1 is timed "cold": it cycles through enough copies of the matrix (>= 192 MB) that
+//! the weights come from DRAM as in real decoding, not from the 32 MB L3.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wick_kernels::gguf::GgufIndex;
+use wick_kernels::synth::{random_matrix, Rng};
+use wick_kernels::{Backend, QMatrix, QuantKind, ThreadPool};
+
+struct Opts {
+    quick: bool,
+    real: bool,
+    synthetic: bool,
+    only: Option<Vec<QuantKind>>,
+    models: PathBuf,
+}
+
+fn parse_args() -> Opts {
+    let mut o = Opts {
+        quick: false,
+        real: true,
+        synthetic: true,
+        only: None,
+        models: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models-cache"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-real" => o.real = false,
+            "--no-synthetic" => o.synthetic = false,
+            "--only" => {
+                let list = args.next().unwrap_or_default();
+                o.only = Some(
+                    QuantKind::ALL
+                        .into_iter()
+                        .filter(|k| list.split(',').any(|n| n.eq_ignore_ascii_case(k.name())))
+                        .collect(),
+                );
+            }
+            "--models" => o.models = PathBuf::from(args.next().unwrap_or_default()),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+/// Median seconds per call of `f`, run for about `budget` after one warm-up call.
+fn time_it(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < budget && samples.len() < 2000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+/// Read bandwidth (GB/s): summing a 512 MB buffer on `threads` threads.
+fn memory_bandwidth(pool: &ThreadPool, threads: usize) -> f64 {
+    let n = 128 << 20; // f32s
+    let buf: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let chunk = n / 64;
+    let sink = std::sync::atomic::AtomicU32::new(0);
+    let t = time_it(Duration::from_millis(1500), || {
+        pool.run(threads, 64, &|task| {
+            let part = &buf[task * chunk..(task + 1) * chunk];
+            let mut acc = [0f32; 16];
+            for c in part.chunks_exact(16) {
+                for (a, v) in acc.iter_mut().zip(c) {
+                    *a += v;
+                }
+            }
+            let s: f32 = acc.iter().sum();
+            sink.fetch_add(s as u32 & 1, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    (n * 4) as f64 / t / 1e9
+}
+
+struct Case {
+    label: String,
+    w: QMatrix,
+}
+
+fn synthetic_cases(only: &Option<Vec<QuantKind>>) -> Vec<Case> {
+    // (rows, cols): SmolLM2 (576 wide, 1536 FFN), Qwen2.5-0.5B (896 wide, 4864 FFN,
+    // 151936-token output).
+    let shapes = [
+        (576, 576),
+        (1536, 576),
+        (576, 1536),
+        (896, 4864),
+        (4864, 896),
+        (151_936, 896),
+    ];
+    let kinds = [
+        QuantKind::Q4_0,
+        QuantKind::Q4_1,
+        QuantKind::Q5_0,
+        QuantKind::Q8_0,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+        QuantKind::F16,
+        QuantKind::F32,
+    ];
+    let mut cases = Vec::new();
+    for kind in kinds {
+        if only.as_ref().is_some_and(|o| !o.contains(&kind)) {
+            continue;
+        }
+        for (rows, cols) in shapes {
+            if cols % kind.block_size() != 0 {
+                continue;
+            }
+            // The output head only in the kinds models store it in.
+            if rows > 100_000 && !matches!(kind, QuantKind::Q8_0 | QuantKind::Q6K | QuantKind::Q5_0)
+            {
+                continue;
+            }
+            cases.push(Case {
+                label: format!("synthetic {rows}x{cols}"),
+                w: random_matrix(kind, rows, cols, (rows * cols) as u64),
+            });
+        }
+    }
+    cases
+}
+
+fn real_cases(dir: &std::path::Path, only: &Option<Vec<QuantKind>>) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!("note: no models directory at {}", dir.display());
+        return cases;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    for path in files {
+        let Ok(index) = GgufIndex::open(&path) else {
+            continue;
+        };
+        let model = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for t in &index.tensors {
+            let Some(kind) = QuantKind::from_ggml_type(t.ggml_type) else {
+                continue;
+            };
+            if t.dims.len() != 2 || only.as_ref().is_some_and(|o| !o.contains(&kind)) {
+                continue;
+            }
+            // One tensor per (kind, shape) and model.
+            if !seen.insert((kind, t.dims.clone())) {
+                continue;
+            }
+            if let Ok(Some(w)) = index.read_matrix(t) {
+                cases.push(Case {
+                    label: format!("{model} {}", t.name),
+                    w,
+                });
+            }
+        }
+    }
+    cases
+}
+
+fn main() {
+    let opts = parse_args();
+    let backend = Backend::detect();
+    let pool = ThreadPool::new(2);
+    println!("backend: {backend:?}, pool threads: {}", pool.n_threads());
+    let bw1 = memory_bandwidth(&pool, 1);
+    let bw2 = memory_bandwidth(&pool, 2);
+    println!("memory read bandwidth: {bw1:.1} GB/s (1 thread), {bw2:.1} GB/s (2 threads)\n");
+
+    let mut cases = Vec::new();
+    if opts.synthetic {
+        cases.extend(synthetic_cases(&opts.only));
+    }
+    if opts.real {
+        cases.extend(real_cases(&opts.models, &opts.only));
+    }
+    let budget = Duration::from_millis(if opts.quick { 150 } else { 400 });
+    println!(
+        "{:<5} {:<52} {:>8} | {:>9} {:>6} | {:>9} {:>6} {:>4} | {:>7} | {:>7} {:>7}",
+        "kind",
+        "matrix (rows x cols)",
+        "MB",
+        "m=1 t1 us",
+        "GB/s",
+        "t2 us",
+        "GB/s",
+        "%bw",
+        "m=8 GF",
+        "m512 t1",
+        "t2 GF"
+    );
+    for case in &cases {
+        let w = &case.w;
+        let (rows, cols) = (w.rows(), w.cols());
+        let bytes = w.size_bytes();
+        let mut rng = Rng::new(1);
+        // Cold m = 1: rotate over copies totalling >= 192 MB.
+        let copies = if std::env::var_os("WICK_BENCH_HOT").is_some() {
+            1
+        } else {
+            (192usize << 20).div_ceil(bytes).clamp(1, 64)
+        };
+        let ring: Vec<QMatrix> = (0..copies).map(|_| w.clone()).collect();
+        let x1 = rng.vec(cols);
+        let mut out1 = vec![0f32; rows];
+        let mut m1 = [0f64; 2];
+        for (ti, threads) in [1usize, 2].into_iter().enumerate() {
+            let mut k = 0;
+            m1[ti] = time_it(budget, || {
+                k = (k + 1) % copies;
+                ring[k]
+                    .matmul(&pool, threads, &x1, 1, &mut out1)
+                    .expect("matmul");
+            });
+        }
+        drop(ring);
+        let flops = |m: usize, t: f64| 2.0 * (m * rows * cols) as f64 / t / 1e9;
+        let x8 = rng.vec(8 * cols);
+        let mut out8 = vec![0f32; 8 * rows];
+        let t8 = time_it(budget, || {
+            w.matmul(&pool, 2, &x8, 8, &mut out8).expect("matmul")
+        });
+        let (mut g512_1, mut g512_2) = (f64::NAN, f64::NAN);
+        if rows * cols <= 8 << 20 && !opts.quick {
+            let x512 = rng.vec(512 * cols);
+            let mut out512 = vec![0f32; 512 * rows];
+            let b = Duration::from_millis(200);
+            g512_1 = flops(
+                512,
+                time_it(b, || {
+                    w.matmul(&pool, 1, &x512, 512, &mut out512).expect("matmul")
+                }),
+            );
+            g512_2 = flops(
+                512,
+                time_it(b, || {
+                    w.matmul(&pool, 2, &x512, 512, &mut out512).expect("matmul")
+                }),
+            );
+        }
+        let gbs = |t: f64| bytes as f64 / t / 1e9;
+        println!(
+            "{:<5} {:<52} {:>8.2} | {:>9.1} {:>6.1} | {:>9.1} {:>6.1} {:>3.0}% | {:>7.1} | {:>7.1} {:>7.1}",
+            w.kind().name(),
+            format!("{} ({rows}x{cols})", case.label),
+            bytes as f64 / 1e6,
+            m1[0] * 1e6,
+            gbs(m1[0]),
+            m1[1] * 1e6,
+            gbs(m1[1]),
+            100.0 * gbs(m1[1]) / bw2,
+            flops(8, t8),
+            g512_1,
+            g512_2,
+        );
+    }
+}
