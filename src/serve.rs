@@ -41,12 +41,13 @@ pub struct ServeConfig {
     #[arg(long, env = "OLLAMA_NOPRUNE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub noprune: bool,
 
-    /// Parallel requests per model (accepted; wick runs one sequence at a time per
-    /// model for now)
-    #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 1)]
+    /// Sequences one model runs at once, batched together (0 chooses from the KV
+    /// budget: as many 2048-token sequences as fit, 4 to 16)
+    #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 0)]
     pub num_parallel: usize,
 
-    /// Bytes of KV cache one sequence may use; bounds the default num_ctx
+    /// Bytes of KV cache one model's sequences may use together; bounds the default
+    /// num_ctx and how many sequences run at once
     /// [default: total RAM / 8, at most 4 GiB]
     #[arg(long, env = "WICK_KV_BUDGET")]
     pub kv_budget: Option<usize>,
@@ -158,6 +159,7 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
         },
         default_keep_alive: keep_alive,
         kv_budget_bytes,
+        num_parallel: Some(cfg.num_parallel).filter(|n| *n > 0),
         default_num_ctx: cfg.context_length.filter(|n| *n > 0),
         device: device()?,
     });

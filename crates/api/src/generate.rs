@@ -71,6 +71,7 @@ impl Common {
             num_keep: opts.num_keep,
             shift: self.shift,
             truncate: self.truncate,
+            num_thread: opts.num_thread,
         }
     }
 }

@@ -21,11 +21,12 @@ pub enum OptionKind {
     StringList,
 }
 
-/// Every option wick knows, with its type. Runner options that only tune how Ollama
-/// loads a model on GPUs (`num_batch`, `num_gpu`, `main_gpu`, `use_mmap`, `num_thread`,
-/// `draft_num_predict`) are type-checked like Ollama does and have no other effect:
-/// wick runs on the CPU with candle's own thread pool, reads the whole GGUF, prefills
-/// in batches of 512 (Ollama's `num_batch` default) and has no draft models.
+/// Every option wick knows, with its type. `num_thread` caps the CPU threads of the
+/// request's steps. Runner options that only tune how Ollama loads a model on GPUs
+/// (`num_batch`, `num_gpu`, `main_gpu`, `use_mmap`, `draft_num_predict`) are
+/// type-checked like Ollama does and have no other effect: wick reads the whole GGUF,
+/// prefills 512 prompt tokens per step (Ollama's `num_batch` default) and has no draft
+/// models.
 pub const KNOWN_OPTIONS: &[(&str, OptionKind)] = &[
     ("num_keep", OptionKind::Int),
     ("seed", OptionKind::Int),
@@ -75,6 +76,7 @@ pub struct OptionsPatch {
     pub frequency_penalty: Option<f64>,
     pub stop: Option<Vec<String>>,
     pub num_ctx: Option<i64>,
+    pub num_thread: Option<i64>,
 }
 
 /// A typed option value.
@@ -161,6 +163,7 @@ impl OptionsPatch {
                     }
                 }
                 "num_ctx" => p.num_ctx = int(&v),
+                "num_thread" => p.num_thread = int(&v),
                 // Runner options: type-checked above, nothing to apply on the CPU.
                 other => {
                     tracing::debug!(
@@ -195,7 +198,8 @@ impl OptionsPatch {
             presence_penalty,
             frequency_penalty,
             stop,
-            num_ctx
+            num_ctx,
+            num_thread
         )
     }
 
@@ -235,6 +239,11 @@ impl OptionsPatch {
                 .and_then(|n| usize::try_from(n).ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(default_num_ctx),
+            // Zero or negative: every core, as Ollama's default.
+            num_thread: self
+                .num_thread
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n > 0),
             // Negative keeps as much of the prompt as possible.
             num_keep: match self.num_keep {
                 None => 4,
@@ -252,6 +261,7 @@ pub struct RunOptions {
     pub num_predict: Option<usize>,
     pub num_ctx: usize,
     pub num_keep: usize,
+    pub num_thread: Option<usize>,
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ fn ctx() -> Ctx {
         max_queue: 8,
         default_keep_alive: KeepAlive::For(Duration::from_secs(300)),
         kv_budget_bytes: 64 << 20,
+        num_parallel: None,
         default_num_ctx: Some(2048),
         device: Device::Cpu,
     });
@@ -604,6 +605,7 @@ async fn host_guard_and_cors() {
         max_queue: 8,
         default_keep_alive: KeepAlive::For(Duration::from_secs(300)),
         kv_budget_bytes: 64 << 20,
+        num_parallel: None,
         default_num_ctx: None,
         device: Device::Cpu,
     });

@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             num_keep: 4,
             shift: true,
             truncate: true,
+            num_thread: None,
         },
     )?;
     let mut text = String::new();

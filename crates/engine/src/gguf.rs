@@ -2,14 +2,22 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
+
+/// One tensor as the file stores it: ggml type, dims (GGUF order: innermost first is
+/// reversed here as candle does, so a weight matrix is `[rows, cols]`), raw blocks.
+pub struct RawTensor {
+    pub dtype: GgmlDType,
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
 
 /// An opened GGUF file: its header (metadata and tensor index) plus a reader for tensors.
 pub struct GgufFile {
@@ -62,6 +70,33 @@ impl GgufFile {
         self.content
             .tensor(&mut self.reader, name, device)
             .map_err(|e| EngineError::InvalidModel(format!("tensor '{name}': {e}")))
+    }
+
+    /// A tensor's raw ggml bytes as stored in the file, for wick's own CPU kernels.
+    pub fn raw_tensor(&mut self, name: &str) -> Result<RawTensor> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| EngineError::InvalidModel(format!("missing tensor '{name}'")))?;
+        let dtype = info.ggml_dtype;
+        let dims = info.shape.dims().to_vec();
+        let elems = info.shape.elem_count();
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return Err(EngineError::InvalidModel(format!(
+                "tensor '{name}': {elems} values do not fill whole {dtype:?} blocks"
+            )));
+        }
+        let mut data = vec![0u8; elems / dtype.block_size() * dtype.type_size()];
+        let at = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.reader.read_exact(&mut data))
+            .map_err(|source| EngineError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(RawTensor { dtype, dims, data })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {

@@ -4,6 +4,7 @@
 //! Synchronous on purpose: the scheduler owns threads and async; this crate computes.
 
 pub mod convert;
+pub mod cpu;
 pub mod error;
 pub mod facts;
 pub mod gguf;
@@ -17,7 +18,9 @@ pub mod tokenizer;
 pub use candle_core::Device;
 pub use error::{EngineError, Result};
 pub use facts::GgufFacts;
-pub use model::Model;
+pub use model::{BatchInput, Model};
 pub use sampling::{Sampler, SamplingOptions};
-pub use sequence::{DoneReason, GenerationRequest, Sequence, Stats, StepOutput};
+pub use sequence::{
+    CachedPrefix, DoneReason, GenerationRequest, Plan, Sequence, Stats, StepOutput, PREFILL_CHUNK,
+};
 pub use tokenizer::GgufTokenizer;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
-use crate::model::Model;
+use crate::model::{BatchInput, Model};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::text_stream::TextStream;
 
@@ -30,6 +30,8 @@ pub struct GenerationRequest {
     /// Cut a too-long prompt to fit (keeping `num_keep` tokens and the end) instead of
     /// refusing it.
     pub truncate: bool,
+    /// CPU threads for this request's steps (`num_thread`); `None` uses every core.
+    pub num_thread: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,25 @@ pub struct StepOutput {
     pub finished: Option<DoneReason>,
 }
 
+/// A finished sequence's cache and the tokens it holds, kept so that a later request
+/// whose prompt starts with the same tokens skips recomputing them.
+pub struct CachedPrefix {
+    pub cache: KvCache,
+    /// The tokens whose keys and values are in `cache`, in order.
+    pub tokens: Vec<u32>,
+}
+
+impl CachedPrefix {
+    /// How many leading tokens of `prompt` this cache already holds.
+    pub fn common_prefix(&self, prompt: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+}
+
 pub struct Sequence {
     cache: KvCache,
     /// Tokens in the cache's order (prompt after truncation/shifting, then generated).
@@ -82,6 +103,8 @@ pub struct Sequence {
     context: Vec<u32>,
     /// Tokens still to be fed into the cache (the pending prompt, then the last sample).
     pending_from: usize,
+    /// The tokens the current step feeds, set by [`Sequence::plan`].
+    feeding: Option<(usize, usize)>,
     sampler: Sampler,
     stream: TextStream,
     num_predict: Option<usize>,
@@ -92,8 +115,28 @@ pub struct Sequence {
     pub stats: Stats,
 }
 
+/// What a sequence wants from the next batched step.
+#[derive(Debug)]
+pub enum Plan {
+    /// Feed this many tokens (see [`Sequence::batch_input`]).
+    Feed(usize),
+    /// Nothing to run: the sequence just finished (context full, no shift).
+    Finished(StepOutput),
+}
+
 impl Sequence {
     pub fn new(model: &Model, req: GenerationRequest) -> Result<Self> {
+        Self::reusing(model, req, None)
+    }
+
+    /// Start a sequence, taking over `prefix`'s cache when its tokens begin the prompt.
+    /// The prompt's shared tokens are not evaluated again; `prompt_eval_count` counts
+    /// only the tokens that are.
+    pub fn reusing(
+        model: &Model,
+        req: GenerationRequest,
+        prefix: Option<CachedPrefix>,
+    ) -> Result<Self> {
         let num_ctx = req.num_ctx.min(model.context_length()).max(2);
         let mut prompt = req.prompt.clone();
         if prompt.is_empty() {
@@ -124,18 +167,29 @@ impl Sequence {
                 "truncating input prompt to fit the context window"
             );
         }
+        let (cache, done) = match prefix {
+            Some(p) if p.cache.capacity() == num_ctx => {
+                // At least the last prompt token is evaluated: its logits are needed.
+                let common = p.common_prefix(&prompt).min(prompt.len() - 1);
+                let mut cache = p.cache;
+                cache.truncate(common);
+                (cache, common)
+            }
+            _ => (model.new_cache(num_ctx)?, 0),
+        };
         Ok(Self {
-            cache: model.new_cache(num_ctx)?,
+            cache,
             context: req.prompt,
             tokens: prompt,
             pending_from: 0,
+            feeding: None,
             sampler: Sampler::new(req.sampling),
             stream: TextStream::new(req.stop),
             num_predict: req.num_predict,
             num_keep,
             num_ctx,
             shift: req.shift,
-            state: State::Prefilling { done: 0 },
+            state: State::Prefilling { done },
             stats: Stats::default(),
         })
     }
@@ -144,58 +198,134 @@ impl Sequence {
         matches!(self.state, State::Finished(_))
     }
 
+    /// Whether the sequence is still feeding its prompt.
+    pub fn is_prefilling(&self) -> bool {
+        matches!(self.state, State::Prefilling { .. })
+    }
+
+    /// Prompt tokens not yet evaluated.
+    pub fn prompt_remaining(&self) -> usize {
+        match self.state {
+            State::Prefilling { done } => self.tokens.len() - done,
+            _ => 0,
+        }
+    }
+
     /// The request's prompt and generated tokens (Ollama's `context`).
     pub fn context(&self) -> &[u32] {
         &self.context
     }
 
-    /// Advance by one forward pass: a prefill chunk or one decoded token.
-    pub fn step(&mut self, model: &Model) -> Result<StepOutput> {
+    /// Hand back the cache and the tokens it holds, for a later request to reuse.
+    pub fn into_prefix(self) -> CachedPrefix {
+        let n = self.cache.len().min(self.tokens.len());
+        let mut tokens = self.tokens;
+        tokens.truncate(n);
+        CachedPrefix {
+            cache: self.cache,
+            tokens,
+        }
+    }
+
+    /// Decide what the next step feeds: one token when decoding, up to `budget` prompt
+    /// tokens (at least one) when prefilling. A full context shifts here, or finishes
+    /// the sequence with `length` when shifting is off.
+    pub fn plan(&mut self, budget: usize) -> Plan {
         match self.state {
-            State::Finished(_) => Ok(StepOutput::default()),
+            State::Finished(_) => Plan::Finished(StepOutput::default()),
             State::Prefilling { done } => {
-                let start = Instant::now();
-                let end = (done + PREFILL_CHUNK).min(self.tokens.len());
-                let logits = model.forward(&self.tokens[done..end], &mut self.cache)?;
-                let first_pass = self.stats.eval_count == 0;
-                if first_pass {
-                    self.stats.prompt_eval_count += end - done;
-                }
-                let out = if end == self.tokens.len() {
-                    self.pending_from = end;
-                    self.state = State::Decoding;
-                    self.sample_and_emit(model, &logits)
-                } else {
-                    self.state = State::Prefilling { done: end };
-                    StepOutput::default()
-                };
-                if first_pass {
-                    self.stats.prompt_eval_duration += start.elapsed();
-                } else {
-                    self.stats.eval_duration += start.elapsed();
-                }
-                Ok(out)
+                let end = (done + budget.max(1)).min(self.tokens.len());
+                self.feeding = Some((done, end));
+                Plan::Feed(end - done)
             }
             State::Decoding => {
-                let start = Instant::now();
                 if self.cache.len() + 1 > self.num_ctx {
                     if !self.shift {
-                        return Ok(self.finish(DoneReason::Length));
+                        return Plan::Finished(self.finish(DoneReason::Length));
                     }
                     self.shift_context();
                     // Re-feed what is left after the kept tokens (positions changed).
                     self.state = State::Prefilling {
                         done: self.cache.len(),
                     };
-                    let out = self.step(model)?;
-                    return Ok(out);
+                    return self.plan(budget);
                 }
-                let next = &self.tokens[self.pending_from..];
-                let logits = model.forward(next, &mut self.cache)?;
-                self.pending_from = self.tokens.len();
-                let out = self.sample_and_emit(model, &logits);
-                self.stats.eval_duration += start.elapsed();
-                Ok(out)
+                self.feeding = Some((self.pending_from, self.tokens.len()));
+                Plan::Feed(self.tokens.len() - self.pending_from)
+            }
+        }
+    }
+
+    /// The tokens and cache of the planned step, as a batch input.
+    pub fn batch_input(&mut self) -> Option<BatchInput<'_>> {
+        let (from, to) = self.feeding?;
+        let logits = self.step_wants_logits(to);
+        Some(BatchInput {
+            tokens: &self.tokens[from..to],
+            cache: &mut self.cache,
+            logits,
+        })
+    }
+
+    fn step_wants_logits(&self, to: usize) -> bool {
+        match self.state {
+            State::Prefilling { .. } => to == self.tokens.len(),
+            _ => true,
+        }
+    }
+
+    /// Take the result of the planned step: the logits if it produced some, and how
+    /// long the step took (counted as prompt or generation time).
+    pub fn accept(
+        &mut self,
+        model: &Model,
+        logits: Option<&[f32]>,
+        elapsed: Duration,
+    ) -> StepOutput {
+        let Some((from, to)) = self.feeding.take() else {
+            return StepOutput::default();
+        };
+        let first_pass = self.stats.eval_count == 0;
+        match self.state {
+            State::Prefilling { .. } => {
+                if first_pass {
+                    self.stats.prompt_eval_count += to - from;
+                    self.stats.prompt_eval_duration += elapsed;
+                } else {
+                    self.stats.eval_duration += elapsed;
+                }
+                if to < self.tokens.len() {
+                    self.state = State::Prefilling { done: to };
+                    return StepOutput::default();
+                }
+                self.pending_from = to;
+                self.state = State::Decoding;
+            }
+            State::Decoding => {
+                self.pending_from = to;
+                self.stats.eval_duration += elapsed;
+            }
+            State::Finished(_) => return StepOutput::default(),
+        }
+        match logits {
+            Some(l) => self.sample_and_emit(model, l),
+            None => StepOutput::default(),
+        }
+    }
+
+    /// Advance by one forward pass of this sequence alone: a prefill chunk or one
+    /// decoded token.
+    pub fn step(&mut self, model: &Model) -> Result<StepOutput> {
+        match self.plan(PREFILL_CHUNK) {
+            Plan::Finished(out) => Ok(out),
+            Plan::Feed(_) => {
+                let start = Instant::now();
+                let threads = model.max_threads();
+                let logits = match self.batch_input() {
+                    Some(input) => model.forward_batch(&mut [input], threads)?.pop().flatten(),
+                    None => None,
+                };
+                Ok(self.accept(model, logits.as_deref(), start.elapsed()))
             }
         }
     }

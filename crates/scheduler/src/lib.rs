@@ -5,8 +5,10 @@
 //! `submit` a generation; events come back on that request's own channel. Dropping the
 //! receiver cancels the sequence.
 
+mod batcher;
 mod error;
 mod keep_alive;
+mod memory;
 mod runner;
 
 use std::collections::HashMap;
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use wick_engine::{Device, Model};
 
+use batcher::BatchLimits;
+pub use batcher::STEP_TOKEN_BUDGET;
 pub use error::SchedError;
 pub use keep_alive::KeepAlive;
 pub use runner::Event;
@@ -29,8 +33,12 @@ pub struct SchedulerConfig {
     /// Requests waiting or running across all models before new ones get a 503.
     pub max_queue: usize,
     pub default_keep_alive: KeepAlive,
-    /// Bytes of KV cache one sequence may take; bounds the default `num_ctx`.
+    /// Bytes of KV cache one model's sequences may take together (reusable prefixes
+    /// included); bounds the default `num_ctx` and how many sequences are admitted.
     pub kv_budget_bytes: usize,
+    /// `OLLAMA_NUM_PARALLEL`: most sequences one model runs at once; `None` chooses from
+    /// the memory budget (at least 4).
+    pub num_parallel: Option<usize>,
     /// `OLLAMA_CONTEXT_LENGTH`: the default `num_ctx` when set.
     pub default_num_ctx: Option<usize>,
     pub device: Device,
@@ -128,6 +136,7 @@ impl Scheduler {
             return Ok(lease);
         }
         self.make_room().await;
+        self.check_memory(spec).await?;
         let start = Instant::now();
         let path = spec.path.clone();
         let device = self.config.device.clone();
@@ -136,7 +145,12 @@ impl Scheduler {
             .map_err(|e| SchedError::Load(format!("loader crashed: {e}")))??;
         let num_ctx = self.default_num_ctx(&model);
         tracing::info!(model = %spec.name, num_ctx, "model loaded in {:?}", start.elapsed());
-        let runner = Arc::new(Runner::start(model, num_ctx, self.pending.clone())?);
+        let limits = BatchLimits {
+            parallel: self.num_parallel(&model),
+            kv_budget: self.config.kv_budget_bytes,
+        };
+        tracing::info!(model = %spec.name, parallel = limits.parallel, "batching up to {} sequences", limits.parallel);
+        let runner = Arc::new(Runner::start(model, num_ctx, limits, self.pending.clone())?);
         let mut state = self.lock();
         state.loaded.insert(
             spec.key.clone(),
@@ -274,6 +288,55 @@ impl Scheduler {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sequences one model runs at once: `OLLAMA_NUM_PARALLEL`, or as many 2048-token
+    /// sequences as the KV budget holds, between 4 and 16.
+    fn num_parallel(&self, model: &Model) -> usize {
+        match self.config.num_parallel {
+            Some(n) if n > 0 => n,
+            _ => {
+                let per_seq = 2048 * model.kv_bytes_per_position().max(1);
+                (self.config.kv_budget_bytes / per_seq).clamp(4, 16)
+            }
+        }
+    }
+
+    /// Refuse a load that cannot fit in memory, after evicting idle models for it.
+    async fn check_memory(&self, spec: &ModelSpec) -> Result<(), SchedError> {
+        let Some(needed) = memory::estimate_load_bytes(&spec.path) else {
+            return Ok(());
+        };
+        for attempt in 0..20 {
+            let Some(available) = memory::available_bytes() else {
+                return Ok(());
+            };
+            if needed <= available {
+                return Ok(());
+            }
+            if attempt == 0 {
+                let mut state = self.lock();
+                let idle: Vec<String> = state
+                    .loaded
+                    .iter()
+                    .filter(|(_, l)| l.active == 0)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if idle.is_empty() {
+                    return Err(SchedError::OutOfMemory { needed, available });
+                }
+                for k in idle {
+                    state.loaded.remove(&k);
+                    tracing::info!(key = %k, "evicted idle model to free memory");
+                }
+            }
+            // Evicted models free their memory once their batcher threads exit.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if attempt == 19 {
+                return Err(SchedError::OutOfMemory { needed, available });
+            }
+        }
+        Ok(())
     }
 
     fn default_num_ctx(&self, model: &Model) -> usize {

@@ -1,12 +1,14 @@
 //! One loaded model and the thread that owns it: jobs come in on a channel and run as
-//! sequences; each job's events go back on its own channel.
+//! sequences, batched together (see [`crate::batcher`]); each job's events go back on its
+//! own channel.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use wick_engine::{DoneReason, GenerationRequest, Model, Sequence, Stats};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use wick_engine::{DoneReason, GenerationRequest, Model, Stats};
 
+use crate::batcher::{BatchLimits, Batcher, Job};
 use crate::SchedError;
 
 /// What a submitted generation reports, in order: text chunks, then `Done` or `Error`.
@@ -22,42 +24,31 @@ pub enum Event {
     Error(String),
 }
 
-struct Job {
-    req: GenerationRequest,
-    events: UnboundedSender<Event>,
-}
-
+/// The handle the scheduler keeps on a loaded model; its batcher thread does the work.
 pub(crate) struct Runner {
     model: Arc<Model>,
     jobs: mpsc::Sender<Job>,
     num_ctx: usize,
-    memory_bytes: u64,
 }
 
 impl Runner {
     pub(crate) fn start(
         model: Model,
         num_ctx: usize,
+        limits: BatchLimits,
         pending: Arc<AtomicUsize>,
     ) -> Result<Self, SchedError> {
         let model = Arc::new(model);
         let (jobs, rx) = mpsc::channel::<Job>();
-        let worker_model = model.clone();
+        let batcher = Batcher::new(model.clone(), limits, pending);
         std::thread::Builder::new()
-            .name("wick-runner".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    run_job(&worker_model, job);
-                    pending.fetch_sub(1, Ordering::SeqCst);
-                }
-            })
+            .name("wick-batcher".into())
+            .spawn(move || batcher.run(rx))
             .map_err(|e| SchedError::Load(format!("cannot start runner thread: {e}")))?;
-        let memory_bytes = model.weights_bytes() + (num_ctx * model.kv_bytes_per_position()) as u64;
         Ok(Self {
             model,
             jobs,
             num_ctx,
-            memory_bytes,
         })
     }
 
@@ -69,8 +60,9 @@ impl Runner {
         self.num_ctx
     }
 
+    /// Weights plus the KV cache the model's sequences hold now.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
+        self.model.weights_bytes() + self.model.kv_bytes_in_use() as u64
     }
 
     pub(crate) fn submit(
@@ -82,43 +74,5 @@ impl Runner {
             .send(Job { req, events })
             .map_err(|_| SchedError::RunnerGone)?;
         Ok(rx)
-    }
-}
-
-fn run_job(model: &Model, job: Job) {
-    if job.events.is_closed() {
-        return;
-    }
-    let mut seq = match Sequence::new(model, job.req) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = job.events.send(Event::Error(e.to_string()));
-            return;
-        }
-    };
-    loop {
-        if job.events.is_closed() {
-            tracing::debug!("client went away; sequence cancelled");
-            return;
-        }
-        match seq.step(model) {
-            Ok(out) => {
-                if !out.text.is_empty() && job.events.send(Event::Text(out.text)).is_err() {
-                    return;
-                }
-                if let Some(reason) = out.finished {
-                    let _ = job.events.send(Event::Done {
-                        reason,
-                        stats: seq.stats.clone(),
-                        context: seq.context().to_vec(),
-                    });
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
-                return;
-            }
-        }
     }
 }

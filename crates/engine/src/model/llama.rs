@@ -1,318 +1,403 @@
-//! The llama-family decoder as GGUF files lay it out: `llama` (SmolLM2, Llama 2/3) and
-//! `qwen2` (Qwen2.5, which adds q/k/v biases and uses NEOX-style rotary embeddings).
+//! The llama-family decoder as GGUF files lay it out, `llama` (SmolLM2, Llama 2/3) and
+//! `qwen2` (Qwen2.5: q/k/v biases, NEOX rotary layout), on wick's own CPU kernels.
 //!
-//! Unlike candle's example models, the KV cache is not inside the model: `forward` takes
-//! the sequence's own [`KvCache`], so one loaded model serves many sequences.
+//! One call runs a whole batch: the rows of every sequence in it (a prefill chunk or one
+//! decoded token each) go through each weight matrix together, so a weight is read once
+//! per step however many sequences run; only attention is per sequence, against that
+//! sequence's own f16 [`CpuKvCache`]. Each row's result depends on that row alone, so a
+//! sequence computes the same logits whatever runs beside it.
 
-use std::sync::Arc;
+use candle_core::quantized::GgmlDType;
+use wick_kernels::{QMatrix, QuantKind, ThreadPool};
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
-
+use super::llama_config::LlamaConfig;
+use crate::cpu::attention::{attend, AttnDims, AttnJob};
+use crate::cpu::ops;
 use crate::error::{EngineError, Result};
-use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::gguf::{GgufFile, RawTensor};
+use crate::kv_cache::CpuKvCache;
 
-/// Shape facts of a llama-family model, from `<arch>.*` GGUF keys.
-#[derive(Debug, Clone)]
-pub struct LlamaConfig {
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_kv_head: usize,
-    pub head_dim: usize,
-    pub n_embd: usize,
-    pub rope_base: f32,
-    pub rms_eps: f32,
-    pub context_length: usize,
-    /// NEOX rotary layout (rotate halves) instead of interleaved pairs.
-    pub neox_rope: bool,
+/// One sequence's part of a batch.
+pub struct CpuBatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut CpuKvCache,
+    /// Whether the logits of the last token are wanted (false for a middle prefill chunk).
+    pub logits: bool,
 }
 
-impl LlamaConfig {
-    pub fn from_gguf(gguf: &GgufFile, arch: &str) -> Result<Self> {
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
-        let n_kv_head = gguf
-            .get_u32(&key("attention.head_count_kv"))
-            .map(|v| v as usize)
-            .unwrap_or(n_head);
-        let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
-        if n_head == 0
-            || n_kv_head == 0
-            || !n_head.is_multiple_of(n_kv_head)
-            || !n_embd.is_multiple_of(n_head)
-        {
-            return Err(EngineError::InvalidModel(format!(
-                "inconsistent head counts: {n_head} heads, {n_kv_head} kv heads, {n_embd} dims"
-            )));
+/// A weight matrix and its optional bias.
+struct Linear {
+    w: QMatrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    fn forward(&self, run: &Run, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.resize(m * self.w.rows(), 0.0);
+        self.w
+            .matmul(run.pool, run.threads, x, m, out)
+            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+        if let Some(b) = &self.bias {
+            ops::add_bias(out, b);
         }
-        let head_dim = gguf
-            .get_u32(&key("attention.key_length"))
-            .map(|v| v as usize)
-            .unwrap_or(n_embd / n_head);
-        Ok(Self {
-            n_layer: gguf.get_u32(&key("block_count"))? as usize,
-            n_head,
-            n_kv_head,
-            head_dim,
-            n_embd,
-            rope_base: gguf.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
-            rms_eps: gguf
-                .get_f32(&key("attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-5),
-            context_length: gguf.get_u32(&key("context_length")).unwrap_or(2048) as usize,
-            neox_rope: arch == "qwen2",
-        })
-    }
-}
-
-struct Attention {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-    wo: QMatMul,
-}
-
-struct FeedForward {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
-}
-
-impl FeedForward {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        let up = self.up.forward(x)?;
-        Ok(self.down.forward(&(gate * up)?)?)
+        Ok(())
     }
 }
 
 struct Block {
-    attn_norm: Tensor,
-    attn: Attention,
-    ffn_norm: Tensor,
-    ffn: FeedForward,
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
-/// A loaded llama-family model: weights plus rotary tables; stateless between calls.
+/// The pool and thread count of one forward call.
+struct Run<'a> {
+    pool: &'a ThreadPool,
+    threads: usize,
+}
+
+/// A loaded llama-family model: weights only; all sequence state lives in the caches.
 pub struct LlamaModel {
     pub config: LlamaConfig,
-    embed: Arc<QTensor>,
+    embed: QMatrix,
     blocks: Vec<Block>,
-    output_norm: Tensor,
-    output: QMatMul,
-    cos: Tensor,
-    sin: Tensor,
-    device: Device,
+    output_norm: Vec<f32>,
+    /// `None` when the output projection is tied to the token embeddings.
+    output: Option<QMatrix>,
+    vocab: usize,
+    pool: ThreadPool,
+    weights_bytes: usize,
 }
 
 impl LlamaModel {
-    pub fn from_gguf(gguf: &mut GgufFile, arch: &str, device: &Device) -> Result<Self> {
+    pub fn from_gguf(gguf: &mut GgufFile, arch: &str, threads: usize) -> Result<Self> {
         let config = LlamaConfig::from_gguf(gguf, arch)?;
-        let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
+        let embed = matrix(gguf, "token_embd.weight")?;
+        let vocab = embed.rows();
         let output = if gguf.has_tensor("output.weight") {
-            QMatMul::from_qtensor(gguf.tensor("output.weight", device)?)?
+            Some(matrix(gguf, "output.weight")?)
         } else {
-            QMatMul::from_arc(embed.clone())?
+            None
         };
-        let output_norm = gguf
-            .tensor("output_norm.weight", device)?
-            .dequantize(device)?;
+        let output_norm = vector(gguf, "output_norm.weight")?;
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
-            let mut qm = |n: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(
-                    gguf.tensor(&format!("{p}.{n}"), device)?,
-                )?)
+            let mut linear = |name: &str, bias: &str| -> Result<Linear> {
+                let b = format!("{p}.{bias}");
+                Ok(Linear {
+                    w: matrix(gguf, &format!("{p}.{name}"))?,
+                    bias: if gguf.has_tensor(&b) {
+                        Some(vector(gguf, &b)?)
+                    } else {
+                        None
+                    },
+                })
             };
-            let attn_parts = (
-                qm("attn_q.weight")?,
-                qm("attn_k.weight")?,
-                qm("attn_v.weight")?,
-                qm("attn_output.weight")?,
-            );
-            let ffn = FeedForward {
-                gate: qm("ffn_gate.weight")?,
-                up: qm("ffn_up.weight")?,
-                down: qm("ffn_down.weight")?,
+            let block = Block {
+                wq: linear("attn_q.weight", "attn_q.bias")?,
+                wk: linear("attn_k.weight", "attn_k.bias")?,
+                wv: linear("attn_v.weight", "attn_v.bias")?,
+                wo: linear("attn_output.weight", "attn_output.bias")?,
+                gate: linear("ffn_gate.weight", "ffn_gate.bias")?,
+                up: linear("ffn_up.weight", "ffn_up.bias")?,
+                down: linear("ffn_down.weight", "ffn_down.bias")?,
+                attn_norm: vector(gguf, &format!("{p}.attn_norm.weight"))?,
+                ffn_norm: vector(gguf, &format!("{p}.ffn_norm.weight"))?,
             };
-            let mut dense = |n: &str| -> Result<Option<Tensor>> {
-                let name = format!("{p}.{n}");
-                if gguf.has_tensor(&name) {
-                    Ok(Some(gguf.tensor(&name, device)?.dequantize(device)?))
-                } else {
-                    Ok(None)
+            let c = &config;
+            let shapes = [
+                (&block.wq, c.n_head * c.head_dim, c.n_embd),
+                (&block.wk, c.n_kv_head * c.head_dim, c.n_embd),
+                (&block.wv, c.n_kv_head * c.head_dim, c.n_embd),
+                (&block.wo, c.n_embd, c.n_head * c.head_dim),
+                (&block.down, c.n_embd, block.gate.w.rows()),
+                (&block.up, block.gate.w.rows(), c.n_embd),
+                (&block.gate, block.gate.w.rows(), c.n_embd),
+            ];
+            for (l, rows, cols) in shapes {
+                if l.w.rows() != rows || l.w.cols() != cols {
+                    return Err(EngineError::InvalidModel(format!(
+                        "{p}: a weight is {}x{}, expected {rows}x{cols}",
+                        l.w.rows(),
+                        l.w.cols()
+                    )));
                 }
-            };
-            let (bq, bk, bv) = (
-                dense("attn_q.bias")?,
-                dense("attn_k.bias")?,
-                dense("attn_v.bias")?,
-            );
-            let attn_norm = dense("attn_norm.weight")?.ok_or_else(|| {
-                EngineError::InvalidModel(format!("missing {p}.attn_norm.weight"))
-            })?;
-            let ffn_norm = dense("ffn_norm.weight")?
-                .ok_or_else(|| EngineError::InvalidModel(format!("missing {p}.ffn_norm.weight")))?;
-            blocks.push(Block {
-                attn_norm,
-                attn: Attention {
-                    wq: attn_parts.0,
-                    wk: attn_parts.1,
-                    wv: attn_parts.2,
-                    wo: attn_parts.3,
-                    bq,
-                    bk,
-                    bv,
-                },
-                ffn_norm,
-                ffn,
-            });
+            }
+            if block.attn_norm.len() != c.n_embd || block.ffn_norm.len() != c.n_embd {
+                return Err(EngineError::InvalidModel(format!("{p}: norm size")));
+            }
+            blocks.push(block);
         }
-        let (cos, sin) = rotary_tables(&config, device)?;
+        if embed.cols() != config.n_embd
+            || output_norm.len() != config.n_embd
+            || output
+                .as_ref()
+                .is_some_and(|o| o.cols() != config.n_embd || o.rows() != vocab)
+            || config.head_dim % 2 != 0
+        {
+            return Err(EngineError::InvalidModel(
+                "embedding or output shapes do not match the model dimensions".into(),
+            ));
+        }
+        let weights_bytes = embed.size_bytes()
+            + output.as_ref().map_or(0, |o| o.size_bytes())
+            + blocks
+                .iter()
+                .map(|b| {
+                    [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
+                        .iter()
+                        .map(|l| l.w.size_bytes())
+                        .sum::<usize>()
+                })
+                .sum::<usize>();
         Ok(Self {
             config,
             embed,
             blocks,
             output_norm,
             output,
-            cos,
-            sin,
-            device: device.clone(),
+            vocab,
+            pool: ThreadPool::new(threads.max(1)),
+            weights_bytes,
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Bytes of weight data held in memory.
+    pub fn weights_bytes(&self) -> usize {
+        self.weights_bytes
     }
 
-    /// Run `tokens` (the next tokens of one sequence) through the model, appending their
-    /// keys and values to `cache`; returns the logits of the last token, shape `(vocab,)`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let t = tokens.len();
-        let pos = cache.len();
-        if t == 0 {
-            return Err(EngineError::InvalidRequest("empty forward".into()));
-        }
-        if pos + t > cache.capacity() || pos + t > self.max_positions() {
-            return Err(EngineError::InvalidRequest(format!(
-                "sequence of {} tokens exceeds the context window of {}",
-                pos + t,
-                cache.capacity().min(self.max_positions())
-            )));
-        }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?;
-        let mask = causal_mask(t, pos, &self.device)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_eps)?;
-            let a = self.attention(&block.attn, &h, i, pos, mask.as_ref(), cache)?;
-            x = (x + a)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.config.rms_eps)?;
-            x = (&x + block.ffn.forward(&h)?)?;
-        }
-        cache.advance(t);
-        let last = x.narrow(0, t - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.output_norm, self.config.rms_eps)?;
-        Ok(self
-            .output
-            .forward(&last)?
-            .squeeze(0)?
-            .to_dtype(DType::F32)?)
+    /// Rows of the embedding matrix.
+    pub fn vocab(&self) -> usize {
+        self.vocab
     }
 
-    fn max_positions(&self) -> usize {
-        self.cos.dim(0).unwrap_or(0)
+    /// Threads in this model's pool (the most a forward call can use).
+    pub fn max_threads(&self) -> usize {
+        self.pool.n_threads()
     }
 
-    fn attention(
+    /// Run one step for every sequence in `batch`, appending their keys and values to
+    /// their caches; returns the last token's logits of each input that asked for them.
+    pub fn forward_batch(
         &self,
-        attn: &Attention,
-        x: &Tensor,
-        layer: usize,
-        pos: usize,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
+        batch: &mut [CpuBatchInput],
+        threads: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.config;
-        let t = x.dim(0)?;
-        let project = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-            let mut y = w.forward(x)?;
-            if let Some(b) = b {
-                y = y.broadcast_add(b)?;
+        let run = Run {
+            pool: &self.pool,
+            threads: threads.clamp(1, self.pool.n_threads()),
+        };
+        let mut starts = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            let pos = item.cache.len();
+            let t = item.tokens.len();
+            if t == 0 {
+                return Err(EngineError::InvalidRequest("empty forward".into()));
             }
-            Ok(y.reshape((1, t, heads, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = project(&attn.wq, &attn.bq, c.n_head)?;
-        let k = project(&attn.wk, &attn.bk, c.n_kv_head)?;
-        let v = project(&attn.wv, &attn.bv, c.n_kv_head)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let (q, k) = if c.neox_rope {
-            (
-                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-            )
-        } else {
-            (
-                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-            )
-        };
-        let (k_all, v_all) = cache.write(layer, &k, &v, pos)?;
-        let total = pos + t;
-        // Grouped-query attention without repeating K/V: the query heads that share a
-        // KV head are stacked as extra rows of that head's matmul.
-        let group = c.n_head / c.n_kv_head;
-        let q = q.reshape((c.n_kv_head, group * t, c.head_dim))?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let mut att = (q.matmul(&k_all.t()?)? * scale)?;
-        if let Some(mask) = mask {
-            let mask = mask
-                .unsqueeze(0)?
-                .broadcast_as((group, t, total))?
-                .reshape((group * t, total))?;
-            att = att.broadcast_add(&mask)?;
+            if let Some(bad) = item.tokens.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary ({} tokens)",
+                    self.vocab
+                )));
+            }
+            item.cache.reserve(pos + t)?;
+            starts.push(pos);
         }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v_all)?; // (n_kv, group*t, hd)
-        let y = y
-            .reshape((c.n_head, t, c.head_dim))?
-            .transpose(0, 1)?
-            .reshape((t, c.n_head * c.head_dim))?;
-        Ok(attn.wo.forward(&y)?)
+        let rows: usize = batch.iter().map(|b| b.tokens.len()).sum();
+        let d = c.n_embd;
+        let hd = c.head_dim;
+        let q_width = c.n_head * hd;
+        let kv_width = c.n_kv_head * hd;
+
+        let mut x = vec![0.0f32; rows * d];
+        let mut row_pos = Vec::with_capacity(rows);
+        for (item, &start) in batch.iter().zip(&starts) {
+            for (i, &tok) in item.tokens.iter().enumerate() {
+                let r = row_pos.len();
+                self.embed
+                    .dequantize_row(tok as usize, &mut x[r * d..(r + 1) * d])
+                    .map_err(|e| EngineError::InvalidRequest(format!("embedding: {e}")))?;
+                row_pos.push(start + i);
+            }
+        }
+        let half = hd / 2;
+        let mut cos = vec![0.0f32; rows * half];
+        let mut sin = vec![0.0f32; rows * half];
+        for (r, &p) in row_pos.iter().enumerate() {
+            ops::rope_angles(
+                p,
+                hd,
+                c.rope_base,
+                &mut cos[r * half..(r + 1) * half],
+                &mut sin[r * half..(r + 1) * half],
+            );
+        }
+
+        let dims = AttnDims {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: hd,
+        };
+        let (mut h, mut q, mut k, mut v) = (vec![0.0; rows * d], vec![], vec![], vec![]);
+        let (mut att, mut o, mut g, mut u) = (vec![0.0; rows * q_width], vec![], vec![], vec![]);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            ops::rms_norm(&x, &block.attn_norm, c.rms_eps, &mut h);
+            block.wq.forward(&run, &h, rows, &mut q)?;
+            block.wk.forward(&run, &h, rows, &mut k)?;
+            block.wv.forward(&run, &h, rows, &mut v)?;
+            for r in 0..rows {
+                let (cr, sr) = (
+                    &cos[r * half..(r + 1) * half],
+                    &sin[r * half..(r + 1) * half],
+                );
+                ops::rope_row(
+                    &mut q[r * q_width..(r + 1) * q_width],
+                    hd,
+                    cr,
+                    sr,
+                    c.neox_rope,
+                );
+                ops::rope_row(
+                    &mut k[r * kv_width..(r + 1) * kv_width],
+                    hd,
+                    cr,
+                    sr,
+                    c.neox_rope,
+                );
+            }
+            let mut row0 = 0;
+            for (item, &start) in batch.iter_mut().zip(&starts) {
+                let t = item.tokens.len();
+                let span = row0 * kv_width..(row0 + t) * kv_width;
+                item.cache.write(layer, start, &k[span.clone()], &v[span])?;
+                row0 += t;
+            }
+            {
+                let mut jobs = Vec::with_capacity(batch.len());
+                let mut row0 = 0;
+                for (item, &start) in batch.iter().zip(&starts) {
+                    let t = item.tokens.len();
+                    let (kc, vc) = item.cache.layer(layer, start + t).ok_or_else(|| {
+                        EngineError::InvalidRequest(format!("no cache for layer {layer}"))
+                    })?;
+                    jobs.push(AttnJob {
+                        q: &q[row0 * q_width..(row0 + t) * q_width],
+                        k: kc,
+                        v: vc,
+                        start,
+                        out_row: row0,
+                    });
+                    row0 += t;
+                }
+                attend(run.pool, run.threads, dims, &jobs, &mut att);
+            }
+            block.wo.forward(&run, &att, rows, &mut o)?;
+            ops::add_in_place(&mut x, &o);
+            ops::rms_norm(&x, &block.ffn_norm, c.rms_eps, &mut h);
+            block.gate.forward(&run, &h, rows, &mut g)?;
+            block.up.forward(&run, &h, rows, &mut u)?;
+            ops::silu_mul(&mut g, &u);
+            block.down.forward(&run, &g, rows, &mut o)?;
+            ops::add_in_place(&mut x, &o);
+        }
+        for item in batch.iter_mut() {
+            item.cache.advance(item.tokens.len());
+        }
+
+        // Logits only for the last row of the inputs that want them.
+        let mut last_rows = Vec::new();
+        let mut row_end = 0;
+        for item in batch.iter() {
+            row_end += item.tokens.len();
+            if item.logits {
+                last_rows.push(row_end - 1);
+            }
+        }
+        let m = last_rows.len();
+        let mut results = vec![None; batch.len()];
+        if m == 0 {
+            return Ok(results);
+        }
+        let mut last = vec![0.0f32; m * d];
+        for (i, &r) in last_rows.iter().enumerate() {
+            last[i * d..(i + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        let mut normed = vec![0.0f32; m * d];
+        ops::rms_norm(&last, &self.output_norm, c.rms_eps, &mut normed);
+        let out = self.output.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0.0f32; m * self.vocab];
+        out.matmul(run.pool, run.threads, &normed, m, &mut logits)
+            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+        let mut chunks = logits.chunks_exact(self.vocab);
+        for (slot, item) in results.iter_mut().zip(batch.iter()) {
+            if item.logits {
+                *slot = chunks.next().map(|l| l.to_vec());
+            }
+        }
+        Ok(results)
     }
 }
 
-/// `(t, pos + t)` additive mask: 0 where a new token may attend, -inf in its future.
-/// `None` for a single token, which may see everything before it.
-fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Option<Tensor>> {
-    if t == 1 {
-        return Ok(None);
-    }
-    let total = pos + t;
-    let data: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Some(Tensor::from_vec(data, (t, total), device)?))
+fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
+    Some(match dtype {
+        GgmlDType::F32 => QuantKind::F32,
+        GgmlDType::F16 => QuantKind::F16,
+        GgmlDType::Q4_0 => QuantKind::Q4_0,
+        GgmlDType::Q4_1 => QuantKind::Q4_1,
+        GgmlDType::Q5_0 => QuantKind::Q5_0,
+        GgmlDType::Q8_0 => QuantKind::Q8_0,
+        GgmlDType::Q4K => QuantKind::Q4K,
+        GgmlDType::Q5K => QuantKind::Q5K,
+        GgmlDType::Q6K => QuantKind::Q6K,
+        _ => return None,
+    })
 }
 
-fn rotary_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = c.head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / c.rope_base.powf(2.0 * i as f32 / c.head_dim as f32))
-        .collect();
-    let positions = c.context_length.max(1);
-    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let t = Tensor::arange(0u32, positions as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((positions, 1))?;
-    let freqs = t.broadcast_mul(&inv_freq)?;
-    Ok((freqs.cos()?, freqs.sin()?))
+/// A 2-D weight as a kernel matrix.
+fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
+    let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
+    let kind = quant_kind(dtype).ok_or_else(|| {
+        EngineError::InvalidModel(format!(
+            "tensor '{name}' has type {dtype:?}, which wick's CPU kernels do not support"
+        ))
+    })?;
+    let [rows, cols] = dims[..] else {
+        return Err(EngineError::InvalidModel(format!(
+            "tensor '{name}' should be 2-D, has shape {dims:?}"
+        )));
+    };
+    QMatrix::new(kind, rows, cols, data)
+        .map_err(|e| EngineError::InvalidModel(format!("tensor '{name}': {e}")))
+}
+
+/// A 1-D f32 (or f16) tensor such as a norm weight or a bias.
+fn vector(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>> {
+    let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
+    if dims.len() != 1 {
+        return Err(EngineError::InvalidModel(format!(
+            "tensor '{name}' should be 1-D, has shape {dims:?}"
+        )));
+    }
+    match dtype {
+        GgmlDType::F32 => Ok(data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()),
+        GgmlDType::F16 => Ok(data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()),
+        other => Err(EngineError::InvalidModel(format!(
+            "tensor '{name}' has type {other:?}; expected f32 or f16"
+        ))),
+    }
 }

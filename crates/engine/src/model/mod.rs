@@ -1,19 +1,39 @@
 //! Loaded models, one file per architecture family, behind one [`Model`] type.
 
 pub mod llama;
+mod llama_candle;
+pub mod llama_config;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
 use crate::facts::GgufFacts;
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{CandleKvCache, CpuKvCache, KvCache, KvUsage};
 use crate::tokenizer::GgufTokenizer;
 
+use llama::{CpuBatchInput, LlamaModel};
+use llama_candle::CandleLlama;
+
 enum Network {
-    Llama(llama::LlamaModel),
+    /// wick's own kernels; batches run together.
+    Cpu {
+        model: LlamaModel,
+        kv_usage: Arc<KvUsage>,
+    },
+    /// candle tensors on a GPU device; batch inputs run one after another.
+    Candle(CandleLlama),
+}
+
+/// One sequence's part of a [`Model::forward_batch`] call.
+pub struct BatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Whether the logits of the last token are wanted.
+    pub logits: bool,
 }
 
 /// A model ready to run: weights, tokenizer and the facts read from its GGUF header.
@@ -25,18 +45,36 @@ pub struct Model {
 }
 
 impl Model {
-    /// Load a GGUF file. Unknown architectures and broken files are errors, never panics.
+    /// Load a GGUF file, on the CPU with one worker per physical core. Unknown
+    /// architectures and broken files are errors, never panics.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_threads(path, device, wick_kernels::physical_cores())
+    }
+
+    /// As [`load`](Self::load), with `threads` CPU workers.
+    pub fn load_with_threads(path: &Path, device: &Device, threads: usize) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
         let facts = GgufFacts::from_gguf(&gguf, false)?;
         let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
         let network = match facts.architecture.as_str() {
+            arch @ ("llama" | "qwen2") if device.is_cpu() => Network::Cpu {
+                model: LlamaModel::from_gguf(&mut gguf, arch, threads)?,
+                kv_usage: Arc::new(KvUsage::default()),
+            },
             arch @ ("llama" | "qwen2") => {
-                Network::Llama(llama::LlamaModel::from_gguf(&mut gguf, arch, device)?)
+                Network::Candle(CandleLlama::from_gguf(&mut gguf, arch, device)?)
             }
             other => return Err(EngineError::UnsupportedArchitecture(other.to_string())),
         };
-        let weights_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if network_vocab_mismatch(&network, tokenizer.vocab_size()) {
+            return Err(EngineError::InvalidModel(
+                "the tokenizer has more tokens than the embedding matrix".into(),
+            ));
+        }
+        let weights_bytes = match &network {
+            Network::Cpu { model, .. } => model.weights_bytes() as u64,
+            Network::Candle(_) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        };
         Ok(Self {
             network,
             weights_bytes,
@@ -47,18 +85,93 @@ impl Model {
 
     /// Feed the next `tokens` of one sequence; logits of the last one.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let logits = match &self.network {
-            Network::Llama(m) => m.forward(tokens, cache)?,
-        };
-        Ok(logits.to_vec1::<f32>()?)
+        let mut batch = [BatchInput {
+            tokens,
+            cache,
+            logits: true,
+        }];
+        let threads = self.max_threads();
+        self.forward_batch(&mut batch, threads)?
+            .pop()
+            .flatten()
+            .ok_or_else(|| EngineError::InvalidRequest("no logits".into()))
     }
 
-    /// A fresh KV cache for one sequence of up to `capacity` positions.
+    /// One step for several sequences at once (each its own tokens and cache): on the
+    /// CPU one pass through the weights for all their rows. Returns, per input, the
+    /// last token's logits when asked for.
+    pub fn forward_batch(
+        &self,
+        batch: &mut [BatchInput],
+        threads: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        match &self.network {
+            Network::Cpu { model, .. } => {
+                let mut inputs = Vec::with_capacity(batch.len());
+                for b in batch.iter_mut() {
+                    let KvCache::Cpu(cache) = &mut *b.cache else {
+                        return Err(EngineError::InvalidRequest(
+                            "a GPU cache was given to a CPU model".into(),
+                        ));
+                    };
+                    inputs.push(CpuBatchInput {
+                        tokens: b.tokens,
+                        cache,
+                        logits: b.logits,
+                    });
+                }
+                model.forward_batch(&mut inputs, threads)
+            }
+            Network::Candle(m) => batch
+                .iter_mut()
+                .map(|b| {
+                    let KvCache::Candle(cache) = &mut *b.cache else {
+                        return Err(EngineError::InvalidRequest(
+                            "a CPU cache was given to a GPU model".into(),
+                        ));
+                    };
+                    let logits = m.forward(b.tokens, cache)?;
+                    Ok(if b.logits {
+                        Some(logits.to_vec1::<f32>()?)
+                    } else {
+                        None
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Most CPU threads a forward call can use (1 on GPU devices).
+    pub fn max_threads(&self) -> usize {
+        match &self.network {
+            Network::Cpu { model, .. } => model.max_threads(),
+            Network::Candle(_) => 1,
+        }
+    }
+
+    /// A fresh KV cache for one sequence of up to `capacity` positions. On the CPU it
+    /// takes memory only as the sequence grows.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         match &self.network {
-            Network::Llama(m) => {
+            Network::Cpu { model, kv_usage } => {
+                let c = &model.config;
+                Ok(KvCache::Cpu(CpuKvCache::new(
+                    c.n_layer,
+                    c.n_kv_head,
+                    c.head_dim,
+                    capacity,
+                    kv_usage.clone(),
+                )))
+            }
+            Network::Candle(m) => {
                 let c = &m.config;
-                KvCache::new(c.n_layer, c.n_kv_head, c.head_dim, capacity, m.device())
+                Ok(KvCache::Candle(CandleKvCache::new(
+                    c.n_layer,
+                    c.n_kv_head,
+                    c.head_dim,
+                    capacity,
+                    m.device(),
+                )?))
             }
         }
     }
@@ -66,14 +179,26 @@ impl Model {
     /// Bytes of KV cache one position of one sequence costs.
     pub fn kv_bytes_per_position(&self) -> usize {
         match &self.network {
-            Network::Llama(m) => {
+            Network::Cpu { model, .. } => {
+                let c = &model.config;
+                CpuKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
+            }
+            Network::Candle(m) => {
                 let c = &m.config;
-                KvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
+                CandleKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
             }
         }
     }
 
-    /// Size of the weights file (what the weights take in memory, give or take).
+    /// Bytes the KV caches of this model's live sequences hold now (CPU only).
+    pub fn kv_bytes_in_use(&self) -> usize {
+        match &self.network {
+            Network::Cpu { kv_usage, .. } => kv_usage.bytes(),
+            Network::Candle(_) => 0,
+        }
+    }
+
+    /// Bytes the weights take in memory.
     pub fn weights_bytes(&self) -> u64 {
         self.weights_bytes
     }
@@ -81,7 +206,15 @@ impl Model {
     /// The longest context the model was trained for.
     pub fn context_length(&self) -> usize {
         match &self.network {
-            Network::Llama(m) => m.config.context_length,
+            Network::Cpu { model, .. } => model.config.context_length,
+            Network::Candle(m) => m.config.context_length,
         }
+    }
+}
+
+fn network_vocab_mismatch(network: &Network, tokenizer_vocab: usize) -> bool {
+    match network {
+        Network::Cpu { model, .. } => tokenizer_vocab > model.vocab(),
+        Network::Candle(_) => false,
     }
 }

@@ -1,20 +1,21 @@
-//! A per-sequence KV cache: one preallocated `(kv_heads, capacity, head_dim)` buffer per
-//! layer for keys and one for values, written in place as the sequence grows.
+//! The KV cache of the candle path (GPU devices): one preallocated
+//! `(kv_heads, capacity, head_dim)` buffer per layer for keys and
+//! one for values, written in place as the sequence grows.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
 
-/// Keys and values are kept in f32 for now (f16 storage is the kernels milestone's).
+/// Keys and values are kept in f32 on the candle path.
 pub const CACHE_DTYPE: DType = DType::F32;
 
-pub struct KvCache {
+pub struct CandleKvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
     capacity: usize,
 }
 
-impl KvCache {
+impl CandleKvCache {
     /// Reserve room for `capacity` positions. CPU allocations are zeroed lazily by the
     /// OS, so untouched capacity costs address space, not time.
     pub fn new(

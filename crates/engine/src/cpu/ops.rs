@@ -1,0 +1,110 @@
+//! Row-wise operations of the llama-family forward pass on plain f32 slices, written to
+//! round the way llama.cpp's CPU backend does where that is cheap (RMS norm sums in f64,
+//! rotary angles by repeated multiplication), so greedy outputs stay comparable.
+
+/// `x[r] = x[r] / rms(x[r]) * weight` for every row of `weight.len()` values.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (row, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in dst.iter_mut().zip(row).zip(weight) {
+            *o = (v * scale) * w;
+        }
+    }
+}
+
+/// `x += y`.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Add `bias` to every row of `x`.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_in_place(row, bias);
+    }
+}
+
+/// `gate = silu(gate) * up`, SwiGLU's elementwise half.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Rotary position embedding angles for one position: `cos`, `sin` of `pos * base^(-2i/d)`
+/// for `i < d/2`, the angle advanced by repeated multiplication as ggml does.
+pub fn rope_angles(pos: usize, head_dim: usize, base: f32, cos: &mut [f32], sin: &mut [f32]) {
+    let theta_scale = base.powf(-2.0 / head_dim as f32);
+    let mut theta = pos as f32;
+    for (c, s) in cos.iter_mut().zip(sin.iter_mut()) {
+        *c = theta.cos();
+        *s = theta.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// Rotate every head of one row in place. `neox` pairs `x[i]` with `x[i + d/2]` (Qwen);
+/// otherwise adjacent pairs `x[2i], x[2i+1]` (llama).
+pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
+    let half = head_dim / 2;
+    for head in row.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos[i] - x1 * sin[i];
+            head[b] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_scales_to_unit_rms() {
+        let x = [3.0f32, 4.0, 0.0, 0.0, 1.0, 1.0];
+        let mut out = [0.0; 6];
+        rms_norm(&x, &[1.0, 2.0, 1.0], 0.0, &mut out);
+        let rms = (25.0f32 / 3.0).sqrt();
+        assert!((out[0] - 3.0 / rms).abs() < 1e-6);
+        assert!((out[1] - 8.0 / rms).abs() < 1e-6);
+        let rms2 = (2.0f32 / 3.0).sqrt();
+        assert!((out[4] - 2.0 / rms2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_zero_is_identity_and_preserves_norm() {
+        let mut cos = [0.0; 2];
+        let mut sin = [0.0; 2];
+        rope_angles(0, 4, 10_000.0, &mut cos, &mut sin);
+        let mut row = [1.0, 2.0, 3.0, 4.0];
+        rope_row(&mut row, 4, &cos, &sin, false);
+        assert_eq!(row, [1.0, 2.0, 3.0, 4.0]);
+        rope_angles(7, 4, 10_000.0, &mut cos, &mut sin);
+        for neox in [false, true] {
+            let mut row = [1.0f32, 2.0, 3.0, 4.0];
+            rope_row(&mut row, 4, &cos, &sin, neox);
+            let norm: f32 = row.iter().map(|v| v * v).sum();
+            assert!((norm - 30.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn silu_mul_matches_definition() {
+        let mut g = [0.0f32, 1.0, -2.0];
+        silu_mul(&mut g, &[1.0, 2.0, 3.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        assert!((g[2] - 3.0 * -2.0 / (1.0 + 2.0f32.exp())).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,289 @@
+//! The batcher: the one thread that owns a loaded model and every sequence on it.
+//!
+//! Each turn of its loop takes new jobs (first come, first served), drops the ones whose
+//! client hung up, admits waiting jobs into free slots while the KV memory budget allows,
+//! then runs ONE forward pass over every admitted sequence: a decode row for each
+//! sequence that is generating, plus prompt chunks of the prefilling ones within a token
+//! budget, so a long prompt does not stall the others' streams. Finished sequences leave
+//! their cache behind as a reusable prefix for the next request that starts the same way.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use wick_engine::{CachedPrefix, GenerationRequest, Model, Plan, Sequence, StepOutput};
+
+use crate::runner::Event;
+
+/// Prompt tokens evaluated per step across all prefilling sequences (Ollama's default
+/// `num_batch`).
+pub const STEP_TOKEN_BUDGET: usize = 512;
+
+/// Tokens of generation assumed for a request without `num_predict` when estimating
+/// whether its KV cache fits.
+const ASSUMED_GENERATION: usize = 256;
+
+pub(crate) struct Job {
+    pub req: GenerationRequest,
+    pub events: UnboundedSender<Event>,
+}
+
+/// Limits of one model's batcher.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// Most sequences running at once (`OLLAMA_NUM_PARALLEL`).
+    pub parallel: usize,
+    /// Bytes all KV caches of this model may take, reusable prefixes included.
+    pub kv_budget: usize,
+}
+
+struct Active {
+    seq: Sequence,
+    events: UnboundedSender<Event>,
+    threads: Option<usize>,
+    /// Planned into the current step.
+    planned: bool,
+}
+
+pub(crate) struct Batcher {
+    model: Arc<Model>,
+    limits: BatchLimits,
+    pending: Arc<AtomicUsize>,
+    waiting: VecDeque<Job>,
+    active: Vec<Active>,
+    /// Caches of finished sequences, least recently used first.
+    prefixes: VecDeque<CachedPrefix>,
+}
+
+impl Batcher {
+    pub(crate) fn new(model: Arc<Model>, limits: BatchLimits, pending: Arc<AtomicUsize>) -> Self {
+        Self {
+            model,
+            limits,
+            pending,
+            waiting: VecDeque::new(),
+            active: Vec::new(),
+            prefixes: VecDeque::new(),
+        }
+    }
+
+    /// Serve jobs until every sender is gone and nothing is left to run.
+    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = jobs.try_recv() {
+                self.waiting.push_back(job);
+            }
+            self.drop_cancelled();
+            self.admit();
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn leave(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A client that hung up frees its place in the queue or its slot (and its cache)
+    /// at once.
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len() + self.active.len();
+        self.waiting.retain(|j| !j.events.is_closed());
+        self.active.retain(|a| !a.events.is_closed());
+        let gone = before - self.waiting.len() - self.active.len();
+        if gone > 0 {
+            tracing::debug!(gone, "clients went away; their sequences were cancelled");
+            self.pending.fetch_sub(gone, Ordering::SeqCst);
+        }
+    }
+
+    /// Admit waiting jobs in arrival order while a slot and KV memory are free.
+    fn admit(&mut self) {
+        while self.active.len() < self.limits.parallel.max(1) {
+            let Some(job) = self.waiting.front() else {
+                return;
+            };
+            let bytes = self.estimate_bytes(&job.req);
+            while self.model.kv_bytes_in_use() + bytes > self.limits.kv_budget
+                && !self.prefixes.is_empty()
+            {
+                self.prefixes.pop_front();
+            }
+            let fits = self.model.kv_bytes_in_use() + bytes <= self.limits.kv_budget;
+            if !fits && !self.active.is_empty() {
+                // Wait for a running sequence to finish; first come stays first.
+                return;
+            }
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            let prefix = self.take_best_prefix(&job.req.prompt);
+            let threads = job.req.num_thread;
+            match Sequence::reusing(&self.model, job.req, prefix) {
+                Ok(seq) => self.active.push(Active {
+                    seq,
+                    events: job.events,
+                    threads,
+                    planned: false,
+                }),
+                Err(e) => {
+                    let _ = job.events.send(Event::Error(e.to_string()));
+                    self.leave();
+                }
+            }
+        }
+    }
+
+    fn estimate_bytes(&self, req: &GenerationRequest) -> usize {
+        let generate = req.num_predict.unwrap_or(ASSUMED_GENERATION);
+        let positions = (req.prompt.len() + generate).min(req.num_ctx.max(1));
+        positions * self.model.kv_bytes_per_position()
+    }
+
+    /// The cached prefix sharing the most leading tokens with `prompt`, if any shares one.
+    fn take_best_prefix(&mut self, prompt: &[u32]) -> Option<CachedPrefix> {
+        let (i, common) = self
+            .prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.common_prefix(prompt)))
+            .max_by_key(|&(_, c)| c)?;
+        if common == 0 {
+            return None;
+        }
+        self.prefixes.remove(i)
+    }
+
+    /// One forward pass over every active sequence.
+    fn step(&mut self) {
+        let mut budget = STEP_TOKEN_BUDGET;
+        let mut finished: Vec<(usize, StepOutput)> = Vec::new();
+        // Decoding sequences first (one row each), then prompt chunks in arrival order.
+        for decoding_pass in [true, false] {
+            for (i, a) in self.active.iter_mut().enumerate() {
+                if a.seq.is_prefilling() == decoding_pass || a.seq.is_finished() {
+                    continue;
+                }
+                if !decoding_pass && budget == 0 {
+                    a.planned = false;
+                    continue;
+                }
+                match a.seq.plan(budget.max(1)) {
+                    Plan::Feed(n) => {
+                        a.planned = true;
+                        if !decoding_pass || a.seq.is_prefilling() {
+                            budget = budget.saturating_sub(n);
+                        }
+                    }
+                    Plan::Finished(out) => {
+                        a.planned = false;
+                        finished.push((i, out));
+                    }
+                }
+            }
+        }
+        let threads = self
+            .active
+            .iter()
+            .filter(|a| a.planned)
+            .map(|a| a.threads.unwrap_or(usize::MAX))
+            .max()
+            .unwrap_or(usize::MAX)
+            .min(self.model.max_threads());
+        let start = Instant::now();
+        let result = {
+            let mut inputs: Vec<_> = self
+                .active
+                .iter_mut()
+                .filter(|a| a.planned)
+                .filter_map(|a| a.seq.batch_input())
+                .collect();
+            if inputs.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.model.forward_batch(&mut inputs, threads)
+            }
+        };
+        let elapsed = start.elapsed();
+        match result {
+            Ok(logits) => {
+                let mut logits = logits.into_iter();
+                for (i, a) in self.active.iter_mut().enumerate() {
+                    if !a.planned {
+                        continue;
+                    }
+                    a.planned = false;
+                    let l = logits.next().flatten();
+                    let out = a.seq.accept(&self.model, l.as_deref(), elapsed);
+                    finished.push((i, out));
+                }
+            }
+            Err(e) => {
+                // A failed step fails every sequence in it; the model stays usable.
+                tracing::error!("forward pass failed: {e}");
+                for a in self.active.iter_mut().filter(|a| a.planned) {
+                    let _ = a.events.send(Event::Error(e.to_string()));
+                    a.planned = false;
+                    a.events = closed_sender();
+                }
+            }
+        }
+        self.deliver(finished);
+    }
+
+    /// Send each sequence's new text, and `Done` for those that ended; finished ones
+    /// leave their slot and keep their cache as a reusable prefix.
+    fn deliver(&mut self, outputs: Vec<(usize, StepOutput)>) {
+        let mut done = vec![false; self.active.len()];
+        for (i, out) in outputs {
+            let Some(a) = self.active.get(i) else {
+                continue;
+            };
+            if !out.text.is_empty() && a.events.send(Event::Text(out.text)).is_err() {
+                continue; // cancelled; dropped on the next turn
+            }
+            if let Some(reason) = out.finished {
+                let _ = a.events.send(Event::Done {
+                    reason,
+                    stats: a.seq.stats.clone(),
+                    context: a.seq.context().to_vec(),
+                });
+                done[i] = true;
+            }
+        }
+        let active = std::mem::take(&mut self.active);
+        for (i, a) in active.into_iter().enumerate() {
+            if done.get(i).copied().unwrap_or(false) {
+                self.leave();
+                self.keep_prefix(a.seq.into_prefix());
+            } else {
+                self.active.push(a);
+            }
+        }
+    }
+
+    fn keep_prefix(&mut self, prefix: CachedPrefix) {
+        if prefix.tokens.is_empty() {
+            return;
+        }
+        self.prefixes.push_back(prefix);
+        while self.prefixes.len() > self.limits.parallel.max(1) {
+            self.prefixes.pop_front();
+        }
+    }
+}
+
+/// A sender whose receiver is gone: marks a failed sequence so the next turn drops it.
+fn closed_sender() -> UnboundedSender<Event> {
+    let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+    tx
+}

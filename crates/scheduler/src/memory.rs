@@ -1,0 +1,47 @@
+//! How much memory a load needs and how much the machine has free, so that a model that
+//! cannot fit is refused with an error instead of the process being killed.
+
+use std::path::Path;
+
+/// Room for a first sequence's KV cache, scratch buffers and the tokenizer on top of
+/// the weights.
+const LOAD_OVERHEAD: u64 = 128 << 20;
+
+/// Bytes loading the GGUF at `path` takes: its weights plus some working room.
+pub fn estimate_load_bytes(path: &Path) -> Option<u64> {
+    let weights = std::fs::metadata(path).ok()?.len();
+    Some(weights + weights / 10 + LOAD_OVERHEAD)
+}
+
+/// `MemAvailable` from `/proc/meminfo`, or `WICK_MEMORY_AVAILABLE` (bytes) when set
+/// (tests use it to simulate a small machine). `None` where neither is known.
+pub fn available_bytes() -> Option<u64> {
+    if let Some(v) = std::env::var("WICK_MEMORY_AVAILABLE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(v);
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&info)
+}
+
+fn parse_mem_available(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_available() {
+        let info = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(info), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+}
