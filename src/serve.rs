@@ -114,12 +114,6 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
         tracing::warn!(value = %cfg.keep_alive, error = %e, "invalid OLLAMA_KEEP_ALIVE, using 5m");
         KeepAlive::For(std::time::Duration::from_secs(300))
     });
-    if cfg.num_parallel > 1 {
-        tracing::warn!(
-            num_parallel = cfg.num_parallel,
-            "OLLAMA_NUM_PARALLEL > 1 is accepted, but each model runs one sequence at a time for now"
-        );
-    }
     let store = match &cfg.models {
         Some(dir) if !dir.as_os_str().is_empty() => Store::open(dir.clone()),
         _ => Store::from_env(),

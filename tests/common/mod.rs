@@ -89,7 +89,12 @@ impl Server {
     /// Start a server whose store holds the real SmolLM2 as `smollm2:135m`, imported
     /// through the API (`/api/blobs` then `/api/create`).
     pub fn with_smollm2() -> Server {
-        let s = Self::start();
+        Self::with_smollm2_env(&[])
+    }
+
+    /// As [`with_smollm2`](Self::with_smollm2), with extra environment for `wick serve`.
+    pub fn with_smollm2_env(env: &[(&str, &str)]) -> Server {
+        let s = Self::start_with_env(env);
         s.import_gguf(SMOLLM2, &smollm2_gguf());
         s
     }
