@@ -91,10 +91,14 @@ impl Sampler {
         if cands.is_empty() {
             return argmax(&logits);
         }
-        cands.sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit));
+        // Only the top_k best need ordering: partition them out first (151k-token
+        // vocabularies make a full sort cost milliseconds per token).
         if o.top_k > 0 && (o.top_k as usize) < cands.len() {
-            cands.truncate(o.top_k as usize);
+            let k = o.top_k as usize;
+            cands.select_nth_unstable_by(k - 1, |a, b| b.logit.total_cmp(&a.logit));
+            cands.truncate(k);
         }
+        cands.sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit));
         softmax(&mut cands, 1.0);
         if o.typical_p > 0.0 && o.typical_p < 1.0 {
             typical(&mut cands, o.typical_p);

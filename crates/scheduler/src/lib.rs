@@ -302,19 +302,21 @@ impl Scheduler {
         }
     }
 
-    /// Refuse a load that cannot fit in memory, after evicting idle models for it.
+    /// Make memory for a load: evict idle models, wait for busy ones to become idle;
+    /// refuse (Ollama's 500) when even an empty server could not hold the model.
     async fn check_memory(&self, spec: &ModelSpec) -> Result<(), SchedError> {
         let Some(needed) = memory::estimate_load_bytes(&spec.path) else {
             return Ok(());
         };
-        for attempt in 0..20 {
+        let mut evicted_at: Option<Instant> = None;
+        loop {
             let Some(available) = memory::available_bytes() else {
                 return Ok(());
             };
             if needed <= available {
                 return Ok(());
             }
-            if attempt == 0 {
+            {
                 let mut state = self.lock();
                 let idle: Vec<String> = state
                     .loaded
@@ -322,21 +324,22 @@ impl Scheduler {
                     .filter(|(_, l)| l.active == 0)
                     .map(|(k, _)| k.clone())
                     .collect();
-                if idle.is_empty() {
-                    return Err(SchedError::OutOfMemory { needed, available });
-                }
-                for k in idle {
-                    state.loaded.remove(&k);
+                for k in &idle {
+                    state.loaded.remove(k);
                     tracing::info!(key = %k, "evicted idle model to free memory");
                 }
+                if !idle.is_empty() {
+                    evicted_at = Some(Instant::now());
+                }
+                // Evicted models free their memory once their batcher threads exit;
+                // after that, an empty server that still lacks room never will have it.
+                let settled = evicted_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+                if state.loaded.is_empty() && settled {
+                    return Err(SchedError::OutOfMemory { needed, available });
+                }
             }
-            // Evicted models free their memory once their batcher threads exit.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if attempt == 19 {
-                return Err(SchedError::OutOfMemory { needed, available });
-            }
         }
-        Ok(())
     }
 
     fn default_num_ctx(&self, model: &Model) -> usize {
