@@ -140,6 +140,60 @@ mod tests {
         assert!(b[0].qs.iter().all(|&q| q == 0) && b[0].d == 0.0 && b[0].s == 0.0);
     }
 
+    /// Random data plus the corner cases: ties at .5, zero blocks, +-max both present.
+    fn tricky_rows(n: usize) -> Vec<Vec<f32>> {
+        let mut rng = crate::synth::Rng::new(77);
+        let mut rows = vec![rng.vec(n), vec![0.0; n]];
+        let mut ties: Vec<f32> = (0..n).map(|i| (i % 255) as f32 - 127.0 + 0.5).collect();
+        ties[0] = 127.0;
+        rows.push(ties);
+        let mut both = rng.vec(n);
+        both[3] = -1.5;
+        both[9] = 1.5;
+        rows.push(both);
+        let mut scaled = rng.vec(n);
+        scaled.iter_mut().for_each(|v| *v *= 1e-3);
+        rows.push(scaled);
+        rows
+    }
+
+    #[test]
+    fn avx2_quantizers_are_bit_identical() {
+        if !crate::avx2::available() {
+            eprintln!("note: no AVX2 here, nothing to compare");
+            return;
+        }
+        for x in tricky_rows(512) {
+            for with_sum in [false, true] {
+                let mut a = vec![Q8Block::default(); 16];
+                let mut b = vec![Q8Block::default(); 16];
+                quantize_q8_0(&x, &mut a, with_sum);
+                crate::avx2::quant::q8_0(&x, &mut b, with_sum);
+                for (p, q) in a.iter().zip(&b) {
+                    assert_eq!(
+                        (p.qs, p.d.to_bits(), p.s.to_bits()),
+                        (q.qs, q.d.to_bits(), q.s.to_bits())
+                    );
+                }
+            }
+            let mut a = vec![Q8KBlock::default(); 2];
+            let mut b = vec![Q8KBlock::default(); 2];
+            quantize_q8_k(&x, &mut a);
+            crate::avx2::quant::q8_k(&x, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert_eq!(
+                    (p.qs, p.d.to_bits(), p.bsums),
+                    (q.qs, q.d.to_bits(), q.bsums)
+                );
+            }
+            let mut a = vec![0f32; x.len() - 3];
+            let mut b = vec![0f32; x.len() - 3];
+            round_to_f16(&x[3..], &mut a);
+            crate::avx2::quant::round_to_f16(&x[3..], &mut b);
+            assert_eq!(a, b);
+        }
+    }
+
     #[test]
     fn q8_k_uses_the_signed_max() {
         let mut x = [0f32; 256];

@@ -22,21 +22,71 @@ pub(crate) fn available() -> bool {
     false
 }
 
-/// `out[i] = dot(w, activation row a0 + i)`. Callers check [`available`] first.
+/// `out[ri * n + i] = dot(weight row ri, activation row a0 + i)` for the `nr <= 4` rows
+/// of `rb` bytes in `w`. Callers check [`available`] first.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_dots(
+    kind: QuantKind,
+    w: &[u8],
+    rb: usize,
+    nr: usize,
+    acts: &Acts,
+    a0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
     assert!(
         available(),
         "AVX2 kernels called on a CPU without AVX2/FMA/F16C"
     );
-    // SAFETY: the CPU features were checked above; `imp::row_dots` keeps its pointers
-    // within `w` and the activation rows `a0..a0 + out.len()` of `acts`.
-    unsafe { imp::row_dots(kind, w, acts, a0, out) }
+    // SAFETY: the CPU features were checked above; `imp::block_dots` asserts the weight,
+    // activation and output extents it reads and writes.
+    unsafe { imp::block_dots(kind, w, rb, nr, acts, a0, n, out) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
-    crate::scalar::row_dots(kind, w, acts, a0, out)
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_dots(
+    kind: QuantKind,
+    w: &[u8],
+    rb: usize,
+    nr: usize,
+    acts: &Acts,
+    a0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    crate::scalar::block_dots(kind, w, rb, nr, acts, a0, n, out)
+}
+
+/// AVX2 twins of the quantizers in [`crate::act`], bit-identical to them (tested).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod quant {
+    use crate::act::{Q8Block, Q8KBlock};
+
+    pub(crate) fn q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+        assert!(super::available() && x.len() == out.len() * 32);
+        // SAFETY: features checked; lengths checked.
+        unsafe { super::imp::quantize_q8_0(x, out, with_sum) }
+    }
+
+    pub(crate) fn q8_k(x: &[f32], out: &mut [Q8KBlock]) {
+        assert!(super::available() && x.len() == out.len() * 256);
+        // SAFETY: features checked; lengths checked.
+        unsafe { super::imp::quantize_q8_k(x, out) }
+    }
+
+    pub(crate) fn round_to_f16(x: &[f32], out: &mut [f32]) {
+        assert!(super::available() && x.len() == out.len());
+        // SAFETY: features checked; lengths checked.
+        unsafe { super::imp::round_to_f16(x, out) }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) mod quant {
+    pub(crate) use crate::act::{quantize_q8_0 as q8_0, quantize_q8_k as q8_k, round_to_f16};
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -49,62 +99,219 @@ mod imp {
     use crate::matrix::Acts;
     use crate::QuantKind;
 
-    /// Call `$kernel::<MR>` with `MR = $n` activation pointers `$ptr(0..MR)`.
-    macro_rules! group {
-        ($kernel:ident, $lut:expr, $w:expr, $len:expr, $ptr:expr, $out:expr) => {{
+    // ------------------------------------------------------ activation quantizers
+
+    /// Max of `|x|` over 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let mut m = _mm_max_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        _mm_cvtss_f32(m)
+    }
+
+    /// Round 32 floats to nearest-even ints and pack them, in order, into 32 i8.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pack32(v: [__m256; 4]) -> (__m256i, __m256i) {
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let i0 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v[0]));
+        let i1 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v[1]));
+        let i2 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v[2]));
+        let i3 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v[3]));
+        let sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        let p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        (p, sum)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn round_f16(x: f32) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+            _mm_set_ss(x),
+        )))
+    }
+
+    /// ggml's AVX2 `quantize_row_q8_0` / `quantize_row_q8_1`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+        let sign = _mm256_set1_ps(-0.0);
+        for (xb, y) in x.chunks_exact(32).zip(out.iter_mut()) {
+            let p = xb.as_ptr();
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut m = _mm256_andnot_ps(sign, v[0]);
+            for vi in &v[1..] {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+            }
+            let amax = hmax(m);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let (q, sum) = pack32(v.map(|vi| _mm256_mul_ps(vi, id)));
+            _mm256_storeu_si256(y.qs.as_mut_ptr() as *mut __m256i, q);
+            y.d = round_f16(d);
+            y.s = if with_sum {
+                let s = _mm_add_epi32(
+                    _mm256_castsi256_si128(sum),
+                    _mm256_extracti128_si256::<1>(sum),
+                );
+                let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                round_f16(d * _mm_cvtsi128_si32(s) as f32)
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// ggml's `quantize_row_q8_K_ref` (what its x86 build runs), vectorized.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_q8_k(x: &[f32], out: &mut [Q8KBlock]) {
+        let sign = _mm256_set1_ps(-0.0);
+        for (xb, y) in x.chunks_exact(256).zip(out.iter_mut()) {
+            let p = xb.as_ptr();
+            let mut m = _mm256_setzero_ps();
+            for k in 0..32 {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k))));
+            }
+            let amax = hmax(m);
+            if amax == 0.0 {
+                *y = Q8KBlock::default();
+                continue;
+            }
+            // The signed value of the first element reaching the max magnitude.
+            let target = _mm256_set1_ps(amax);
+            let mut max = amax;
+            for k in 0..32 {
+                let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k)));
+                let hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, target));
+                if hits != 0 {
+                    max = xb[8 * k + hits.trailing_zeros() as usize];
+                    break;
+                }
+            }
+            let iscale = -127.0 / max;
+            let is = _mm256_set1_ps(iscale);
+            for c in 0..8 {
+                let q = p.add(32 * c);
+                let v = [
+                    _mm256_mul_ps(is, _mm256_loadu_ps(q)),
+                    _mm256_mul_ps(is, _mm256_loadu_ps(q.add(8))),
+                    _mm256_mul_ps(is, _mm256_loadu_ps(q.add(16))),
+                    _mm256_mul_ps(is, _mm256_loadu_ps(q.add(24))),
+                ];
+                let (packed, _) = pack32(v);
+                _mm256_storeu_si256(y.qs.as_mut_ptr().add(32 * c) as *mut __m256i, packed);
+            }
+            for (s, qs) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
+                *s = qs.iter().map(|&q| q as i16).sum();
+            }
+            y.d = 1.0 / iscale;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn round_to_f16(x: &[f32], out: &mut [f32]) {
+        let mut xc = x.chunks_exact(8);
+        let mut oc = out.chunks_exact_mut(8);
+        for (xv, ov) in (&mut xc).zip(&mut oc) {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(xv.as_ptr()));
+            _mm256_storeu_ps(ov.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+            *o = round_f16(v);
+        }
+    }
+
+    /// Run `$kernel` for `nr` weight rows (`$wp(0..nr)`) and `n` activation rows
+    /// (`$ptr(a)` for `a` in `a0..a0 + n`), writing `out[ri * n + i]`.
+    macro_rules! run_kernel {
+        ($kernel:ident, $lut:expr, $wp:expr, $nr:expr, $len:expr, $ptr:expr, $a0:expr, $n:expr, $out:expr) => {{
+            let (lut, len, nr, n, a0) = ($lut, $len, $nr, $n, $a0);
             let out: &mut [f32] = $out;
-            let (lut, w, len) = ($lut, $w, $len);
-            match out.len() {
-                1 => out.copy_from_slice(&$kernel::<1>(lut, w, len, [$ptr(0)])),
-                2 => out.copy_from_slice(&$kernel::<2>(lut, w, len, [$ptr(0), $ptr(1)])),
-                3 => out.copy_from_slice(&$kernel::<3>(lut, w, len, [$ptr(0), $ptr(1), $ptr(2)])),
-                _ => out.copy_from_slice(&$kernel::<4>(
-                    lut,
-                    w,
-                    len,
-                    [$ptr(0), $ptr(1), $ptr(2), $ptr(3)],
-                )),
+            if n == 1 && nr == 4 {
+                let r = $kernel::<4, 1>(lut, [$wp(0), $wp(1), $wp(2), $wp(3)], len, [$ptr(a0)]);
+                for ri in 0..4 {
+                    out[ri] = r[ri][0];
+                }
+            } else {
+                for ri in 0..nr {
+                    let w = [$wp(ri)];
+                    for (g, res) in out[ri * n..(ri + 1) * n].chunks_mut(4).enumerate() {
+                        let a = a0 + 4 * g;
+                        match res.len() {
+                            1 => res.copy_from_slice(&$kernel::<1, 1>(lut, w, len, [$ptr(a)])[0]),
+                            2 => res.copy_from_slice(
+                                &$kernel::<1, 2>(lut, w, len, [$ptr(a), $ptr(a + 1)])[0],
+                            ),
+                            3 => res.copy_from_slice(
+                                &$kernel::<1, 3>(lut, w, len, [$ptr(a), $ptr(a + 1), $ptr(a + 2)])
+                                    [0],
+                            ),
+                            _ => res.copy_from_slice(
+                                &$kernel::<1, 4>(
+                                    lut,
+                                    w,
+                                    len,
+                                    [$ptr(a), $ptr(a + 1), $ptr(a + 2), $ptr(a + 3)],
+                                )[0],
+                            ),
+                        }
+                    }
+                }
             }
         }};
     }
 
+    /// `out[ri * n + i] = dot(weight row ri, activation row a0 + i)` for the `nr` rows
+    /// of `rb` bytes each in `w`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn row_dots(
+    pub(super) unsafe fn block_dots(
         kind: QuantKind,
         w: &[u8],
+        rb: usize,
+        nr: usize,
         acts: &Acts,
         a0: usize,
+        n: usize,
         out: &mut [f32],
     ) {
-        let wp = w.as_ptr();
+        assert!(w.len() >= nr * rb && out.len() >= nr * n && nr <= 4);
+        let wp = |ri: usize| -> *const u8 { w[ri * rb..].as_ptr() };
         let lut = Lut(crate::f16::f16_table().as_ptr());
-        for (g, res) in out.chunks_mut(4).enumerate() {
-            let a = a0 + 4 * g;
-            match *acts {
-                Acts::Q8 { blocks, per_row } => {
-                    let ptr = |i: usize| -> *const Q8Block { blocks[(a + i) * per_row..].as_ptr() };
-                    match kind {
-                        QuantKind::Q4_0 => group!(q4_0, lut, wp, per_row, ptr, res),
-                        QuantKind::Q4_1 => group!(q4_1, lut, wp, per_row, ptr, res),
-                        QuantKind::Q5_0 => group!(q5_0, lut, wp, per_row, ptr, res),
-                        _ => group!(q8_0, lut, wp, per_row, ptr, res),
-                    }
+        match *acts {
+            Acts::Q8 { blocks, per_row } => {
+                assert!(blocks.len() >= (a0 + n) * per_row);
+                let ptr = |a: usize| -> *const Q8Block { blocks[a * per_row..].as_ptr() };
+                match kind {
+                    QuantKind::Q4_0 => run_kernel!(q4_0, lut, wp, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q4_1 => run_kernel!(q4_1, lut, wp, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q5_0 => run_kernel!(q5_0, lut, wp, nr, per_row, ptr, a0, n, out),
+                    _ => run_kernel!(q8_0, lut, wp, nr, per_row, ptr, a0, n, out),
                 }
-                Acts::Q8K { blocks, per_row } => {
-                    let ptr =
-                        |i: usize| -> *const Q8KBlock { blocks[(a + i) * per_row..].as_ptr() };
-                    match kind {
-                        QuantKind::Q4K => group!(q4_k, lut, wp, per_row, ptr, res),
-                        QuantKind::Q5K => group!(q5_k, lut, wp, per_row, ptr, res),
-                        _ => group!(q6_k, lut, wp, per_row, ptr, res),
-                    }
+            }
+            Acts::Q8K { blocks, per_row } => {
+                assert!(blocks.len() >= (a0 + n) * per_row);
+                let ptr = |a: usize| -> *const Q8KBlock { blocks[a * per_row..].as_ptr() };
+                match kind {
+                    QuantKind::Q4K => run_kernel!(q4_k, lut, wp, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q5K => run_kernel!(q5_k, lut, wp, nr, per_row, ptr, a0, n, out),
+                    _ => run_kernel!(q6_k, lut, wp, nr, per_row, ptr, a0, n, out),
                 }
-                Acts::F32 { data, cols } => {
-                    let ptr = |i: usize| -> *const f32 { data[(a + i) * cols..].as_ptr() };
-                    match kind {
-                        QuantKind::F16 => group!(f16_row, lut, wp, cols, ptr, res),
-                        _ => group!(f32_row, lut, wp, cols, ptr, res),
-                    }
+            }
+            Acts::F32 { data, cols } => {
+                assert!(data.len() >= (a0 + n) * cols);
+                let ptr = |a: usize| -> *const f32 { data[a * cols..].as_ptr() };
+                match kind {
+                    QuantKind::F16 => run_kernel!(f16_row, lut, wp, nr, cols, ptr, a0, n, out),
+                    _ => run_kernel!(f32_row, lut, wp, nr, cols, ptr, a0, n, out),
                 }
             }
         }
@@ -194,31 +401,39 @@ mod imp {
     }
 
     // ------------------------------------------------- 32-value blocks x Q8_0/Q8_1
+    //
+    // Kernels take `NR` weight rows and `MR` activation rows and return the `NR x MR`
+    // dots; each pair keeps its own accumulator, so the shape only changes which work
+    // overlaps, never the result. (4, 1) serves decode: four independent `fma` chains
+    // instead of one latency-bound chain. (1, 4) serves batches: one weight unpack feeds
+    // four activation rows.
 
     /// A kernel for a signed 32-value kind: `$unpack(block)` gives the 32 weight quants
     /// as i8 (a macro rather than a closure so the unpacking inlines with AVX2 enabled).
     macro_rules! signed_kernel {
         ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $name<const MR: usize>(
+            unsafe fn $name<const NR: usize, const MR: usize>(
                 lut: Lut,
-                w: *const u8,
+                w: [*const u8; NR],
                 nb: usize,
                 x: [*const Q8Block; MR],
-            ) -> [f32; MR] {
-                let mut acc = [_mm256_setzero_ps(); MR];
+            ) -> [[f32; MR]; NR] {
+                let mut acc = [[_mm256_setzero_ps(); MR]; NR];
                 for ib in 0..nb {
-                    let $b = w.add(ib * $stride);
-                    let dw = lut.at($b);
-                    let qx = $unpack;
-                    let ax = _mm256_sign_epi8(qx, qx);
-                    for a in 0..MR {
-                        let y = &*x[a].add(ib);
-                        let q = mul_sum_i8(ax, qx, load(y.qs.as_ptr()));
-                        acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d), q, acc[a]);
+                    for r in 0..NR {
+                        let $b = w[r].add(ib * $stride);
+                        let dw = lut.at($b);
+                        let qx = $unpack;
+                        let ax = _mm256_sign_epi8(qx, qx);
+                        for a in 0..MR {
+                            let y = &*x[a].add(ib);
+                            let q = mul_sum_i8(ax, qx, load(y.qs.as_ptr()));
+                            acc[r][a] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d), q, acc[r][a]);
+                        }
                     }
                 }
-                finish(acc)
+                acc.map(|row| finish(row))
             }
         };
     }
@@ -237,30 +452,34 @@ mod imp {
     signed_kernel!(q8_0, 34, |b| load(b.add(2) as *const i8));
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1<const MR: usize>(
+    unsafe fn q4_1<const NR: usize, const MR: usize>(
         lut: Lut,
-        w: *const u8,
+        w: [*const u8; NR],
         nb: usize,
         x: [*const Q8Block; MR],
-    ) -> [f32; MR] {
-        let mut acc = [_mm256_setzero_ps(); MR];
-        let mut summs = [0f32; MR];
+    ) -> [[f32; MR]; NR] {
+        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+        let mut summs = [[0f32; MR]; NR];
         for ib in 0..nb {
-            let b = w.add(ib * 20);
-            let dw = _mm256_set1_ps(lut.at(b));
-            let mw = lut.at(b.add(2));
-            let qx = nibbles(b.add(4));
-            for a in 0..MR {
-                let y = &*x[a].add(ib);
-                summs[a] += mw * y.s;
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
-                let q = mul_sum_u8(qx, load(y.qs.as_ptr()));
-                acc[a] = _mm256_fmadd_ps(d, q, acc[a]);
+            for r in 0..NR {
+                let b = w[r].add(ib * 20);
+                let dw = _mm256_set1_ps(lut.at(b));
+                let mw = lut.at(b.add(2));
+                let qx = nibbles(b.add(4));
+                for a in 0..MR {
+                    let y = &*x[a].add(ib);
+                    summs[r][a] += mw * y.s;
+                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
+                    let q = mul_sum_u8(qx, load(y.qs.as_ptr()));
+                    acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
+                }
             }
         }
-        let mut out = finish(acc);
-        for a in 0..MR {
-            out[a] += summs[a];
+        let mut out = acc.map(|row| finish(row));
+        for r in 0..NR {
+            for a in 0..MR {
+                out[r][a] += summs[r][a];
+            }
         }
         out
     }
@@ -285,6 +504,33 @@ mod imp {
         ]
     }
 
+    /// Scales (as 16-bit lanes, low 128 bits copied to both halves) and mins (16-bit, in
+    /// a 128-bit register) of a Q4_K/Q5_K block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k4_scales_mins(p: *const u8) -> (__m256i, __m128i) {
+        let u = k4_scales(p);
+        let all = _mm256_cvtepu8_epi16(_mm_set_epi32(
+            u[3] as i32,
+            u[2] as i32,
+            u[1] as i32,
+            u[0] as i32,
+        ));
+        let sc = _mm256_castsi256_si128(all);
+        (_mm256_set_m128i(sc, sc), _mm256_extracti128_si256::<1>(all))
+    }
+
+    /// Scale `j` of a `k4_scales_mins` vector broadcast to all 16-bit lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k4_scale(scales: __m256i, j: usize) -> __m256i {
+        let lo = (2 * j) as i8;
+        _mm256_shuffle_epi8(
+            scales,
+            _mm256_set1_epi16(i16::from_le_bytes([lo as u8, lo as u8 + 1])),
+        )
+    }
+
     /// `min_j * (bsum_2j + bsum_2j+1)` pairs as 4 int32 lanes (ggml's `prod`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -298,249 +544,266 @@ mod imp {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k<const MR: usize>(
+    unsafe fn q4_k<const NR: usize, const MR: usize>(
         lut: Lut,
-        w: *const u8,
+        w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
-    ) -> [f32; MR] {
+    ) -> [[f32; MR]; NR] {
         let m4 = _mm256_set1_epi8(0x0f);
-        let mut acc = [_mm256_setzero_ps(); MR];
-        let mut acc_m = [_mm_setzero_ps(); MR];
+        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+        let mut acc_m = [[_mm_setzero_ps(); MR]; NR];
         for i in 0..nb {
-            let b = w.add(i * 144);
-            let dw = lut.at(b);
-            let dminw = lut.at(b.add(2));
-            let u = k4_scales(b.add(4));
-            let sc = u[0].to_le_bytes().into_iter().chain(u[1].to_le_bytes());
-            let mut scales = [0i16; 8];
-            for (s, v) in scales.iter_mut().zip(sc) {
-                *s = v as i16;
-            }
-            let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(_mm_set_epi32(
-                u[3] as i32,
-                u[2] as i32,
-                u[1] as i32,
-                u[0] as i32,
-            )));
-            let mut sumi = [_mm256_setzero_si256(); MR];
-            for j in 0..4 {
-                let scale_l = _mm256_set1_epi16(scales[2 * j]);
-                let scale_h = _mm256_set1_epi16(scales[2 * j + 1]);
-                let bits = _mm256_loadu_si256(b.add(16 + 32 * j) as *const __m256i);
-                let ql = _mm256_and_si256(bits, m4);
-                let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            for r in 0..NR {
+                let b = w[r].add(i * 144);
+                let (scales, mins) = k4_scales_mins(b.add(4));
+                let mut sumi = [_mm256_setzero_si256(); MR];
+                for j in 0..4 {
+                    let scale_l = k4_scale(scales, 2 * j);
+                    let scale_h = k4_scale(scales, 2 * j + 1);
+                    let bits = _mm256_loadu_si256(b.add(16 + 32 * j) as *const __m256i);
+                    let ql = _mm256_and_si256(bits, m4);
+                    let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    for a in 0..MR {
+                        let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
+                        let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(ql, load(q8)));
+                        let ph =
+                            _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(qh, load(q8.add(32))));
+                        sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(pl, ph));
+                    }
+                }
+                let dw = lut.at(b);
+                let dminw = lut.at(b.add(2));
                 for a in 0..MR {
-                    let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
-                    let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(ql, load(q8)));
-                    let ph = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(qh, load(q8.add(32))));
-                    sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(pl, ph));
+                    let y = &*x[a].add(i);
+                    let d = y.d * dw;
+                    let dmin = -y.d * dminw;
+                    let prod = k4_min_products(mins, y);
+                    acc_m[r][a] =
+                        _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r][a]);
+                    acc[r][a] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
                 }
             }
-            for a in 0..MR {
-                let y = &*x[a].add(i);
-                let d = y.d * dw;
-                let dmin = -y.d * dminw;
-                let prod = k4_min_products(mins, y);
-                acc_m[a] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[a]);
-                acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[a]);
-            }
         }
-        let mut out = finish(acc);
-        for a in 0..MR {
-            let mut m = acc_m[a];
-            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            out[a] += _mm_cvtss_f32(m);
+        let mut out = acc.map(|row| finish(row));
+        for r in 0..NR {
+            for a in 0..MR {
+                let mut m = acc_m[r][a];
+                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                out[r][a] += _mm_cvtss_f32(m);
+            }
         }
         out
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_k<const MR: usize>(
+    unsafe fn q5_k<const NR: usize, const MR: usize>(
         lut: Lut,
-        w: *const u8,
+        w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
-    ) -> [f32; MR] {
+    ) -> [[f32; MR]; NR] {
         let m4 = _mm256_set1_epi8(0x0f);
         let m1 = _mm256_set1_epi8(1);
-        let mut acc = [_mm256_setzero_ps(); MR];
-        let mut summs = [0f32; MR];
+        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+        let mut summs = [[0f32; MR]; NR];
         for i in 0..nb {
-            let b = w.add(i * 176);
-            let dw = lut.at(b);
-            let dminw = lut.at(b.add(2));
-            let u = k4_scales(b.add(4));
-            let sc = u[0].to_le_bytes().into_iter().chain(u[1].to_le_bytes());
-            let mut scales = [0i16; 8];
-            for (s, v) in scales.iter_mut().zip(sc) {
-                *s = v as i16;
-            }
-            let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(_mm_set_epi32(
-                u[3] as i32,
-                u[2] as i32,
-                u[1] as i32,
-                u[0] as i32,
-            )));
-            let hbits = _mm256_loadu_si256(b.add(16) as *const __m256i);
-            let mut sumi = [_mm256_setzero_si256(); MR];
-            for j in 0..4 {
-                let scale_0 = _mm256_set1_epi16(scales[2 * j]);
-                let scale_1 = _mm256_set1_epi16(scales[2 * j + 1]);
-                let bits = _mm256_loadu_si256(b.add(48 + 32 * j) as *const __m256i);
-                let h0 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32));
-                let h1 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1));
-                let q0 = _mm256_add_epi8(
-                    _mm256_and_si256(bits, m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(h0, m1)),
-                );
-                let q1 = _mm256_add_epi8(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(h1, m1)),
-                );
+            for r in 0..NR {
+                let b = w[r].add(i * 176);
+                let (scales, mins) = k4_scales_mins(b.add(4));
+                let hbits = _mm256_loadu_si256(b.add(16) as *const __m256i);
+                let mut sumi = [_mm256_setzero_si256(); MR];
+                for j in 0..4 {
+                    let scale_0 = k4_scale(scales, 2 * j);
+                    let scale_1 = k4_scale(scales, 2 * j + 1);
+                    let bits = _mm256_loadu_si256(b.add(48 + 32 * j) as *const __m256i);
+                    let h0 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32));
+                    let h1 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1));
+                    let q0 = _mm256_add_epi8(
+                        _mm256_and_si256(bits, m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(h0, m1)),
+                    );
+                    let q1 = _mm256_add_epi8(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(h1, m1)),
+                    );
+                    for a in 0..MR {
+                        let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
+                        let p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q0, load(q8)));
+                        let p1 =
+                            _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q1, load(q8.add(32))));
+                        sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(p0, p1));
+                    }
+                }
+                let dw = lut.at(b);
+                let dminw = lut.at(b.add(2));
                 for a in 0..MR {
-                    let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
-                    let p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q0, load(q8)));
-                    let p1 = _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q1, load(q8.add(32))));
-                    sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(p0, p1));
+                    let y = &*x[a].add(i);
+                    let d = y.d * dw;
+                    let dmin = -y.d * dminw;
+                    let prod = k4_min_products(mins, y);
+                    let zero = _mm_setzero_si128();
+                    let total = _mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero);
+                    summs[r][a] += dmin * _mm_cvtsi128_si32(total) as f32;
+                    acc[r][a] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
                 }
             }
-            for a in 0..MR {
-                let y = &*x[a].add(i);
-                let d = y.d * dw;
-                let dmin = -y.d * dminw;
-                let prod = k4_min_products(mins, y);
-                let zero = _mm_setzero_si128();
-                let total = _mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero);
-                summs[a] += dmin * _mm_cvtsi128_si32(total) as f32;
-                acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[a]);
-            }
         }
-        let mut out = finish(acc);
-        for a in 0..MR {
-            out[a] += summs[a];
+        let mut out = acc.map(|row| finish(row));
+        for r in 0..NR {
+            for a in 0..MR {
+                out[r][a] += summs[r][a];
+            }
         }
         out
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q6_k<const MR: usize>(
+    unsafe fn q6_k<const NR: usize, const MR: usize>(
         lut: Lut,
-        w: *const u8,
+        w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
-    ) -> [f32; MR] {
+    ) -> [[f32; MR]; NR] {
         let m4 = _mm256_set1_epi8(0x0f);
         let m3 = _mm256_set1_epi8(3);
         let m32 = _mm256_set1_epi8(32);
-        let mut acc = [_mm256_setzero_ps(); MR];
+        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         for i in 0..nb {
-            let b = w.add(i * 210);
-            let dw = lut.at(b.add(208));
-            let sc = b.add(192) as *const i8;
-            let mut sumi = [_mm256_setzero_si256(); MR];
-            for j in 0..2 {
-                let ql = b.add(64 * j);
-                let bits1 = _mm256_loadu_si256(ql as *const __m256i);
-                let bits2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                let hb = _mm256_loadu_si256(b.add(128 + 32 * j) as *const __m256i);
-                let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, m3));
-                let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(hb), m3));
-                let h2 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(hb), m3));
-                let h3 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(hb), m3));
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(bits1, m4), h0),
-                    _mm256_or_si256(_mm256_and_si256(bits2, m4), h1),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4), h2),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4), h3),
-                ];
-                let mut s = [_mm256_setzero_si256(); 4];
-                for k in 0..4 {
-                    let lo = *sc.add(8 * j + 2 * k) as i16;
-                    let hi = *sc.add(8 * j + 2 * k + 1) as i16;
-                    s[k] = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
-                }
-                for a in 0..MR {
-                    let q8 = (*x[a].add(i)).qs.as_ptr().add(128 * j);
+            for r in 0..NR {
+                let b = w[r].add(i * 210);
+                let sc = b.add(192) as *const i8;
+                let mut sumi = [_mm256_setzero_si256(); MR];
+                for j in 0..2 {
+                    let ql = b.add(64 * j);
+                    let bits1 = _mm256_loadu_si256(ql as *const __m256i);
+                    let bits2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                    let hb = _mm256_loadu_si256(b.add(128 + 32 * j) as *const __m256i);
+                    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, m3));
+                    let h1 =
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(hb), m3));
+                    let h2 =
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(hb), m3));
+                    let h3 =
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(hb), m3));
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(bits1, m4), h0),
+                        _mm256_or_si256(_mm256_and_si256(bits2, m4), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4), h3),
+                    ];
+                    // Scales of the 16-value halves of group k: [lo x 8 lanes, hi x 8 lanes].
+                    let sc16 =
+                        _mm256_cvtepi8_epi16(_mm_loadl_epi64(sc.add(8 * j) as *const __m128i));
+                    let mut s = [_mm256_setzero_si256(); 4];
                     for k in 0..4 {
-                        let y = load(q8.add(32 * k));
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(q[k], y),
-                            _mm256_maddubs_epi16(m32, y),
+                        let lo = (4 * k) as u8;
+                        let pick = _mm256_set_epi16(
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo + 2, lo + 3]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
+                            i16::from_le_bytes([lo, lo + 1]),
                         );
-                        sumi[a] = _mm256_add_epi32(sumi[a], _mm256_madd_epi16(s[k], p));
+                        // In-lane shuffle: the high lane must read its own copy.
+                        let both = _mm256_permute2x128_si256::<0x00>(sc16, sc16);
+                        s[k] = _mm256_shuffle_epi8(both, pick);
+                    }
+                    for a in 0..MR {
+                        let q8 = (*x[a].add(i)).qs.as_ptr().add(128 * j);
+                        for k in 0..4 {
+                            let y = load(q8.add(32 * k));
+                            let p = _mm256_sub_epi16(
+                                _mm256_maddubs_epi16(q[k], y),
+                                _mm256_maddubs_epi16(m32, y),
+                            );
+                            sumi[a] = _mm256_add_epi32(sumi[a], _mm256_madd_epi16(s[k], p));
+                        }
                     }
                 }
-            }
-            for a in 0..MR {
-                let d = (*x[a].add(i)).d * dw;
-                acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[a]);
+                let dw = lut.at(b.add(208));
+                for a in 0..MR {
+                    let d = (*x[a].add(i)).d * dw;
+                    acc[r][a] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
+                }
             }
         }
-        finish(acc)
+        acc.map(|row| finish(row))
     }
 
     // --------------------------------------------------------------- F16 / F32
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_row<const MR: usize>(
-        _lut: Lut,
-        w: *const u8,
-        n: usize,
-        x: [*const f32; MR],
-    ) -> [f32; MR] {
-        let wp = w as *const u16;
-        let mut acc0 = [_mm256_setzero_ps(); MR];
-        let mut acc1 = [_mm256_setzero_ps(); MR];
-        let mut i = 0;
-        while i + 16 <= n {
-            let w0 = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i) as *const __m128i));
-            let w1 = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i + 8) as *const __m128i));
-            for a in 0..MR {
-                acc0[a] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[a].add(i)), acc0[a]);
-                acc1[a] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[a].add(i + 8)), acc1[a]);
+    macro_rules! float_kernel {
+        ($name:ident, |$wp:ident, $i:ident| $load8:expr, |$wk:ident, $k:ident| $load1:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name<const NR: usize, const MR: usize>(
+                _lut: Lut,
+                w: [*const u8; NR],
+                n: usize,
+                x: [*const f32; MR],
+            ) -> [[f32; MR]; NR] {
+                let mut acc0 = [[_mm256_setzero_ps(); MR]; NR];
+                let mut acc1 = [[_mm256_setzero_ps(); MR]; NR];
+                let mut i = 0;
+                while i + 16 <= n {
+                    for r in 0..NR {
+                        let $wp = w[r];
+                        let w0 = {
+                            let $i = i;
+                            $load8
+                        };
+                        let w1 = {
+                            let $i = i + 8;
+                            $load8
+                        };
+                        for a in 0..MR {
+                            acc0[r][a] =
+                                _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[a].add(i)), acc0[r][a]);
+                            acc1[r][a] =
+                                _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[a].add(i + 8)), acc1[r][a]);
+                        }
+                    }
+                    i += 16;
+                }
+                let mut out = [[0f32; MR]; NR];
+                for r in 0..NR {
+                    let $wk = w[r];
+                    for a in 0..MR {
+                        out[r][a] = hsum(_mm256_add_ps(acc0[r][a], acc1[r][a]));
+                        for $k in i..n {
+                            out[r][a] += $load1 * *x[a].add($k);
+                        }
+                    }
+                }
+                out
             }
-            i += 16;
-        }
-        let mut out = [0f32; MR];
-        for a in 0..MR {
-            out[a] = hsum(_mm256_add_ps(acc0[a], acc1[a]));
-            for k in i..n {
-                let wk = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(*wp.add(k) as i32)));
-                out[a] += wk * *x[a].add(k);
-            }
-        }
-        out
+        };
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f32_row<const MR: usize>(
-        _lut: Lut,
-        w: *const u8,
-        n: usize,
-        x: [*const f32; MR],
-    ) -> [f32; MR] {
-        let wp = w as *const f32;
-        let mut acc0 = [_mm256_setzero_ps(); MR];
-        let mut acc1 = [_mm256_setzero_ps(); MR];
-        let mut i = 0;
-        while i + 16 <= n {
-            let w0 = _mm256_loadu_ps(wp.add(i));
-            let w1 = _mm256_loadu_ps(wp.add(i + 8));
-            for a in 0..MR {
-                acc0[a] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[a].add(i)), acc0[a]);
-                acc1[a] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[a].add(i + 8)), acc1[a]);
-            }
-            i += 16;
-        }
-        let mut out = [0f32; MR];
-        for a in 0..MR {
-            out[a] = hsum(_mm256_add_ps(acc0[a], acc1[a]));
-            for k in i..n {
-                out[a] += wp.add(k).read_unaligned() * *x[a].add(k);
-            }
-        }
-        out
-    }
+    float_kernel!(
+        f16_row,
+        |wp, i| _mm256_cvtph_ps(_mm_loadu_si128((wp as *const u16).add(i) as *const __m128i)),
+        |wk, k| crate::f16::f16_to_f32((wk as *const u16).add(k).read_unaligned())
+    );
+
+    float_kernel!(
+        f32_row,
+        |wp, i| _mm256_loadu_ps((wp as *const f32).add(i)),
+        |wk, k| (wk as *const f32).add(k).read_unaligned()
+    );
 }

@@ -253,16 +253,26 @@ impl QMatrix {
             QuantKind::F32 => Acts::F32 { data: x, cols },
             QuantKind::F16 => {
                 let buf = grow(&mut scratch.f, m * cols);
-                par_rows(pool, threads, m, cols, x, buf, round_to_f16);
+                match backend {
+                    Backend::Avx2 => {
+                        par_rows(pool, threads, m, cols, x, buf, avx2::quant::round_to_f16)
+                    }
+                    Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, round_to_f16),
+                }
                 Acts::F32 { data: buf, cols }
             }
             QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => {
                 let per_row = cols / 32;
                 let with_sum = self.kind == QuantKind::Q4_1;
                 let buf = grow(&mut scratch.q8, m * per_row);
-                par_rows(pool, threads, m, cols, x, buf, |x, b| {
-                    quantize_q8_0(x, b, with_sum)
-                });
+                match backend {
+                    Backend::Avx2 => par_rows(pool, threads, m, cols, x, buf, |x, b| {
+                        avx2::quant::q8_0(x, b, with_sum)
+                    }),
+                    Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, |x, b| {
+                        quantize_q8_0(x, b, with_sum)
+                    }),
+                }
                 Acts::Q8 {
                     blocks: buf,
                     per_row,
@@ -271,7 +281,10 @@ impl QMatrix {
             QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
                 let per_row = cols / 256;
                 let buf = grow(&mut scratch.q8k, m * per_row);
-                par_rows(pool, threads, m, cols, x, buf, quantize_q8_k);
+                match backend {
+                    Backend::Avx2 => par_rows(pool, threads, m, cols, x, buf, avx2::quant::q8_k),
+                    Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, quantize_q8_k),
+                }
                 Acts::Q8K {
                     blocks: buf,
                     per_row,
@@ -293,16 +306,19 @@ impl QMatrix {
         let task = |t: usize| {
             let r0 = t * chunk;
             let r1 = (r0 + chunk).min(rows);
-            let mut res = [0f32; ACT_TILE];
+            let mut res = [0f32; 4 * ACT_TILE];
             for a0 in (0..m).step_by(ACT_TILE) {
                 let n = (m - a0).min(ACT_TILE);
-                for r in r0..r1 {
-                    let w = &data[r * rb..(r + 1) * rb];
-                    row_dots(backend, kind, w, &acts, a0, &mut res[..n]);
-                    for (i, &v) in res[..n].iter().enumerate() {
-                        // SAFETY: (a0 + i) < m and r < rows, so in bounds of `out`;
-                        // rows r0..r1 belong to this task alone.
-                        unsafe { *outp.get().add((a0 + i) * rows + r) = v };
+                for r in (r0..r1).step_by(4) {
+                    let nr = (r1 - r).min(4);
+                    let w = &data[r * rb..(r + nr) * rb];
+                    block_dots(backend, kind, w, rb, nr, &acts, a0, n, &mut res[..nr * n]);
+                    for ri in 0..nr {
+                        for i in 0..n {
+                            // SAFETY: a0 + i < m and r + ri < rows: in bounds of `out`;
+                            // rows r0..r1 belong to this task alone.
+                            unsafe { *outp.get().add((a0 + i) * rows + r + ri) = res[ri * n + i] };
+                        }
                     }
                 }
             }
@@ -311,10 +327,21 @@ impl QMatrix {
     }
 }
 
-fn row_dots(backend: Backend, kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn block_dots(
+    backend: Backend,
+    kind: QuantKind,
+    w: &[u8],
+    rb: usize,
+    nr: usize,
+    acts: &Acts,
+    a0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
     match backend {
-        Backend::Avx2 => avx2::row_dots(kind, w, acts, a0, out),
-        Backend::Scalar => scalar::row_dots(kind, w, acts, a0, out),
+        Backend::Avx2 => avx2::block_dots(kind, w, rb, nr, acts, a0, n, out),
+        Backend::Scalar => scalar::block_dots(kind, w, rb, nr, acts, a0, n, out),
     }
 }
 

@@ -7,8 +7,32 @@ use crate::matrix::Acts;
 use crate::reference::k4_scale_min;
 use crate::QuantKind;
 
+/// `out[ri * n + i] = dot(weight row ri, activation row a0 + i)` for the `nr` rows of
+/// `rb` bytes in `w`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_dots(
+    kind: QuantKind,
+    w: &[u8],
+    rb: usize,
+    nr: usize,
+    acts: &Acts,
+    a0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    for ri in 0..nr {
+        row_dots(
+            kind,
+            &w[ri * rb..(ri + 1) * rb],
+            acts,
+            a0,
+            &mut out[ri * n..(ri + 1) * n],
+        );
+    }
+}
+
 /// `out[i] = dot(w, activation row a0 + i)` for `i` in `0..out.len()`.
-pub(crate) fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
+fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         let a = a0 + i;
         *o = match (kind, acts) {
