@@ -232,11 +232,13 @@ mod imp {
     /// Run `$kernel` for `nr` weight rows (`$wp(0..nr)`) and `n` activation rows
     /// (`$ptr(a)` for `a` in `a0..a0 + n`), writing `out[ri * n + i]`.
     macro_rules! run_kernel {
-        ($kernel:ident, $lut:expr, $wp:expr, $nr:expr, $len:expr, $ptr:expr, $a0:expr, $n:expr, $out:expr) => {{
+        ($kernel:ident, $lut:expr, $wp:expr, $rb:expr, $nr:expr, $len:expr, $ptr:expr, $a0:expr, $n:expr, $out:expr) => {{
             let (lut, len, nr, n, a0) = ($lut, $len, $nr, $n, $a0);
             let out: &mut [f32] = $out;
             if n == 1 && nr == 4 {
-                let r = $kernel::<4, 1>(lut, [$wp(0), $wp(1), $wp(2), $wp(3)], len, [$ptr(a0)]);
+                // Decode: stream the next four rows into cache while these run.
+                let pf = $wp(0).wrapping_add(4 * $rb);
+                let r = $kernel::<4, 1>(lut, pf, [$wp(0), $wp(1), $wp(2), $wp(3)], len, [$ptr(a0)]);
                 for ri in 0..4 {
                     out[ri] = r[ri][0];
                 }
@@ -246,17 +248,31 @@ mod imp {
                     for (g, res) in out[ri * n..(ri + 1) * n].chunks_mut(4).enumerate() {
                         let a = a0 + 4 * g;
                         match res.len() {
-                            1 => res.copy_from_slice(&$kernel::<1, 1>(lut, w, len, [$ptr(a)])[0]),
+                            1 => res.copy_from_slice(
+                                &$kernel::<1, 1>(lut, std::ptr::null(), w, len, [$ptr(a)])[0],
+                            ),
                             2 => res.copy_from_slice(
-                                &$kernel::<1, 2>(lut, w, len, [$ptr(a), $ptr(a + 1)])[0],
+                                &$kernel::<1, 2>(
+                                    lut,
+                                    std::ptr::null(),
+                                    w,
+                                    len,
+                                    [$ptr(a), $ptr(a + 1)],
+                                )[0],
                             ),
                             3 => res.copy_from_slice(
-                                &$kernel::<1, 3>(lut, w, len, [$ptr(a), $ptr(a + 1), $ptr(a + 2)])
-                                    [0],
+                                &$kernel::<1, 3>(
+                                    lut,
+                                    std::ptr::null(),
+                                    w,
+                                    len,
+                                    [$ptr(a), $ptr(a + 1), $ptr(a + 2)],
+                                )[0],
                             ),
                             _ => res.copy_from_slice(
                                 &$kernel::<1, 4>(
                                     lut,
+                                    std::ptr::null(),
                                     w,
                                     len,
                                     [$ptr(a), $ptr(a + 1), $ptr(a + 2), $ptr(a + 3)],
@@ -291,27 +307,27 @@ mod imp {
                 assert!(blocks.len() >= (a0 + n) * per_row);
                 let ptr = |a: usize| -> *const Q8Block { blocks[a * per_row..].as_ptr() };
                 match kind {
-                    QuantKind::Q4_0 => run_kernel!(q4_0, lut, wp, nr, per_row, ptr, a0, n, out),
-                    QuantKind::Q4_1 => run_kernel!(q4_1, lut, wp, nr, per_row, ptr, a0, n, out),
-                    QuantKind::Q5_0 => run_kernel!(q5_0, lut, wp, nr, per_row, ptr, a0, n, out),
-                    _ => run_kernel!(q8_0, lut, wp, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q4_0 => run_kernel!(q4_0, lut, wp, rb, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q4_1 => run_kernel!(q4_1, lut, wp, rb, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q5_0 => run_kernel!(q5_0, lut, wp, rb, nr, per_row, ptr, a0, n, out),
+                    _ => run_kernel!(q8_0, lut, wp, rb, nr, per_row, ptr, a0, n, out),
                 }
             }
             Acts::Q8K { blocks, per_row } => {
                 assert!(blocks.len() >= (a0 + n) * per_row);
                 let ptr = |a: usize| -> *const Q8KBlock { blocks[a * per_row..].as_ptr() };
                 match kind {
-                    QuantKind::Q4K => run_kernel!(q4_k, lut, wp, nr, per_row, ptr, a0, n, out),
-                    QuantKind::Q5K => run_kernel!(q5_k, lut, wp, nr, per_row, ptr, a0, n, out),
-                    _ => run_kernel!(q6_k, lut, wp, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q4K => run_kernel!(q4_k, lut, wp, rb, nr, per_row, ptr, a0, n, out),
+                    QuantKind::Q5K => run_kernel!(q5_k, lut, wp, rb, nr, per_row, ptr, a0, n, out),
+                    _ => run_kernel!(q6_k, lut, wp, rb, nr, per_row, ptr, a0, n, out),
                 }
             }
             Acts::F32 { data, cols } => {
                 assert!(data.len() >= (a0 + n) * cols);
                 let ptr = |a: usize| -> *const f32 { data[a * cols..].as_ptr() };
                 match kind {
-                    QuantKind::F16 => run_kernel!(f16_row, lut, wp, nr, cols, ptr, a0, n, out),
-                    _ => run_kernel!(f32_row, lut, wp, nr, cols, ptr, a0, n, out),
+                    QuantKind::F16 => run_kernel!(f16_row, lut, wp, rb, nr, cols, ptr, a0, n, out),
+                    _ => run_kernel!(f32_row, lut, wp, rb, nr, cols, ptr, a0, n, out),
                 }
             }
         }
@@ -328,6 +344,22 @@ mod imp {
         #[inline(always)]
         unsafe fn at(self, p: *const u8) -> f32 {
             *self.0.add((p as *const u16).read_unaligned() as usize)
+        }
+    }
+
+    /// Prefetch `len` bytes at `base + off` (nothing for a null base). Prefetches never
+    /// fault, so the address may lie past the matrix (`wrapping_add`, no UB).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn prefetch(base: *const u8, off: usize, len: usize) {
+        if base.is_null() {
+            return;
+        }
+        let p = base.wrapping_add(off);
+        let mut o = 0;
+        while o < len {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
+            o += 64;
         }
     }
 
@@ -415,12 +447,14 @@ mod imp {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn $name<const NR: usize, const MR: usize>(
                 lut: Lut,
+                pf: *const u8,
                 w: [*const u8; NR],
                 nb: usize,
                 x: [*const Q8Block; MR],
             ) -> [[f32; MR]; NR] {
                 let mut acc = [[_mm256_setzero_ps(); MR]; NR];
                 for ib in 0..nb {
+                    prefetch(pf, ib * NR * $stride, NR * $stride);
                     for r in 0..NR {
                         let $b = w[r].add(ib * $stride);
                         let dw = lut.at($b);
@@ -454,6 +488,7 @@ mod imp {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1<const NR: usize, const MR: usize>(
         lut: Lut,
+        pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
         x: [*const Q8Block; MR],
@@ -461,6 +496,7 @@ mod imp {
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         let mut summs = [[0f32; MR]; NR];
         for ib in 0..nb {
+            prefetch(pf, ib * NR * 20, NR * 20);
             for r in 0..NR {
                 let b = w[r].add(ib * 20);
                 let dw = _mm256_set1_ps(lut.at(b));
@@ -546,6 +582,7 @@ mod imp {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_k<const NR: usize, const MR: usize>(
         lut: Lut,
+        pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
@@ -554,6 +591,7 @@ mod imp {
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         let mut acc_m = [[_mm_setzero_ps(); MR]; NR];
         for i in 0..nb {
+            prefetch(pf, i * NR * 144, NR * 144);
             for r in 0..NR {
                 let b = w[r].add(i * 144);
                 let (scales, mins) = k4_scales_mins(b.add(4));
@@ -601,6 +639,7 @@ mod imp {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_k<const NR: usize, const MR: usize>(
         lut: Lut,
+        pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
@@ -610,6 +649,7 @@ mod imp {
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         let mut summs = [[0f32; MR]; NR];
         for i in 0..nb {
+            prefetch(pf, i * NR * 176, NR * 176);
             for r in 0..NR {
                 let b = w[r].add(i * 176);
                 let (scales, mins) = k4_scales_mins(b.add(4));
@@ -664,6 +704,7 @@ mod imp {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q6_k<const NR: usize, const MR: usize>(
         lut: Lut,
+        pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
         x: [*const Q8KBlock; MR],
@@ -673,6 +714,7 @@ mod imp {
         let m32 = _mm256_set1_epi8(32);
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         for i in 0..nb {
+            prefetch(pf, i * NR * 210, NR * 210);
             for r in 0..NR {
                 let b = w[r].add(i * 210);
                 let sc = b.add(192) as *const i8;
@@ -749,10 +791,11 @@ mod imp {
     // --------------------------------------------------------------- F16 / F32
 
     macro_rules! float_kernel {
-        ($name:ident, |$wp:ident, $i:ident| $load8:expr, |$wk:ident, $k:ident| $load1:expr) => {
+        ($name:ident, $elem:ty, |$wp:ident, $i:ident| $load8:expr, |$wk:ident, $k:ident| $load1:expr) => {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn $name<const NR: usize, const MR: usize>(
                 _lut: Lut,
+                pf: *const u8,
                 w: [*const u8; NR],
                 n: usize,
                 x: [*const f32; MR],
@@ -760,7 +803,9 @@ mod imp {
                 let mut acc0 = [[_mm256_setzero_ps(); MR]; NR];
                 let mut acc1 = [[_mm256_setzero_ps(); MR]; NR];
                 let mut i = 0;
+                let esize = std::mem::size_of::<$elem>();
                 while i + 16 <= n {
+                    prefetch(pf, i * NR * esize, NR * 16 * esize);
                     for r in 0..NR {
                         let $wp = w[r];
                         let w0 = {
@@ -797,12 +842,14 @@ mod imp {
 
     float_kernel!(
         f16_row,
+        u16,
         |wp, i| _mm256_cvtph_ps(_mm_loadu_si128((wp as *const u16).add(i) as *const __m128i)),
         |wk, k| crate::f16::f16_to_f32((wk as *const u16).add(k).read_unaligned())
     );
 
     float_kernel!(
         f32_row,
+        f32,
         |wp, i| _mm256_loadu_ps((wp as *const f32).add(i)),
         |wk, k| (wk as *const f32).add(k).read_unaligned()
     );

@@ -253,7 +253,7 @@ fn main() {
         let copies = if std::env::var_os("WICK_BENCH_HOT").is_some() {
             1
         } else {
-            (192usize << 20).div_ceil(bytes).clamp(1, 64)
+            (192usize << 20).div_ceil(bytes).clamp(1, 4096)
         };
         let ring: Vec<QMatrix> = (0..copies).map(|_| w.clone()).collect();
         let x1 = rng.vec(cols);
