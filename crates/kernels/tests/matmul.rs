@@ -128,10 +128,13 @@ fn batched_rows_equal_single_rows_bitwise() {
     for kind in QuantKind::ALL {
         let cols = cols_for(kind)[1];
         let rows = 45;
-        let m = 40; // more than one activation tile
         let w = random_matrix(kind, rows, cols, 5);
-        let x = Rng::new(11).vec(m * cols);
-        for backend in backends() {
+        // 40: more than one activation tile; 13 and 7: every group size of the kernels.
+        for (m, backend) in [40, 13, 7]
+            .into_iter()
+            .flat_map(|m| backends().into_iter().map(move |b| (m, b)))
+        {
+            let x = Rng::new(11 + m as u64).vec(m * cols);
             let mut batched = vec![0f32; m * rows];
             w.matmul_with(backend, &pool, 2, &x, m, &mut batched)
                 .unwrap();

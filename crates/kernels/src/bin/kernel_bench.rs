@@ -220,7 +220,21 @@ fn main() {
     println!("backend: {backend:?}, pool threads: {}", pool.n_threads());
     let bw1 = memory_bandwidth(&pool, 1);
     let bw2 = memory_bandwidth(&pool, 2);
-    println!("memory read bandwidth: {bw1:.1} GB/s (1 thread), {bw2:.1} GB/s (2 threads)\n");
+    println!("memory read bandwidth: {bw1:.1} GB/s (1 thread), {bw2:.1} GB/s (2 threads)");
+    // Two tasks of 5 us each on two threads: the excess over 5 us is the pool's cost
+    // (publish, wake, join, wait).
+    let spin = |_: usize| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(5) {
+            std::hint::spin_loop();
+        }
+    };
+    let t_run = time_it(Duration::from_millis(300), || pool.run(2, 2, &spin));
+    println!(
+        "pool.run of 2 x 5 us tasks on 2 threads: {:.2} us (overhead {:.2} us)\n",
+        t_run * 1e6,
+        t_run * 1e6 - 5.0
+    );
 
     let mut cases = Vec::new();
     if opts.synthetic {
