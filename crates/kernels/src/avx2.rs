@@ -10,21 +10,21 @@
 use crate::matrix::Acts;
 use crate::QuantKind;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
 pub(crate) fn available() -> bool {
     false
 }
 
 /// `out[ri * n + i] = dot(weight row ri, activation row a0 + i)` for the `nr <= 4` rows
 /// of `rb` bytes in `w`. Callers check [`available`] first.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_dots(
     kind: QuantKind,
@@ -45,7 +45,7 @@ pub(crate) fn block_dots(
     unsafe { imp::block_dots(kind, w, rb, nr, acts, a0, n, out) }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_dots(
     kind: QuantKind,
@@ -61,7 +61,7 @@ pub(crate) fn block_dots(
 }
 
 /// AVX2 twins of the quantizers in [`crate::act`], bit-identical to them (tested).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 pub(crate) mod quant {
     use crate::act::{Q8Block, Q8KBlock};
 
@@ -84,12 +84,12 @@ pub(crate) mod quant {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
 pub(crate) mod quant {
     pub(crate) use crate::act::{quantize_q8_0 as q8_0, quantize_q8_k as q8_k, round_to_f16};
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 // Kernels index several per-row arrays with the same activation index.
 #[allow(clippy::needless_range_loop)]
 mod imp {

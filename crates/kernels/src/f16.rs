@@ -26,6 +26,10 @@ pub(crate) fn read_f16(b: &[u8], at: usize) -> f32 {
 /// single scale compiles to `vpinsrw` + `vcvtph2ps`, whose merge into a stale register
 /// chains every block of a row together; a table lookup has no such dependency (ggml
 /// uses the same table for the same reason).
+#[cfg_attr(
+    not(all(target_arch = "x86_64", not(wick_kernels_portable))),
+    allow(dead_code)
+)]
 pub(crate) fn f16_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| (0..=u16::MAX).map(f16_to_f32).collect())

@@ -12,20 +12,30 @@
 //!   (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1, Q8_K for the K-quants, f16 for F16, none
 //!   for F32), reproducing the rounding of ggml's x86 quantizers bit for bit, then takes
 //!   integer dot products per block and scales them in float the way ggml's AVX2
-//!   `ggml_vec_dot_*` functions do. The per-(row, activation) sequence of float operations
+//!   `ggml_vec_dot_*` functions (and llamafile's tinyBLAS, which llama.cpp uses for
+//!   Q8_0/Q5_0) do: one 8-lane accumulator per output, blocks in order, the same
+//!   horizontal sum. That sequence of float operations per (weight row, activation row)
 //!   is the same whatever `m`, the tiling or the thread count, so a row of a batched call
-//!   equals the same row computed alone.
-//! * Work is split over output rows into tasks run by a [`ThreadPool`]. Within a task,
-//!   activation rows are taken in tiles of [`ACT_TILE`] (their quantized form fits in L1)
-//!   and, for each weight row, in groups of up to 4: each weight block is loaded and
-//!   unpacked once and multiplied with all the activation rows of the group. With `m = 1`
-//!   this is a plain streaming dot product; with `m = 512` each weight row is read from
-//!   memory once per task and reused from cache for every tile.
+//!   is bit-identical to the same row computed alone (tested). llama.cpp's x86 build
+//!   repacks Q4_0 and Q4_K weights and sums those in another order, so there the last
+//!   bits can differ from it.
+//! * Work is split over output rows into tasks run by a [`ThreadPool`]. Kernels take `NR`
+//!   weight rows x `MR` activation rows. Decode (`m = 1`) runs 4 weight rows at a time
+//!   (four independent `fma` chains) and prefetches the next four rows while it
+//!   computes, which keeps it at the memory bandwidth. Batches take activation rows in
+//!   tiles of [`ACT_TILE`] (their quantized form stays in L1) and, per weight row, in
+//!   groups of up to 8 (32-value kinds) or 4 (K-quants, F16, F32): each weight block is
+//!   unpacked once for the whole group. With `m > ACT_TILE` a task's weights are sized to
+//!   stay in L2 from one tile to the next.
 //! * The AVX2+FMA+F16C kernels are chosen at run time ([`Backend::detect`]); a portable
-//!   scalar path computes the same integer sums for every kind. [`reference`] has plain
-//!   dequantization for every kind, used by tests and for embeddings.
+//!   scalar path computes the same integer sums for every kind and is what other CPUs run
+//!   (`--cfg wick_kernels_portable` builds that configuration on x86 too). [`reference`](mod@reference)
+//!   has plain dequantization of every kind.
 //! * [`ThreadPool`] keeps `n - 1` worker threads that spin briefly and then park between
-//!   jobs; the calling thread works too, so `ThreadPool::new(1)` spawns nothing.
+//!   jobs; the calling thread works too, so `ThreadPool::new(1)` spawns nothing. A job
+//!   never waits for a worker that has not started on it.
+//! * The only allocation per call is a reused thread-local buffer for the quantized
+//!   activations.
 
 mod act;
 mod avx2;
