@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,6 +20,10 @@ use crate::runner::Event;
 /// Prompt tokens evaluated per step across all prefilling sequences (Ollama's default
 /// `num_batch`).
 pub const STEP_TOKEN_BUDGET: usize = 512;
+
+/// The prompt-token budget of a step while other sequences are generating: smaller, so
+/// that a long prompt delays their next tokens by a short step, not a long one.
+pub const STEP_TOKEN_BUDGET_WHILE_DECODING: usize = 128;
 
 /// Tokens of generation assumed for a request without `num_predict` when estimating
 /// whether its KV cache fits.
@@ -165,7 +169,15 @@ impl Batcher {
 
     /// One forward pass over every active sequence.
     fn step(&mut self) {
-        let mut budget = STEP_TOKEN_BUDGET;
+        let decoding = self
+            .active
+            .iter()
+            .any(|a| !a.seq.is_prefilling() && !a.seq.is_finished());
+        let mut budget = if decoding {
+            STEP_TOKEN_BUDGET_WHILE_DECODING
+        } else {
+            STEP_TOKEN_BUDGET
+        };
         let mut finished: Vec<(usize, StepOutput)> = Vec::new();
         // Decoding sequences first (one row each), then prompt chunks in arrival order.
         for decoding_pass in [true, false] {
@@ -216,15 +228,32 @@ impl Batcher {
         let elapsed = start.elapsed();
         match result {
             Ok(logits) => {
+                // Sample every sequence of the step in parallel on the model's workers
+                // (large vocabularies make sampling a real cost at 8-16 sequences).
                 let mut logits = logits.into_iter();
-                for (i, a) in self.active.iter_mut().enumerate() {
-                    if !a.planned {
-                        continue;
+                let work: Vec<(usize, Mutex<(&mut Active, Option<Vec<f32>>)>)> = self
+                    .active
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, a)| a.planned)
+                    .map(|(i, a)| {
+                        a.planned = false;
+                        (i, Mutex::new((a, logits.next().flatten())))
+                    })
+                    .collect();
+                let outputs: Vec<Mutex<Option<StepOutput>>> =
+                    work.iter().map(|_| Mutex::new(None)).collect();
+                let model = &self.model;
+                model.parallel_for(threads, work.len(), &|t| {
+                    let mut slot = work[t].1.lock().unwrap_or_else(|p| p.into_inner());
+                    let (a, l) = &mut *slot;
+                    let out = a.seq.accept(model, l.as_deref(), elapsed);
+                    *outputs[t].lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+                });
+                for ((i, _), out) in work.iter().zip(outputs) {
+                    if let Some(out) = out.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                        finished.push((*i, out));
                     }
-                    a.planned = false;
-                    let l = logits.next().flatten();
-                    let out = a.seq.accept(&self.model, l.as_deref(), elapsed);
-                    finished.push((i, out));
                 }
             }
             Err(e) => {

@@ -179,6 +179,11 @@ impl LlamaModel {
         self.vocab
     }
 
+    /// The model's worker threads.
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
     /// Threads in this model's pool (the most a forward call can use).
     pub fn max_threads(&self) -> usize {
         self.pool.n_threads()

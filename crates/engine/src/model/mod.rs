@@ -141,6 +141,15 @@ impl Model {
         }
     }
 
+    /// Run `f(task)` for every task in `0..n_tasks` on up to `threads` of the model's
+    /// CPU workers (in order on the calling thread on GPU devices).
+    pub fn parallel_for(&self, threads: usize, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        match &self.network {
+            Network::Cpu { model, .. } => model.pool().run(threads, n_tasks, f),
+            Network::Candle(_) => (0..n_tasks).for_each(f),
+        }
+    }
+
     /// Most CPU threads a forward call can use (1 on GPU devices).
     pub fn max_threads(&self) -> usize {
         match &self.network {
