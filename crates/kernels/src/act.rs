@@ -15,10 +15,13 @@
 use crate::f16::round_f16;
 
 /// A Q8_0/Q8_1 activation block: 32 quants, the f16-rounded scale and (Q8_1) `d * sum`.
+/// `dv` repeats `d` 8 times: the AVX2 kernels load it as a vector, which spares a
+/// broadcast (a shuffle-port uop) per block and weight row.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Q8Block {
     pub qs: [i8; 32],
+    pub dv: [f32; 8],
     pub d: f32,
     pub s: f32,
 }
@@ -27,6 +30,7 @@ impl Default for Q8Block {
     fn default() -> Self {
         Self {
             qs: [0; 32],
+            dv: [0.0; 8],
             d: 0.0,
             s: 0.0,
         }
@@ -74,6 +78,7 @@ pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
             *q = r as i8;
         }
         y.d = round_f16(d);
+        y.dv = [y.d; 8];
         y.s = if with_sum {
             round_f16(d * sum as f32)
         } else {

@@ -156,6 +156,7 @@ mod imp {
             let (q, sum) = pack32(v.map(|vi| _mm256_mul_ps(vi, id)));
             _mm256_storeu_si256(y.qs.as_mut_ptr() as *mut __m256i, q);
             y.d = round_f16(d);
+            y.dv = [y.d; 8];
             y.s = if with_sum {
                 let s = _mm_add_epi32(
                     _mm256_castsi256_si128(sum),
@@ -382,8 +383,10 @@ mod imp {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn nibbles(p: *const u8) -> __m256i {
-        let t = _mm_loadu_si128(p as *const __m128i);
-        let v = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+        // Both halves get the 16 bytes (a load, no shuffle uop); the high half shifts
+        // by 4 with one variable shift instead of a shift plus an insert.
+        let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+        let v = _mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0));
         _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
     }
 
@@ -469,7 +472,7 @@ mod imp {
                         for a in 0..MR {
                             let y = &*x[a].add(ib);
                             let q = mul_sum_i8(ax, qx, load(y.qs.as_ptr()));
-                            let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
+                            let d = _mm256_mul_ps(dw, _mm256_loadu_ps(y.dv.as_ptr()));
                             acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
                         }
                     }
@@ -511,8 +514,10 @@ mod imp {
                 let qx = nibbles(b.add(4));
                 for a in 0..MR {
                     let y = &*x[a].add(ib);
-                    summs[r][a] += mw * y.s;
-                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
+                    // ggml's `summs += m * s` is contracted to an fma by GCC and Clang
+                    // (-ffp-contract defaults) in FMA builds: do the same.
+                    summs[r][a] = mw.mul_add(y.s, summs[r][a]);
+                    let d = _mm256_mul_ps(dw, _mm256_loadu_ps(y.dv.as_ptr()));
                     let q = mul_sum_u8(qx, load(y.qs.as_ptr()));
                     acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
                 }
@@ -693,7 +698,8 @@ mod imp {
                     let prod = k4_min_products(mins, y);
                     let zero = _mm_setzero_si128();
                     let total = _mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero);
-                    summs[r][a] += dmin * _mm_cvtsi128_si32(total) as f32;
+                    // Contracted to an fma in ggml's builds, as for Q4_1.
+                    summs[r][a] = dmin.mul_add(_mm_cvtsi128_si32(total) as f32, summs[r][a]);
                     acc[r][a] =
                         _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
                 }
