@@ -37,13 +37,16 @@ impl Default for Q8Block {
     }
 }
 
-/// A Q8_K activation block.
+/// A Q8_K activation block. `pair_sums[j] = bsums[2j] + bsums[2j + 1]` (the sums per
+/// 32 values that Q4_K/Q5_K mins multiply) is computed once here rather than per weight
+/// row.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Q8KBlock {
     pub qs: [i8; 256],
     pub d: f32,
     pub bsums: [i16; 16],
+    pub pair_sums: [i16; 8],
 }
 
 impl Default for Q8KBlock {
@@ -52,6 +55,15 @@ impl Default for Q8KBlock {
             qs: [0; 256],
             d: 0.0,
             bsums: [0; 16],
+            pair_sums: [0; 8],
+        }
+    }
+}
+
+impl Q8KBlock {
+    pub(crate) fn fill_pair_sums(&mut self) {
+        for (j, p) in self.pair_sums.iter_mut().enumerate() {
+            *p = self.bsums[2 * j] + self.bsums[2 * j + 1];
         }
     }
 }
@@ -110,6 +122,7 @@ pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [Q8KBlock]) {
         for (s, qs) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();
         }
+        y.fill_pair_sums();
         y.d = 1.0 / iscale;
     }
 }

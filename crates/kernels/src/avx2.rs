@@ -213,6 +213,7 @@ mod imp {
             for (s, qs) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
                 *s = qs.iter().map(|&q| q as i16).sum();
             }
+            y.fill_pair_sums();
             y.d = 1.0 / iscale;
         }
     }
@@ -534,38 +535,29 @@ mod imp {
 
     // ------------------------------------------------------------ K-quants x Q8_K
 
-    /// The 8 six-bit scales and 8 mins of a Q4_K/Q5_K block, as bytes
-    /// `[sc0..sc7, m0..m7]` in four u32 (ggml's `utmp` shuffle).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn k4_scales(p: *const u8) -> [u32; 4] {
-        const K1: u32 = 0x3f3f_3f3f;
-        const K2: u32 = 0x0f0f_0f0f;
-        const K3: u32 = 0x0303_0303;
-        let r = |i: usize| unsafe { (p.add(4 * i) as *const u32).read_unaligned() };
-        let (u0, u1, u2) = (r(0), r(1), r(2));
-        [
-            u0 & K1,
-            (u2 & K2) | (((u0 >> 6) & K3) << 4),
-            u1 & K1,
-            ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4),
-        ]
-    }
-
-    /// Scales (as 16-bit lanes, low 128 bits copied to both halves) and mins (16-bit, in
-    /// a 128-bit register) of a Q4_K/Q5_K block.
+    /// Scales (16-bit lanes `[sc0..sc7]`, copied to both 128-bit halves) and mins (16-bit,
+    /// 128 bits) of a Q4_K/Q5_K block whose 12 packed scale bytes start at `p`; ggml's
+    /// `utmp` shuffle done in vector registers (reads 16 bytes: the quants follow).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn k4_scales_mins(p: *const u8) -> (__m256i, __m128i) {
-        let u = k4_scales(p);
-        let all = _mm256_cvtepu8_epi16(_mm_set_epi32(
-            u[3] as i32,
-            u[2] as i32,
-            u[1] as i32,
-            u[0] as i32,
-        ));
-        let sc = _mm256_castsi256_si128(all);
-        (_mm256_set_m128i(sc, sc), _mm256_extracti128_si256::<1>(all))
+        let v = _mm_loadu_si128(p as *const __m128i); // u32 lanes u0, u1, u2, (quants)
+        let k1 = _mm_set1_epi32(0x3f3f_3f3f);
+        let k2 = _mm_set1_epi32(0x0f0f_0f0f);
+        let k3 = _mm_set1_epi32(0x0303_0303);
+        // Lanes 0, 1: u0 & K1 (scales 0..3), u1 & K1 (mins 0..3).
+        let low = _mm_and_si128(v, k1);
+        // Lanes 0, 1: (u2 & K2) | ((u0 >> 6) & K3) << 4 (scales 4..7) and
+        // ((u2 >> 4) & K2) | ((u1 >> 6) & K3) << 4 (mins 4..7).
+        let u2 = _mm_shuffle_epi32::<0b00_00_10_10>(v);
+        let lo4 = _mm_and_si128(_mm_srlv_epi32(u2, _mm_set_epi32(0, 0, 4, 0)), k2);
+        let hi2 = _mm_slli_epi32::<4>(_mm_and_si128(_mm_srli_epi32::<6>(v), k3));
+        let high = _mm_or_si128(lo4, hi2);
+        // [scales 0..3, scales 4..7, mins 0..3, mins 4..7]
+        let packed = _mm_unpacklo_epi32(low, high);
+        let sc = _mm_cvtepu8_epi16(packed);
+        let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(packed, packed));
+        (_mm256_broadcastsi128_si256(sc), mins)
     }
 
     /// Scale `j` of a `k4_scales_mins` vector broadcast to all 16-bit lanes.
@@ -579,16 +571,15 @@ mod imp {
         )
     }
 
-    /// `min_j * (bsum_2j + bsum_2j+1)` pairs as 4 int32 lanes (ggml's `prod`).
+    /// `min_j * (bsum_2j + bsum_2j+1)` pairs as 4 int32 lanes (ggml's `prod`); the pair
+    /// sums come precomputed with the activations.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn k4_min_products(mins: __m128i, y: &Q8KBlock) -> __m128i {
-        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let pairs = _mm_hadd_epi16(
-            _mm256_castsi256_si128(bsums),
-            _mm256_extracti128_si256::<1>(bsums),
-        );
-        _mm_madd_epi16(mins, pairs)
+        _mm_madd_epi16(
+            mins,
+            _mm_loadu_si128(y.pair_sums.as_ptr() as *const __m128i),
+        )
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
