@@ -15,13 +15,11 @@
 use crate::f16::round_f16;
 
 /// A Q8_0/Q8_1 activation block: 32 quants, the f16-rounded scale and (Q8_1) `d * sum`.
-/// `dv` repeats `d` 8 times: the AVX2 kernels load it as a vector, which spares a
-/// broadcast (a shuffle-port uop) per block and weight row.
+/// Kept small: batched kernels stream many of these through L1.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Q8Block {
     pub qs: [i8; 32],
-    pub dv: [f32; 8],
     pub d: f32,
     pub s: f32,
 }
@@ -30,9 +28,53 @@ impl Default for Q8Block {
     fn default() -> Self {
         Self {
             qs: [0; 32],
-            dv: [0.0; 8],
             d: 0.0,
             s: 0.0,
+        }
+    }
+}
+
+/// Extra per-block data for the Q4_0/Q5_0 decode kernels (filled for `m = 1` only).
+/// `corr[l] = offset * (sum of quants 4l..4l + 4)` lets them multiply the unsigned
+/// weight codes (`q + offset`) and subtract, instead of two sign fix-ups per block and
+/// row: the same integers per lane as ggml's signed products. `dv` repeats `d` 8 times,
+/// so the scale product comes from a vector load instead of a broadcast (a shuffle-port
+/// uop per block and weight row; those ports limit these kernels).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Q8Aux {
+    pub dv: [f32; 8],
+    pub corr: [i32; 8],
+}
+
+impl Default for Q8Aux {
+    fn default() -> Self {
+        Self {
+            dv: [0.0; 8],
+            corr: [0; 8],
+        }
+    }
+}
+
+/// What a Q8_0 activation block carries besides quants and scale, by weight kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Q8Extras {
+    /// Q8_1's `s = f16(d * sum)` (Q4_1 weights).
+    pub sum: bool,
+    /// Offset of the weights' unsigned codes (8 for Q4_0, 16 for Q5_0; 0: none).
+    pub offset: u8,
+}
+
+impl Q8Extras {
+    pub(crate) fn for_kind(kind: crate::QuantKind) -> Self {
+        use crate::QuantKind::*;
+        Self {
+            sum: kind == Q4_1,
+            offset: match kind {
+                Q4_0 => 8,
+                Q5_0 => 16,
+                _ => 0,
+            },
         }
     }
 }
@@ -76,10 +118,16 @@ fn round_even(v: f32) -> f32 {
 }
 
 /// Quantize `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks); with
-/// `with_sum` also fill `s` (Q8_1).
-pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+/// `extras` also fill `s` (Q8_1); `aux`, when given (`out.len()` entries), gets the
+/// decode kernels' extras.
+pub(crate) fn quantize_q8_0(
+    x: &[f32],
+    out: &mut [Q8Block],
+    mut aux: Option<&mut [Q8Aux]>,
+    extras: Q8Extras,
+) {
     debug_assert_eq!(x.len(), out.len() * 32);
-    for (xb, y) in x.chunks_exact(32).zip(out.iter_mut()) {
+    for (i, (xb, y)) in x.chunks_exact(32).zip(out.iter_mut()).enumerate() {
         let amax = xb.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -90,12 +138,18 @@ pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
             *q = r as i8;
         }
         y.d = round_f16(d);
-        y.dv = [y.d; 8];
-        y.s = if with_sum {
+        y.s = if extras.sum {
             round_f16(d * sum as f32)
         } else {
             0.0
         };
+        if let Some(aux) = aux.as_deref_mut() {
+            let a = &mut aux[i];
+            a.dv = [y.d; 8];
+            for (c, q) in a.corr.iter_mut().zip(y.qs.chunks_exact(4)) {
+                *c = extras.offset as i32 * q.iter().map(|&v| v as i32).sum::<i32>();
+            }
+        }
     }
 }
 
@@ -149,12 +203,20 @@ mod tests {
         x[4] = -2.5;
         x[5] = -0.5;
         let mut b = [Q8Block::default()];
-        quantize_q8_0(&x, &mut b, true);
+        let mut aux = [Q8Aux::default()];
+        let e = Q8Extras {
+            sum: true,
+            offset: 16,
+        };
+        quantize_q8_0(&x, &mut b, Some(&mut aux), e);
         assert_eq!(&b[0].qs[..6], &[127, 0, 2, 2, -2, 0]);
         assert_eq!(b[0].d, 1.0);
         assert_eq!(b[0].s, 129.0);
+        assert_eq!(aux[0].corr[0], 16 * (127 + 2 + 2));
+        assert_eq!(aux[0].corr[1], 16 * -2);
+        assert_eq!(aux[0].dv, [1.0; 8]);
         // A zero block quantizes to zeros with d = 0.
-        quantize_q8_0(&[0.0; 32], &mut b, true);
+        quantize_q8_0(&[0.0; 32], &mut b, None, e);
         assert!(b[0].qs.iter().all(|&q| q == 0) && b[0].d == 0.0 && b[0].s == 0.0);
     }
 
@@ -182,11 +244,18 @@ mod tests {
             return;
         }
         for x in tricky_rows(512) {
-            for with_sum in [false, true] {
+            for (sum, offset) in [(false, 0), (true, 0), (false, 8), (false, 16)] {
+                let e = Q8Extras { sum, offset };
                 let mut a = vec![Q8Block::default(); 16];
                 let mut b = vec![Q8Block::default(); 16];
-                quantize_q8_0(&x, &mut a, with_sum);
-                crate::avx2::quant::q8_0(&x, &mut b, with_sum);
+                let mut aa = vec![Q8Aux::default(); 16];
+                let mut ab = vec![Q8Aux::default(); 16];
+                quantize_q8_0(&x, &mut a, Some(&mut aa), e);
+                crate::avx2::quant::q8_0(&x, &mut b, Some(&mut ab), e);
+                for (p, q) in aa.iter().zip(&ab) {
+                    assert_eq!(p.dv.map(f32::to_bits), q.dv.map(f32::to_bits));
+                    assert_eq!(p.corr, q.corr);
+                }
                 for (p, q) in a.iter().zip(&b) {
                     assert_eq!(
                         (p.qs, p.d.to_bits(), p.s.to_bits()),
@@ -203,6 +272,7 @@ mod tests {
                     (p.qs, p.d.to_bits(), p.bsums),
                     (q.qs, q.d.to_bits(), q.bsums)
                 );
+                assert_eq!(p.pair_sums, q.pair_sums);
             }
             let mut a = vec![0f32; x.len() - 3];
             let mut b = vec![0f32; x.len() - 3];

@@ -63,12 +63,18 @@ pub(crate) fn block_dots(
 /// AVX2 twins of the quantizers in [`crate::act`], bit-identical to them (tested).
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 pub(crate) mod quant {
-    use crate::act::{Q8Block, Q8KBlock};
+    use crate::act::{Q8Aux, Q8Block, Q8Extras, Q8KBlock};
 
-    pub(crate) fn q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+    pub(crate) fn q8_0(
+        x: &[f32],
+        out: &mut [Q8Block],
+        aux: Option<&mut [Q8Aux]>,
+        extras: Q8Extras,
+    ) {
         assert!(super::available() && x.len() == out.len() * 32);
+        assert!(aux.as_ref().is_none_or(|a| a.len() == out.len()));
         // SAFETY: features checked; lengths checked.
-        unsafe { super::imp::quantize_q8_0(x, out, with_sum) }
+        unsafe { super::imp::quantize_q8_0(x, out, aux, extras) }
     }
 
     pub(crate) fn q8_k(x: &[f32], out: &mut [Q8KBlock]) {
@@ -95,7 +101,7 @@ pub(crate) mod quant {
 mod imp {
     use std::arch::x86_64::*;
 
-    use crate::act::{Q8Block, Q8KBlock};
+    use crate::act::{Q8Aux, Q8Block, Q8Extras, Q8KBlock};
     use crate::matrix::Acts;
     use crate::QuantKind;
 
@@ -136,9 +142,14 @@ mod imp {
 
     /// ggml's AVX2 `quantize_row_q8_0` / `quantize_row_q8_1`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn quantize_q8_0(x: &[f32], out: &mut [Q8Block], with_sum: bool) {
+    pub(super) unsafe fn quantize_q8_0(
+        x: &[f32],
+        out: &mut [Q8Block],
+        mut aux: Option<&mut [Q8Aux]>,
+        extras: Q8Extras,
+    ) {
         let sign = _mm256_set1_ps(-0.0);
-        for (xb, y) in x.chunks_exact(32).zip(out.iter_mut()) {
+        for (i, (xb, y)) in x.chunks_exact(32).zip(out.iter_mut()).enumerate() {
             let p = xb.as_ptr();
             let v = [
                 _mm256_loadu_ps(p),
@@ -156,8 +167,14 @@ mod imp {
             let (q, sum) = pack32(v.map(|vi| _mm256_mul_ps(vi, id)));
             _mm256_storeu_si256(y.qs.as_mut_ptr() as *mut __m256i, q);
             y.d = round_f16(d);
-            y.dv = [y.d; 8];
-            y.s = if with_sum {
+            if let Some(aux) = aux.as_deref_mut() {
+                let a = &mut aux[i];
+                a.dv = [y.d; 8];
+                let c = _mm256_maddubs_epi16(_mm256_set1_epi8(extras.offset as i8), q);
+                let c = _mm256_madd_epi16(c, _mm256_set1_epi16(1));
+                _mm256_storeu_si256(a.corr.as_mut_ptr() as *mut __m256i, c);
+            }
+            y.s = if extras.sum {
                 let s = _mm_add_epi32(
                     _mm256_castsi256_si128(sum),
                     _mm256_extracti128_si256::<1>(sum),
@@ -231,6 +248,13 @@ mod imp {
         }
     }
 
+    /// An activation row of Q8 blocks and (decode only) their [`Q8Aux`].
+    #[derive(Clone, Copy)]
+    pub(super) struct Q8Ptr {
+        b: *const Q8Block,
+        aux: *const Q8Aux,
+    }
+
     /// Call `$kernel::<1, MR>` with `MR = $res.len()` (one of `$mr...`) activation rows
     /// `$ptr($a..)`, writing `$res`.
     macro_rules! mr_dispatch {
@@ -249,13 +273,13 @@ mod imp {
     /// (`$ptr(a)` for `a` in `a0..a0 + n`, in groups of `$group`), writing
     /// `out[ri * n + i]`.
     macro_rules! run_kernel {
-        ($kernel:ident, $lut:expr, $wp:expr, $rb:expr, $nr:expr, $len:expr, $ptr:expr, $a0:expr, $n:expr, $out:expr; $group:literal: $($mr:literal)+) => {{
+        ($kernel:ident / $dkernel:ident, $decode:expr, $lut:expr, $wp:expr, $rb:expr, $nr:expr, $len:expr, $ptr:expr, $a0:expr, $n:expr, $out:expr; $group:literal: $($mr:literal)+) => {{
             let (lut, len, nr, n, a0) = ($lut, $len, $nr, $n, $a0);
             let out: &mut [f32] = $out;
-            if n == 1 && nr == 4 {
+            if $decode && n == 1 && nr == 4 {
                 // Decode: stream the next four rows into cache while these run.
                 let pf = $wp(0).wrapping_add(4 * $rb);
-                let r = $kernel::<4, 1>(lut, pf, [$wp(0), $wp(1), $wp(2), $wp(3)], len, [$ptr(a0)]);
+                let r = $dkernel::<4, 1>(lut, pf, [$wp(0), $wp(1), $wp(2), $wp(3)], len, [$ptr(a0)]);
                 for ri in 0..4 {
                     out[ri] = r[ri][0];
                 }
@@ -295,21 +319,34 @@ mod imp {
         let wp = |ri: usize| -> *const u8 { w[ri * rb..].as_ptr() };
         let lut = Lut(crate::f16::f16_table().as_ptr());
         match *acts {
-            Acts::Q8 { blocks, per_row } => {
+            Acts::Q8 {
+                blocks,
+                aux,
+                per_row,
+            } => {
                 assert!(blocks.len() >= (a0 + n) * per_row);
-                let ptr = |a: usize| -> *const Q8Block { blocks[a * per_row..].as_ptr() };
+                // The decode kernels need the aux data, present only when m = 1.
+                let decode = aux.len() >= (a0 + n) * per_row;
+                let ptr = |a: usize| Q8Ptr {
+                    b: blocks[a * per_row..].as_ptr(),
+                    aux: if decode {
+                        aux[a * per_row..].as_ptr()
+                    } else {
+                        std::ptr::null()
+                    },
+                };
                 match kind {
                     QuantKind::Q4_0 => {
-                        run_kernel!(q4_0, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q4_0_signed / q4_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
                     }
                     QuantKind::Q4_1 => {
-                        run_kernel!(q4_1, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q4_1 / q4_1, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
                     }
                     QuantKind::Q5_0 => {
-                        run_kernel!(q5_0, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q5_0_signed / q5_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
                     }
                     _ => {
-                        run_kernel!(q8_0, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q8_0 / q8_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
                     }
                 }
             }
@@ -318,12 +355,14 @@ mod imp {
                 let ptr = |a: usize| -> *const Q8KBlock { blocks[a * per_row..].as_ptr() };
                 match kind {
                     QuantKind::Q4K => {
-                        run_kernel!(q4_k, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
+                        run_kernel!(q4_k / q4_k, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     QuantKind::Q5K => {
-                        run_kernel!(q5_k, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
+                        run_kernel!(q5_k / q5_k, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
-                    _ => run_kernel!(q6_k, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4),
+                    _ => {
+                        run_kernel!(q6_k / q6_k, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
+                    }
                 }
             }
             Acts::F32 { data, cols } => {
@@ -331,9 +370,11 @@ mod imp {
                 let ptr = |a: usize| -> *const f32 { data[a * cols..].as_ptr() };
                 match kind {
                     QuantKind::F16 => {
-                        run_kernel!(f16_row, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
+                        run_kernel!(f16_row / f16_row, true, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
                     }
-                    _ => run_kernel!(f32_row, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4),
+                    _ => {
+                        run_kernel!(f32_row / f32_row, true, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
+                    }
                 }
             }
         }
@@ -458,7 +499,7 @@ mod imp {
                 pf: *const u8,
                 w: [*const u8; NR],
                 nb: usize,
-                x: [*const Q8Block; MR],
+                x: [Q8Ptr; MR],
             ) -> [[f32; MR]; NR] {
                 let mut acc = [[_mm256_setzero_ps(); MR]; NR];
                 for ib in 0..nb {
@@ -471,9 +512,9 @@ mod imp {
                         let qx = $unpack;
                         let ax = _mm256_sign_epi8(qx, qx);
                         for a in 0..MR {
-                            let y = &*x[a].add(ib);
+                            let y = &*x[a].b.add(ib);
                             let q = mul_sum_i8(ax, qx, load(y.qs.as_ptr()));
-                            let d = _mm256_mul_ps(dw, _mm256_loadu_ps(y.dv.as_ptr()));
+                            let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
                             acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
                         }
                     }
@@ -483,18 +524,69 @@ mod imp {
         };
     }
 
-    signed_kernel!(q4_0, 18, |b| _mm256_sub_epi8(
+    /// A kernel for a kind stored as unsigned codes `q + offset` (Q4_0: 8, Q5_0: 16):
+    /// `maddubs(code, y)` summed per 4 bytes, minus the activation block's `corr`
+    /// (`offset * sum(y)` per lane), is ggml's per-lane `sum(q * y)` exactly, without
+    /// its two sign fix-ups per block and row.
+    macro_rules! offset_kernel {
+        ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name<const NR: usize, const MR: usize>(
+                lut: Lut,
+                pf: *const u8,
+                w: [*const u8; NR],
+                nb: usize,
+                x: [Q8Ptr; MR],
+            ) -> [[f32; MR]; NR] {
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+                for ib in 0..nb {
+                    prefetch(pf, ib * NR * $stride, NR * $stride);
+                    for r in 0..NR {
+                        let $b = w[r].add(ib * $stride);
+                        let dw = _mm256_set1_ps(lut.at($b));
+                        let code = $unpack;
+                        for a in 0..MR {
+                            let y = &*x[a].b.add(ib);
+                            let aux = &*x[a].aux.add(ib);
+                            let dot = _mm256_maddubs_epi16(code, load(y.qs.as_ptr()));
+                            let lanes = _mm256_sub_epi32(
+                                _mm256_madd_epi16(dot, ones),
+                                _mm256_loadu_si256(aux.corr.as_ptr() as *const __m256i),
+                            );
+                            let d = _mm256_mul_ps(dw, _mm256_loadu_ps(aux.dv.as_ptr()));
+                            acc[r][a] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r][a]);
+                        }
+                    }
+                }
+                acc.map(|row| finish(row))
+            }
+        };
+    }
+
+    offset_kernel!(q4_0, 18, |b| nibbles(b.add(2)));
+
+    // The fifth bit adds 16 to the nibble.
+    offset_kernel!(q5_0, 22, |b| _mm256_or_si256(
+        nibbles(b.add(6)),
+        _mm256_and_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0x10))
+    ));
+
+    signed_kernel!(q8_0, 34, |b| load(b.add(2) as *const i8));
+
+    // Batches use the signed forms for Q4_0/Q5_0 (same integers, same float ops): with
+    // 8 activation rows per weight block the sign fix-up of the weights is amortized,
+    // and the extra `corr` load per pair costs more than the `vpsignb` it saves.
+    signed_kernel!(q4_0_signed, 18, |b| _mm256_sub_epi8(
         nibbles(b.add(2)),
         _mm256_set1_epi8(8)
     ));
 
     // A clear fifth bit means value - 16: set the high nibble to 0xf.
-    signed_kernel!(q5_0, 22, |b| _mm256_or_si256(
+    signed_kernel!(q5_0_signed, 22, |b| _mm256_or_si256(
         nibbles(b.add(6)),
         _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0xf0u8 as i8))
     ));
-
-    signed_kernel!(q8_0, 34, |b| load(b.add(2) as *const i8));
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1<const NR: usize, const MR: usize>(
@@ -502,7 +594,7 @@ mod imp {
         pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
-        x: [*const Q8Block; MR],
+        x: [Q8Ptr; MR],
     ) -> [[f32; MR]; NR] {
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         let mut summs = [[0f32; MR]; NR];
@@ -514,11 +606,11 @@ mod imp {
                 let mw = lut.at(b.add(2));
                 let qx = nibbles(b.add(4));
                 for a in 0..MR {
-                    let y = &*x[a].add(ib);
+                    let y = &*x[a].b.add(ib);
                     // ggml's `summs += m * s` is contracted to an fma by GCC and Clang
                     // (-ffp-contract defaults) in FMA builds: do the same.
                     summs[r][a] = mw.mul_add(y.s, summs[r][a]);
-                    let d = _mm256_mul_ps(dw, _mm256_loadu_ps(y.dv.as_ptr()));
+                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
                     let q = mul_sum_u8(qx, load(y.qs.as_ptr()));
                     acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
                 }

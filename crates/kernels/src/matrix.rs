@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use crate::act::{quantize_q8_0, quantize_q8_k, round_to_f16, Q8Block, Q8KBlock};
+use crate::act::{quantize_q8_0, quantize_q8_k, round_to_f16, Q8Aux, Q8Block, Q8Extras, Q8KBlock};
 use crate::{avx2, reference, scalar, KernelError, QuantKind, ThreadPool};
 
 /// Activation rows per tile: their quantized form (at most ~18 KB for 1024 columns)
@@ -49,6 +49,13 @@ impl Backend {
 pub(crate) enum Acts<'a> {
     Q8 {
         blocks: &'a [Q8Block],
+        /// Decode extras, filled for `m = 1` only (empty otherwise); read by the AVX2
+        /// decode kernels.
+        #[cfg_attr(
+            not(all(target_arch = "x86_64", not(wick_kernels_portable))),
+            allow(dead_code)
+        )]
+        aux: &'a [Q8Aux],
         per_row: usize,
     },
     Q8K {
@@ -64,6 +71,7 @@ pub(crate) enum Acts<'a> {
 #[derive(Default)]
 struct Scratch {
     q8: Vec<Q8Block>,
+    q8aux: Vec<Q8Aux>,
     q8k: Vec<Q8KBlock>,
     f: Vec<f32>,
 }
@@ -263,18 +271,29 @@ impl QMatrix {
             }
             QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => {
                 let per_row = cols / 32;
-                let with_sum = self.kind == QuantKind::Q4_1;
+                let extras = Q8Extras::for_kind(self.kind);
                 let buf = grow(&mut scratch.q8, m * per_row);
-                match backend {
-                    Backend::Avx2 => par_rows(pool, threads, m, cols, x, buf, |x, b| {
-                        avx2::quant::q8_0(x, b, with_sum)
-                    }),
-                    Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, |x, b| {
-                        quantize_q8_0(x, b, with_sum)
-                    }),
-                }
+                let aux: &[Q8Aux] = if m == 1 {
+                    let aux = grow(&mut scratch.q8aux, per_row);
+                    match backend {
+                        Backend::Avx2 => avx2::quant::q8_0(x, buf, Some(&mut *aux), extras),
+                        Backend::Scalar => quantize_q8_0(x, buf, Some(&mut *aux), extras),
+                    }
+                    aux
+                } else {
+                    match backend {
+                        Backend::Avx2 => par_rows(pool, threads, m, cols, x, buf, |x, b| {
+                            avx2::quant::q8_0(x, b, None, extras)
+                        }),
+                        Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, |x, b| {
+                            quantize_q8_0(x, b, None, extras)
+                        }),
+                    }
+                    &[]
+                };
                 Acts::Q8 {
                     blocks: buf,
+                    aux,
                     per_row,
                 }
             }

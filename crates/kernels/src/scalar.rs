@@ -42,7 +42,12 @@ fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) 
             (QuantKind::F16, Acts::F32 { data, cols }) => {
                 dot_f16(w, &data[a * cols..(a + 1) * cols])
             }
-            (_, Acts::Q8 { blocks, per_row }) => {
+            (
+                _,
+                Acts::Q8 {
+                    blocks, per_row, ..
+                },
+            ) => {
                 let x = &blocks[a * per_row..(a + 1) * per_row];
                 match kind {
                     QuantKind::Q4_0 => dot_q4_0(w, x),
