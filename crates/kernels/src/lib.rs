@@ -22,7 +22,9 @@
 //! * Work is split over output rows into tasks run by a [`ThreadPool`]. Kernels take `NR`
 //!   weight rows x `MR` activation rows. Decode (`m = 1`) runs 4 weight rows at a time
 //!   (four independent `fma` chains) and prefetches the next four rows while it
-//!   computes, which keeps it at the memory bandwidth. Batches take activation rows in
+//!   computes, which keeps it near the memory bandwidth; its Q4_0/Q5_0 kernels multiply
+//!   unsigned weight codes and subtract a per-lane activation sum computed once per
+//!   call (same integers as ggml's sign trick, fewer uops on the ports that limit). Batches take activation rows in
 //!   tiles of [`ACT_TILE`] (their quantized form stays in L1) and, per weight row, in
 //!   groups of up to 8 (32-value kinds) or 4 (K-quants, F16, F32): each weight block is
 //!   unpacked once for the whole group. With `m > ACT_TILE` a task's weights are sized to

@@ -105,7 +105,9 @@ impl ThreadPool {
 
     /// Run `f(task)` for every `task` in `0..n_tasks`, each exactly once, on at most
     /// `min(threads, n_threads)` threads including the caller; returns when all are done.
-    /// A panic in a task is re-raised here after the other tasks finished.
+    /// A panic in a task is re-raised here after the other tasks finished. One job runs
+    /// at a time: a `run` nested in a task, or called while another thread's job is
+    /// running, does its tasks inline on the calling thread (correct, not parallel).
     pub fn run(&self, threads: usize, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         let participants = threads.min(self.n_threads).min(n_tasks);
         if participants <= 1 {
