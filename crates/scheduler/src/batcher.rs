@@ -51,6 +51,9 @@ struct Active {
     planned: bool,
 }
 
+/// One sequence's sampling task of a step: the sequence and its logits.
+type SampleWork<'a> = (&'a mut Active, Option<Vec<f32>>);
+
 pub(crate) struct Batcher {
     model: Arc<Model>,
     limits: BatchLimits,
@@ -231,7 +234,7 @@ impl Batcher {
                 // Sample every sequence of the step in parallel on the model's workers
                 // (large vocabularies make sampling a real cost at 8-16 sequences).
                 let mut logits = logits.into_iter();
-                let work: Vec<(usize, Mutex<(&mut Active, Option<Vec<f32>>)>)> = self
+                let work: Vec<(usize, Mutex<SampleWork>)> = self
                     .active
                     .iter_mut()
                     .enumerate()
