@@ -2,12 +2,14 @@
 //! values in one pass per (sequence, head), reading only the positions in use.
 //!
 //! Grouped-query attention reads each KV head directly for all the query heads that
-//! share it; nothing is repeated or materialised. Queries are rounded to f16 before the
+//! share it; nothing is repeated. Each task widens its head's cached keys and values to
+//! f32 once, so a prompt chunk's rows do not convert the same positions again and again. Queries are rounded to f16 before the
 //! key dot product, as llama.cpp's CPU flash attention does with an f16 cache.
 
 use std::cell::RefCell;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use wick_kernels::ThreadPool;
 
 /// Head layout of one attention layer.
@@ -46,8 +48,30 @@ impl OutPtr {
     }
 }
 
+/// Per-thread buffers of one (sequence, head) task.
+struct Scratch {
+    q16: Vec<f32>,
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+    /// The head's keys and values for every position, widened to f32 once per task.
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Scratch {
+    const fn new() -> Self {
+        Self {
+            q16: Vec::new(),
+            scores: Vec::new(),
+            acc: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+        }
+    }
+}
+
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// Attention for every job's rows, written to `out` (rows of `n_head * head_dim`).
@@ -76,8 +100,8 @@ pub fn attend(
         let head = task % dims.n_head;
         let ptr = ptr.get();
         SCRATCH.with(|s| {
-            let (q16, scores, acc) = &mut *s.borrow_mut();
-            attend_head(job, head, dims, q16, scores, acc, |row, values| {
+            let scratch = &mut *s.borrow_mut();
+            attend_head(job, head, dims, scratch, |row, values| {
                 let at = (job.out_row + row) * width + head * dims.head_dim;
                 // SAFETY: `at..at + head_dim` lies inside `out` (checked above) and no
                 // other task writes this (row, head) span.
@@ -93,9 +117,7 @@ fn attend_head(
     job: &AttnJob,
     head: usize,
     dims: AttnDims,
-    q16: &mut Vec<f32>,
-    scores: &mut Vec<f32>,
-    acc: &mut Vec<f32>,
+    scratch: &mut Scratch,
     mut emit: impl FnMut(usize, &[f32]),
 ) {
     let hd = dims.head_dim;
@@ -104,6 +126,16 @@ fn attend_head(
     let kv_head = head / (dims.n_head / dims.n_kv_head);
     let scale = 1.0 / (hd as f32).sqrt();
     let t = job.q.len() / width;
+    let positions = job.start + t;
+    let Scratch {
+        q16,
+        scores,
+        acc,
+        k,
+        v,
+    } = scratch;
+    widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
+    widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
     q16.resize(hd, 0.0);
     acc.resize(hd, 0.0);
     for r in 0..t {
@@ -112,22 +144,16 @@ fn attend_head(
         for (dst, &src) in q16.iter_mut().zip(q) {
             *dst = f16::from_f32(src).to_f32();
         }
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for j in 0..n {
-            let s = dot_f16(q16, &job.k[j * kv_width + kv_head * hd..][..hd]) * scale;
-            max = max.max(s);
-            scores.push(s);
-        }
+        scores.resize(n, 0.0);
+        key_scores(q16, &k[..n * hd], scale, scores);
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
             sum += *s;
         }
         acc.fill(0.0);
-        for (j, &w) in scores.iter().enumerate() {
-            axpy_f16(acc, w, &job.v[j * kv_width + kv_head * hd..][..hd]);
-        }
+        weighted_values(scores, &v[..n * hd], acc);
         let inv = 1.0 / sum;
         for a in acc.iter_mut() {
             *a *= inv;
@@ -136,50 +162,67 @@ fn attend_head(
     }
 }
 
-/// `sum(a[i] * b[i])` with `b` in f16.
-pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_f16c() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { x86::dot_f16(a, b) };
+/// Copy one head's `head_dim` values at `offset` of each of `positions` cache rows into
+/// a contiguous f32 buffer.
+fn widen_head(
+    cache: &[f16],
+    row: usize,
+    offset: usize,
+    hd: usize,
+    positions: usize,
+    out: &mut Vec<f32>,
+) {
+    out.resize(positions * hd, 0.0);
+    for (j, dst) in out.chunks_exact_mut(hd).enumerate() {
+        cache[j * row + offset..][..hd].convert_to_f32_slice(dst);
     }
-    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
 }
 
-/// `acc += w * v` with `v` in f16.
-pub fn axpy_f16(acc: &mut [f32], w: f32, v: &[f16]) {
+/// `out[j] = dot(q, k[j]) * scale` for every key row `k[j]` of `q.len()` values.
+pub fn key_scores(q: &[f32], k: &[f32], scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_f16c() {
-        // SAFETY: as above.
-        return unsafe { x86::axpy_f16(acc, w, v) };
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { x86::key_scores(q, k, scale, out) };
     }
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += w * x.to_f32();
+    for (o, kj) in out.iter_mut().zip(k.chunks_exact(q.len())) {
+        *o = q.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+    }
+}
+
+/// `acc += sum_j w[j] * v[j]` over value rows `v[j]` of `acc.len()` values.
+pub fn weighted_values(w: &[f32], v: &[f32], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { x86::weighted_values(w, v, acc) };
+    }
+    for (&wj, vj) in w.iter().zip(v.chunks_exact(acc.len())) {
+        for (a, x) in acc.iter_mut().zip(vj) {
+            *a += wj * x;
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_f16c() -> bool {
-    std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-        && std::is_x86_feature_detected!("f16c")
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use half::f16;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let chunks = n / 16;
         let mut s0 = _mm256_setzero_ps();
         let mut s1 = _mm256_setzero_ps();
         for c in 0..chunks {
             let i = c * 16;
-            let b0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
-            let b1 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8) as *const __m128i));
+            let b0 = _mm256_loadu_ps(b.as_ptr().add(i));
+            let b1 = _mm256_loadu_ps(b.as_ptr().add(i + 8));
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), b0, s0);
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), b1, s1);
         }
@@ -191,24 +234,63 @@ mod x86 {
         let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
         let mut sum = _mm_cvtss_f32(q);
         for i in chunks * 16..n {
-            sum += a[i] * b[i].to_f32();
+            sum += a[i] * b[i];
         }
         sum
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn axpy_f16(acc: &mut [f32], w: f32, v: &[f16]) {
-        let n = acc.len().min(v.len());
-        let chunks = n / 8;
-        let wv = _mm256_set1_ps(w);
-        for c in 0..chunks {
-            let i = c * 8;
-            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
-            let p = acc.as_mut_ptr().add(i);
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(p)));
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn key_scores(q: &[f32], k: &[f32], scale: f32, out: &mut [f32]) {
+        for (o, kj) in out.iter_mut().zip(k.chunks_exact(q.len())) {
+            *o = dot(q, kj) * scale;
         }
-        for i in chunks * 8..n {
-            acc[i] += w * v[i].to_f32();
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_values(w: &[f32], v: &[f32], acc: &mut [f32]) {
+        let n = acc.len();
+        let rows = w.len().min(v.len() / n.max(1));
+        // 32 columns at a time stay in four registers across every value row.
+        let blocks = n / 32;
+        for b in 0..blocks {
+            let c = b * 32;
+            let p = acc.as_mut_ptr().add(c);
+            let mut a0 = _mm256_loadu_ps(p);
+            let mut a1 = _mm256_loadu_ps(p.add(8));
+            let mut a2 = _mm256_loadu_ps(p.add(16));
+            let mut a3 = _mm256_loadu_ps(p.add(24));
+            for (j, &wj) in w.iter().enumerate().take(rows) {
+                let wv = _mm256_set1_ps(wj);
+                let x = v.as_ptr().add(j * n + c);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(8)), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(16)), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(24)), a3);
+            }
+            _mm256_storeu_ps(p, a0);
+            _mm256_storeu_ps(p.add(8), a1);
+            _mm256_storeu_ps(p.add(16), a2);
+            _mm256_storeu_ps(p.add(24), a3);
+        }
+        // Remaining columns: 8 at a time, then one by one.
+        let mut c = blocks * 32;
+        while c + 8 <= n {
+            let p = acc.as_mut_ptr().add(c);
+            let mut a = _mm256_loadu_ps(p);
+            for (j, &wj) in w.iter().enumerate().take(rows) {
+                a = _mm256_fmadd_ps(
+                    _mm256_set1_ps(wj),
+                    _mm256_loadu_ps(v.as_ptr().add(j * n + c)),
+                    a,
+                );
+            }
+            _mm256_storeu_ps(p, a);
+            c += 8;
+        }
+        for i in c..n {
+            for (j, &wj) in w.iter().enumerate().take(rows) {
+                acc[i] += wj * v[j * n + i];
+            }
         }
     }
 }
@@ -223,15 +305,19 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_helpers_agree() {
-        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
-        let bh = f16s(&b);
-        let scalar: f32 = a.iter().zip(&bh).map(|(x, y)| x * y.to_f32()).sum();
-        assert!((dot_f16(&a, &bh) - scalar).abs() < 1e-4);
-        let mut acc = a.clone();
-        axpy_f16(&mut acc, 0.5, &bh);
+        let q: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let k: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut got = [0.0f32; 3];
+        key_scores(&q, &k, 0.5, &mut got);
+        for (j, g) in got.iter().enumerate() {
+            let want: f32 = q.iter().zip(&k[j * 37..]).map(|(a, b)| a * b).sum::<f32>() * 0.5;
+            assert!((g - want).abs() < 1e-4);
+        }
+        let mut acc = q.clone();
+        weighted_values(&[0.5, 2.0], &k[..2 * 37], &mut acc);
         for i in 0..37 {
-            assert!((acc[i] - (a[i] + 0.5 * bh[i].to_f32())).abs() < 1e-6);
+            let want = q[i] + 0.5 * k[i] + 2.0 * k[37 + i];
+            assert!((acc[i] - want).abs() < 1e-5);
         }
     }
 
