@@ -134,8 +134,33 @@ fn attend_head(
         k,
         v,
     } = scratch;
-    widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
-    widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
+    // A prompt chunk reads every cached position once per row: widen the head to f32
+    // once. A decode row reads each position once: read the f16 cache directly.
+    let (k_rows, v_rows) = if t > 2 {
+        widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
+        widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
+        (
+            KvRows::F32 {
+                data: k,
+                stride: hd,
+            },
+            KvRows::F32 {
+                data: v,
+                stride: hd,
+            },
+        )
+    } else {
+        (
+            KvRows::F16 {
+                data: &job.k[(kv_head * hd).min(job.k.len())..],
+                stride: kv_width,
+            },
+            KvRows::F16 {
+                data: &job.v[(kv_head * hd).min(job.v.len())..],
+                stride: kv_width,
+            },
+        )
+    };
     q16.resize(hd, 0.0);
     acc.resize(hd, 0.0);
     for r in 0..t {
@@ -145,7 +170,7 @@ fn attend_head(
             *dst = f16::from_f32(src).to_f32();
         }
         scores.resize(n, 0.0);
-        key_scores(q16, &k[..n * hd], scale, scores);
+        key_scores(q16, k_rows, scale, scores);
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for s in scores.iter_mut() {
@@ -153,7 +178,7 @@ fn attend_head(
             sum += *s;
         }
         acc.fill(0.0);
-        weighted_values(scores, &v[..n * hd], acc);
+        weighted_values(scores, v_rows, acc);
         let inv = 1.0 / sum;
         for a in acc.iter_mut() {
             *a *= inv;
@@ -178,51 +203,139 @@ fn widen_head(
     }
 }
 
-/// `out[j] = dot(q, k[j]) * scale` for every key row `k[j]` of `q.len()` values.
-pub fn key_scores(q: &[f32], k: &[f32], scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { x86::key_scores(q, k, scale, out) };
+/// Rows of cached keys or values: row `j` is `data[j * stride..][..head_dim]`.
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    /// Straight from the f16 cache (decode: each position is read once per row).
+    F16 { data: &'a [f16], stride: usize },
+    /// Widened to f32 (prefill: each position is read by many rows).
+    F32 { data: &'a [f32], stride: usize },
+}
+
+impl KvRows<'_> {
+    /// Whether `n` rows of `hd` values exist.
+    fn holds(&self, n: usize, hd: usize) -> bool {
+        let (len, stride) = match self {
+            KvRows::F16 { data, stride } => (data.len(), *stride),
+            KvRows::F32 { data, stride } => (data.len(), *stride),
+        };
+        n == 0 || (n - 1) * stride + hd <= len
     }
-    for (o, kj) in out.iter_mut().zip(k.chunks_exact(q.len())) {
-        *o = q.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+
+    fn get(&self, j: usize, i: usize) -> f32 {
+        match self {
+            KvRows::F16 { data, stride } => data[j * stride + i].to_f32(),
+            KvRows::F32 { data, stride } => data[j * stride + i],
+        }
     }
 }
 
-/// `acc += sum_j w[j] * v[j]` over value rows `v[j]` of `acc.len()` values.
-pub fn weighted_values(w: &[f32], v: &[f32], acc: &mut [f32]) {
+/// `out[j] = dot(q, k[j]) * scale` for the first `out.len()` key rows.
+pub fn key_scores(q: &[f32], k: KvRows, scale: f32, out: &mut [f32]) {
+    assert!(k.holds(out.len(), q.len()), "key rows out of range");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: as above.
-        return unsafe { x86::weighted_values(w, v, acc) };
+    if has_simd() {
+        // SAFETY: the CPU has the features; the rows were bounds-checked above.
+        unsafe {
+            match k {
+                KvRows::F16 { data, stride } => {
+                    x86::key_scores::<true>(q, data.as_ptr().cast(), stride, scale, out)
+                }
+                KvRows::F32 { data, stride } => {
+                    x86::key_scores::<false>(q, data.as_ptr().cast(), stride, scale, out)
+                }
+            }
+        }
+        return;
     }
-    for (&wj, vj) in w.iter().zip(v.chunks_exact(acc.len())) {
-        for (a, x) in acc.iter_mut().zip(vj) {
-            *a += wj * x;
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a * k.get(j, i))
+            .sum::<f32>()
+            * scale;
+    }
+}
+
+/// `acc += sum_j w[j] * v[j]` over the first `w.len()` value rows.
+pub fn weighted_values(w: &[f32], v: KvRows, acc: &mut [f32]) {
+    assert!(v.holds(w.len(), acc.len()), "value rows out of range");
+    #[cfg(target_arch = "x86_64")]
+    if has_simd() {
+        // SAFETY: as above.
+        unsafe {
+            match v {
+                KvRows::F16 { data, stride } => {
+                    x86::weighted_values::<true>(w, data.as_ptr().cast(), stride, acc)
+                }
+                KvRows::F32 { data, stride } => {
+                    x86::weighted_values::<false>(w, data.as_ptr().cast(), stride, acc)
+                }
+            }
+        }
+        return;
+    }
+    for (j, &wj) in w.iter().enumerate() {
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a += wj * v.get(j, i);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+fn has_simd() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! `HALF` selects f16 rows (widened with F16C on load) or f32 rows; the arithmetic
+    //! is the same either way, so both give bit-identical results.
+
+    use half::f16;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const HALF: bool>(p: *const u8, i: usize) -> __m256 {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<f16>().add(i).cast()))
+        } else {
+            _mm256_loadu_ps(p.cast::<f32>().add(i))
+        }
+    }
+
+    #[inline]
+    unsafe fn load1<const HALF: bool>(p: *const u8, i: usize) -> f32 {
+        if HALF {
+            (*p.cast::<f16>().add(i)).to_f32()
+        } else {
+            *p.cast::<f32>().add(i)
+        }
+    }
+
+    fn elem<const HALF: bool>() -> usize {
+        if HALF {
+            2
+        } else {
+            4
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot<const HALF: bool>(a: &[f32], b: *const u8) -> f32 {
+        let n = a.len();
         let chunks = n / 16;
         let mut s0 = _mm256_setzero_ps();
         let mut s1 = _mm256_setzero_ps();
         for c in 0..chunks {
             let i = c * 16;
-            let b0 = _mm256_loadu_ps(b.as_ptr().add(i));
-            let b1 = _mm256_loadu_ps(b.as_ptr().add(i + 8));
+            let b0 = load8::<HALF>(b, i);
+            let b1 = load8::<HALF>(b, i + 8);
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), b0, s0);
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), b1, s1);
         }
@@ -233,23 +346,39 @@ mod x86 {
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
         let mut sum = _mm_cvtss_f32(q);
-        for i in chunks * 16..n {
-            sum += a[i] * b[i];
+        for (i, x) in a.iter().enumerate().skip(chunks * 16) {
+            sum += x * load1::<HALF>(b, i);
         }
         sum
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn key_scores(q: &[f32], k: &[f32], scale: f32, out: &mut [f32]) {
-        for (o, kj) in out.iter_mut().zip(k.chunks_exact(q.len())) {
-            *o = dot(q, kj) * scale;
+    /// # Safety
+    /// Rows `0..out.len()` of `q.len()` values, `stride` elements apart from `base`,
+    /// must be readable; the CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn key_scores<const HALF: bool>(
+        q: &[f32],
+        base: *const u8,
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = dot::<HALF>(q, base.add(j * stride * elem::<HALF>())) * scale;
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_values(w: &[f32], v: &[f32], acc: &mut [f32]) {
+    /// # Safety
+    /// As [`key_scores`], for rows `0..w.len()` of `acc.len()` values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_values<const HALF: bool>(
+        w: &[f32],
+        base: *const u8,
+        stride: usize,
+        acc: &mut [f32],
+    ) {
         let n = acc.len();
-        let rows = w.len().min(v.len() / n.max(1));
+        let row = |j: usize| base.add(j * stride * elem::<HALF>());
         // 32 columns at a time stay in four registers across every value row.
         let blocks = n / 32;
         for b in 0..blocks {
@@ -259,13 +388,13 @@ mod x86 {
             let mut a1 = _mm256_loadu_ps(p.add(8));
             let mut a2 = _mm256_loadu_ps(p.add(16));
             let mut a3 = _mm256_loadu_ps(p.add(24));
-            for (j, &wj) in w.iter().enumerate().take(rows) {
+            for (j, &wj) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wj);
-                let x = v.as_ptr().add(j * n + c);
-                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x), a0);
-                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(8)), a1);
-                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(16)), a2);
-                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(24)), a3);
+                let x = row(j);
+                a0 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c), a0);
+                a1 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 8), a1);
+                a2 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 16), a2);
+                a3 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 24), a3);
             }
             _mm256_storeu_ps(p, a0);
             _mm256_storeu_ps(p.add(8), a1);
@@ -277,19 +406,15 @@ mod x86 {
         while c + 8 <= n {
             let p = acc.as_mut_ptr().add(c);
             let mut a = _mm256_loadu_ps(p);
-            for (j, &wj) in w.iter().enumerate().take(rows) {
-                a = _mm256_fmadd_ps(
-                    _mm256_set1_ps(wj),
-                    _mm256_loadu_ps(v.as_ptr().add(j * n + c)),
-                    a,
-                );
+            for (j, &wj) in w.iter().enumerate() {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(wj), load8::<HALF>(row(j), c), a);
             }
             _mm256_storeu_ps(p, a);
             c += 8;
         }
-        for i in c..n {
-            for (j, &wj) in w.iter().enumerate().take(rows) {
-                acc[i] += wj * v[j * n + i];
+        for (i, a) in acc.iter_mut().enumerate().skip(c) {
+            for (j, &wj) in w.iter().enumerate() {
+                *a += wj * load1::<HALF>(row(j), i);
             }
         }
     }
@@ -308,13 +433,54 @@ mod tests {
         let q: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
         let k: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut got = [0.0f32; 3];
-        key_scores(&q, &k, 0.5, &mut got);
+        key_scores(
+            &q,
+            KvRows::F32 {
+                data: &k,
+                stride: 37,
+            },
+            0.5,
+            &mut got,
+        );
+        let kh = f16s(&k);
+        let mut from_half = [0.0f32; 3];
+        key_scores(
+            &q,
+            KvRows::F16 {
+                data: &kh,
+                stride: 37,
+            },
+            0.5,
+            &mut from_half,
+        );
+        let widened: Vec<f32> = kh.iter().map(|x| x.to_f32()).collect();
+        let mut from_wide = [0.0f32; 3];
+        key_scores(
+            &q,
+            KvRows::F32 {
+                data: &widened,
+                stride: 37,
+            },
+            0.5,
+            &mut from_wide,
+        );
+        assert_eq!(
+            from_half, from_wide,
+            "f16 and widened rows must agree exactly"
+        );
         for (j, g) in got.iter().enumerate() {
             let want: f32 = q.iter().zip(&k[j * 37..]).map(|(a, b)| a * b).sum::<f32>() * 0.5;
             assert!((g - want).abs() < 1e-4);
         }
         let mut acc = q.clone();
-        weighted_values(&[0.5, 2.0], &k[..2 * 37], &mut acc);
+        weighted_values(
+            &[0.5, 2.0],
+            KvRows::F32 {
+                data: &k,
+                stride: 37,
+            },
+            &mut acc,
+        );
         for i in 0..37 {
             let want = q[i] + 0.5 * k[i] + 2.0 * k[37 + i];
             assert!((acc[i] - want).abs() < 1e-5);
@@ -376,5 +542,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A prompt chunk (widened path) and the same rows one at a time (f16 path) give
+    /// bit-identical outputs.
+    #[test]
+    fn chunk_and_single_rows_agree_exactly() {
+        let dims = AttnDims {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 64,
+        };
+        let positions = 9;
+        let kv: Vec<f32> = (0..positions * 128)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
+            .collect();
+        let (kh, vh) = (
+            f16s(&kv),
+            f16s(&kv.iter().rev().copied().collect::<Vec<_>>()),
+        );
+        let t = 4;
+        let q: Vec<f32> = (0..t * 256)
+            .map(|i| ((i * 3 % 17) as f32 - 8.0) / 5.0)
+            .collect();
+        let pool = ThreadPool::new(2);
+        let start = positions - t;
+        let mut chunk = vec![0.0; t * 256];
+        let job = AttnJob {
+            q: &q,
+            k: &kh,
+            v: &vh,
+            start,
+            out_row: 0,
+        };
+        attend(&pool, 2, dims, &[job], &mut chunk);
+        let mut single = vec![0.0; t * 256];
+        let jobs: Vec<AttnJob> = (0..t)
+            .map(|r| AttnJob {
+                q: &q[r * 256..(r + 1) * 256],
+                k: &kh[..(start + r + 1) * 128],
+                v: &vh[..(start + r + 1) * 128],
+                start: start + r,
+                out_row: r,
+            })
+            .collect();
+        attend(&pool, 2, dims, &jobs, &mut single);
+        assert_eq!(chunk, single);
     }
 }
