@@ -250,3 +250,37 @@ fn a_model_that_cannot_fit_is_refused_with_500() {
     );
     s.assert_alive();
 }
+
+#[test]
+fn a_context_that_shifts_while_batched_generates_what_it_does_alone() {
+    // num_ctx 48 with 80 tokens to generate: every sequence shifts its context at least
+    // once, while the others decode beside it.
+    let s = Server::with_smollm2_env(&[("OLLAMA_NUM_PARALLEL", "4")]);
+    let small = json!({"temperature": 0, "num_predict": 80, "num_ctx": 48});
+    let prompts = &PROMPTS[..4];
+    let alone: Vec<Value> = prompts
+        .iter()
+        .map(|p| generate(&s, p, small.clone()))
+        .collect();
+    let together = concurrently(&s, prompts, &vec![small; prompts.len()]);
+    for ((p, a), b) in prompts.iter().zip(&alone).zip(&together) {
+        assert_eq!(a["eval_count"], 80, "{p:?}: {a}");
+        assert_eq!(
+            text(a),
+            text(b),
+            "prompt {p:?}: batched shift differs from solo"
+        );
+    }
+    // Without shifting, a full context ends the generation with `length`.
+    let (status, r) = s
+        .post(
+            "/api/generate",
+            &json!({"model": SMOLLM2, "prompt": PROMPTS[0], "raw": true, "stream": false,
+                    "shift": false, "options": {"temperature": 0, "num_predict": 80,
+                    "num_ctx": 48}}),
+        )
+        .expect("generate");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["done_reason"], "length", "{r}");
+    assert!(r["eval_count"].as_u64().is_some_and(|n| n < 80), "{r}");
+}

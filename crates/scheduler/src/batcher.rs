@@ -185,7 +185,9 @@ impl Batcher {
         // Decoding sequences first (one row each), then prompt chunks in arrival order.
         for decoding_pass in [true, false] {
             for (i, a) in self.active.iter_mut().enumerate() {
-                if a.seq.is_prefilling() == decoding_pass || a.seq.is_finished() {
+                // `planned`: a sequence whose context shifted in the decode pass is
+                // prefilling now, and already has its chunk.
+                if a.planned || a.seq.is_prefilling() == decoding_pass || a.seq.is_finished() {
                     continue;
                 }
                 if !decoding_pass && budget == 0 {
