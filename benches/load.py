@@ -190,8 +190,42 @@ class Run:
     def ttft(self, q: float) -> float | None:
         return percentile([c.ttft for c in self.clients if c.ttft is not None], q)
 
+    def decode_window(self) -> tuple[float, float] | None:
+        """The time when every client was generating: from the last first token to the
+        first completion of a client that generated all its tokens (seconds), or None
+        when there is no such time. A wick client that met its end of sequence early
+        (wick has no ignore_eos) leaves the batch one row smaller, not the window shut."""
+        if self.error or any(c.ttft is None for c in self.clients):
+            return None
+        lo = max(c.start + c.ttft for c in self.clients)
+        full = [c.end for c in self.clients if c.tokens >= self.num_predict]
+        hi = min(full) if full else min(c.end for c in self.clients)
+        return (lo, hi) if hi - lo >= MIN_DECODE_WINDOW else None
+
+    @property
+    def decode_tps(self) -> float | None:
+        """Aggregate decode tokens/s while all N clients generate together: text chunks
+        (one per token) that arrived inside the decode window, over its length. Prefill
+        of the prompts is outside it, so this is the batched decode rate alone."""
+        w = self.decode_window()
+        if w is None:
+            return None
+        lo, hi = w
+        arrivals = 0
+        for c in self.clients:
+            t = c.start + c.ttft
+            for gap in c.itls:
+                t += gap
+                if lo < t <= hi:
+                    arrivals += 1
+        return arrivals / (hi - lo)
+
     def itl(self, q: float) -> float | None:
         return percentile([g for c in self.clients for g in c.itls], q)
+
+
+# A decode window shorter than this is too few steps to measure a rate.
+MIN_DECODE_WINDOW = 0.25
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -454,24 +488,30 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def table(runs: list[Run]) -> str:
     idx = {(r.engine, r.model, r.n): r for r in runs}
-    rows = ["| model | N | engine | tok/s | wick/llama.cpp | vs N=1 | TTFT p50 ms | "
+    rows = ["| model | N | engine | tok/s | wick/llama.cpp | vs N=1 | decode tok/s | "
+            "wick/llama.cpp | vs N=1 | TTFT p50 ms | "
             "TTFT p99 ms | ITL p50 ms | ITL p99 ms | tokens | peak RSS |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     order = {m[0]: i for i, m in enumerate(MODELS)}
     for r in sorted(runs, key=lambda r: (order.get(r.model, 99), r.n,
                                          r.engine != "llama.cpp")):
         rss = fmt_mib(r.peak_rss_kb) + (f" ({r.rss_note})" if r.rss_note else "")
         if r.error:
             rows.append(f"| {r.model} | {r.n} | {r.engine} | error: "
-                        f"{r.error.splitlines()[0][:100]} | | | | | | | | {rss} |")
+                        f"{r.error.splitlines()[0][:100]} | | | | | | | | | | | {rss} |")
             continue
         llama = idx.get(("llama.cpp", r.model, r.n))
         vs_llama = ratio(r.tps, llama.tps) if r.engine == "wick" and llama else ""
         one = idx.get((r.engine, r.model, 1))
         scale = ratio(r.tps, one.tps) if one else "-"
+        dec = r.decode_tps
+        dec_llama = (ratio(dec, llama.decode_tps)
+                     if r.engine == "wick" and llama and dec else "")
+        dec_scale = ratio(dec, one.decode_tps) if one and dec else "-"
         expected = r.n * r.num_predict
         toks = f"{r.tokens}/{expected}"
         rows.append(f"| {r.model} | {r.n} | {r.engine} | {r.tps:.1f} | {vs_llama} | {scale} | "
+                    f"{'-' if dec is None else f'{dec:.1f}'} | {dec_llama} | {dec_scale} | "
                     f"{ms(r.ttft(50))} | {ms(r.ttft(99))} | {ms(r.itl(50))} | "
                     f"{ms(r.itl(99))} | {toks} | {rss} |")
     return "\n".join(rows)
@@ -574,14 +614,17 @@ def main() -> int:
     if slot:
         print(f"llama.cpp: {meta['llamacpp_version']}, context per slot "
               f"{'/'.join(map(str, sorted(slot)))}, n_ctx = N x that")
-    print("tok/s = all generated tokens / (last completion - first request); TTFT = "
+    print("tok/s = all generated tokens / (last completion - first request); decode tok/s = "
+          "tokens that arrived while all N clients were generating (last first token -> "
+          "first completion of a client that generated all its tokens) / that time, '-' when it was under "
+          f"{MIN_DECODE_WINDOW * 1000:.0f} ms (raise --num-predict); TTFT = "
           "request -> first text chunk; ITL = gap between text chunks (all clients)")
     print()
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps({**meta, "runs": [
             {**{k: v for k, v in asdict(r).items() if k != "clients"},
-             "tokens": r.tokens, "tokens_per_s": r.tps,
+             "tokens": r.tokens, "tokens_per_s": r.tps, "decode_tokens_per_s": r.decode_tps,
              "ttft_p50": r.ttft(50), "ttft_p99": r.ttft(99),
              "itl_p50": r.itl(50), "itl_p99": r.itl(99),
              "clients": [asdict(c) for c in r.clients]} for r in runs]}, indent=1) + "\n")

@@ -1,6 +1,7 @@
 //! Decode step time against batch size, straight on the engine (no server):
-//! `cargo run --release -p wick-engine --example batch_decode -- model.gguf [steps]`.
-//! Each of B sequences is prefilled with a short prompt, then B rows are decoded per step.
+//! `cargo run --release -p wick-engine --example batch_decode -- model.gguf [steps]
+//! [context]`. Each of B sequences is prefilled with a prompt of about `context` tokens
+//! (default: a 5-token sentence), then B rows are decoded per step.
 
 use std::time::Instant;
 
@@ -14,9 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let model = Model::load(path.as_ref(), &Device::Cpu)?;
     let threads = model.max_threads();
-    let prompt = model
-        .tokenizer
-        .encode("The history of computing is", true)?;
+    let context: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let sentence = "The history of computing is";
+    let mut prompt = model.tokenizer.encode(sentence, true)?;
+    while prompt.len() < context {
+        prompt.extend(model.tokenizer.encode(" and so on, and so on", false)?);
+    }
     for b in [1usize, 2, 4, 8, 16] {
         let mut caches = (0..b)
             .map(|_| model.new_cache(4096))

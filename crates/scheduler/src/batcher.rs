@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use wick_engine::{CachedPrefix, GenerationRequest, Model, Plan, Sequence, StepOutput};
@@ -21,9 +21,16 @@ use crate::runner::Event;
 /// `num_batch`).
 pub const STEP_TOKEN_BUDGET: usize = 512;
 
-/// The prompt-token budget of a step while other sequences are generating: smaller, so
-/// that a long prompt delays their next tokens by a short step, not a long one.
-pub const STEP_TOKEN_BUDGET_WHILE_DECODING: usize = 128;
+/// How long a step that carries prompt tokens may take while other sequences are
+/// generating: their next token waits for it, so a long prompt costs them a short pause
+/// per step, not a stall of its whole prefill.
+const STEP_TIME_WHILE_DECODING: Duration = Duration::from_millis(100);
+
+/// Bounds of the prompt-token budget of a step while others decode: at least this many
+/// (so prefill still moves on a slow model), at most this many (before the model's
+/// prompt speed has been measured, too).
+const MIN_BUDGET_WHILE_DECODING: usize = 16;
+const MAX_BUDGET_WHILE_DECODING: usize = 128;
 
 /// Tokens of generation assumed for a request without `num_predict` when estimating
 /// whether its KV cache fits.
@@ -62,6 +69,43 @@ pub(crate) struct Batcher {
     active: Vec<Active>,
     /// Caches of finished sequences, least recently used first.
     prefixes: VecDeque<CachedPrefix>,
+    /// Prompt tokens per second of this model's recent prompt-only steps.
+    prompt_rate: PromptRate,
+}
+
+/// A moving average of how fast the model evaluates prompt tokens, measured on steps
+/// that carry prompt chunks and no decode rows.
+#[derive(Debug, Default, Clone, Copy)]
+struct PromptRate {
+    tokens_per_second: Option<f64>,
+}
+
+impl PromptRate {
+    fn record(&mut self, tokens: usize, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if tokens < MIN_BUDGET_WHILE_DECODING || secs <= 0.0 {
+            return; // too small a step to say much about the model's speed
+        }
+        let rate = tokens as f64 / secs;
+        self.tokens_per_second = Some(match self.tokens_per_second {
+            Some(old) => 0.7 * old + 0.3 * rate,
+            None => rate,
+        });
+    }
+
+    /// Prompt tokens a step may carry while `decoding` other sequences generate: what
+    /// the model evaluates in [`STEP_TIME_WHILE_DECODING`], and at least twice the
+    /// decode rows, so that prompts keep two thirds of a crowded step and the first
+    /// tokens of late arrivals do not wait on everyone else's streams.
+    fn budget_while_decoding(&self, decoding: usize) -> usize {
+        let by_time = match self.tokens_per_second {
+            Some(rate) => (rate * STEP_TIME_WHILE_DECODING.as_secs_f64()) as usize,
+            None => MAX_BUDGET_WHILE_DECODING,
+        };
+        by_time
+            .max(2 * decoding)
+            .clamp(MIN_BUDGET_WHILE_DECODING, MAX_BUDGET_WHILE_DECODING)
+    }
 }
 
 impl Batcher {
@@ -73,6 +117,7 @@ impl Batcher {
             waiting: VecDeque::new(),
             active: Vec::new(),
             prefixes: VecDeque::new(),
+            prompt_rate: PromptRate::default(),
         }
     }
 
@@ -172,15 +217,18 @@ impl Batcher {
 
     /// One forward pass over every active sequence.
     fn step(&mut self) {
-        let decoding = self
+        let decoding_rows = self
             .active
             .iter()
-            .any(|a| !a.seq.is_prefilling() && !a.seq.is_finished());
-        let mut budget = if decoding {
-            STEP_TOKEN_BUDGET_WHILE_DECODING
+            .filter(|a| !a.seq.is_prefilling() && !a.seq.is_finished())
+            .count();
+        let decoding = decoding_rows > 0;
+        let full_budget = if decoding {
+            self.prompt_rate.budget_while_decoding(decoding_rows)
         } else {
             STEP_TOKEN_BUDGET
         };
+        let mut budget = full_budget;
         let mut finished: Vec<(usize, StepOutput)> = Vec::new();
         // Decoding sequences first (one row each), then prompt chunks in arrival order.
         for decoding_pass in [true, false] {
@@ -231,6 +279,9 @@ impl Batcher {
             }
         };
         let elapsed = start.elapsed();
+        if !decoding {
+            self.prompt_rate.record(full_budget - budget, elapsed);
+        }
         match result {
             Ok(logits) => {
                 // Sample every sequence of the step in parallel on the model's workers
@@ -320,4 +371,30 @@ impl Batcher {
 fn closed_sender() -> UnboundedSender<Event> {
     let (tx, _) = tokio::sync::mpsc::unbounded_channel();
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_while_decoding_follows_the_measured_prompt_speed() {
+        let mut rate = PromptRate::default();
+        assert_eq!(rate.budget_while_decoding(1), MAX_BUDGET_WHILE_DECODING);
+        // 500 prompt tokens per second: 100 ms of prompt is 50 tokens.
+        rate.record(500, Duration::from_secs(1));
+        assert_eq!(rate.budget_while_decoding(1), 50);
+        // ...unless 30 decode rows share the step: then twice as many prompt tokens.
+        assert_eq!(rate.budget_while_decoding(30), 60);
+        // A tiny step does not move the estimate.
+        rate.record(2, Duration::from_secs(10));
+        assert_eq!(rate.budget_while_decoding(1), 50);
+        // A very slow model still gets the minimum; a very fast one the maximum.
+        let mut slow = PromptRate::default();
+        slow.record(20, Duration::from_secs(10));
+        assert_eq!(slow.budget_while_decoding(1), MIN_BUDGET_WHILE_DECODING);
+        let mut fast = PromptRate::default();
+        fast.record(512, Duration::from_millis(50));
+        assert_eq!(fast.budget_while_decoding(1), MAX_BUDGET_WHILE_DECODING);
+    }
 }
