@@ -207,10 +207,46 @@ impl QMatrix {
         self.matmul_with(Backend::detect(), pool, threads, x, m, out)
     }
 
+    /// [`matmul`](Self::matmul) for the weight rows `rows` alone: `out` is `m` rows of
+    /// `rows.len()` values, bit-identical to those columns of the whole product. For a
+    /// matrix that stacks several projections, to compute one of them.
+    pub fn matmul_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        pool: &ThreadPool,
+        threads: usize,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if rows.start > rows.end || rows.end > self.rows {
+            return Err(KernelError::BufferSize {
+                what: "matmul row range end",
+                expected: self.rows,
+                got: rows.end,
+            });
+        }
+        self.matmul_range(Backend::detect(), rows, pool, threads, x, m, out)
+    }
+
     /// [`matmul`](Self::matmul) on a chosen backend (tests compare them).
     pub fn matmul_with(
         &self,
         backend: Backend,
+        pool: &ThreadPool,
+        threads: usize,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        self.matmul_range(backend, 0..self.rows, pool, threads, x, m, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_range(
+        &self,
+        backend: Backend,
+        range: std::ops::Range<usize>,
         pool: &ThreadPool,
         threads: usize,
         x: &[f32],
@@ -229,8 +265,9 @@ impl QMatrix {
             }),
         };
         check("matmul input", m.checked_mul(self.cols), x.len())?;
-        check("matmul output", m.checked_mul(self.rows), out.len())?;
-        if m == 0 || self.rows == 0 {
+        let n_rows = range.len();
+        check("matmul output", m.checked_mul(n_rows), out.len())?;
+        if m == 0 || n_rows == 0 {
             return Ok(());
         }
         if self.cols == 0 {
@@ -239,8 +276,17 @@ impl QMatrix {
         }
         let threads = threads.clamp(1, pool.n_threads());
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.run(&mut scratch, backend, pool, threads, x, m, out),
-            Err(_) => self.run(&mut Scratch::default(), backend, pool, threads, x, m, out),
+            Ok(mut scratch) => self.run(&mut scratch, backend, &range, pool, threads, x, m, out),
+            Err(_) => self.run(
+                &mut Scratch::default(),
+                backend,
+                &range,
+                pool,
+                threads,
+                x,
+                m,
+                out,
+            ),
         });
         Ok(())
     }
@@ -250,6 +296,7 @@ impl QMatrix {
         &self,
         scratch: &mut Scratch,
         backend: Backend,
+        range: &std::ops::Range<usize>,
         pool: &ThreadPool,
         threads: usize,
         x: &[f32],
@@ -311,7 +358,7 @@ impl QMatrix {
             }
         };
 
-        let rows = self.rows;
+        let rows = range.len();
         let rb = self.row_bytes();
         let tasks_wanted = threads * if m <= ACT_TILE { 8 } else { 2 };
         let mut chunk = rows.div_ceil(tasks_wanted).max(1);
@@ -321,7 +368,7 @@ impl QMatrix {
         let n_tasks = rows.div_ceil(chunk);
         let outp = SyncPtr(out.as_mut_ptr());
         let kind = self.kind;
-        let data = &self.data;
+        let data = &self.data[range.start * rb..range.end * rb];
         let task = |t: usize| {
             let r0 = t * chunk;
             let r1 = (r0 + chunk).min(rows);

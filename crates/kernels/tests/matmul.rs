@@ -167,6 +167,38 @@ fn batched_rows_equal_single_rows_bitwise() {
 }
 
 #[test]
+fn a_row_range_equals_those_columns_of_the_whole_product() {
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        let cols = cols_for(kind)[0];
+        let rows = 37;
+        let w = random_matrix(kind, rows, cols, 9);
+        for m in [1, 5, 40] {
+            let x = Rng::new(3 + m as u64).vec(m * cols);
+            let mut whole = vec![0f32; m * rows];
+            w.matmul(&pool, 2, &x, m, &mut whole).unwrap();
+            for range in [0..rows, 0..8, 5..30, 36..37, 10..10] {
+                let n = range.len();
+                let mut part = vec![0f32; m * n];
+                w.matmul_rows(range.clone(), &pool, 2, &x, m, &mut part)
+                    .unwrap();
+                for i in 0..m {
+                    assert_eq!(
+                        &part[i * n..(i + 1) * n],
+                        &whole[i * rows + range.start..i * rows + range.end],
+                        "{kind} m={m} rows {range:?} activation row {i}"
+                    );
+                }
+            }
+        }
+        let mut out = vec![0f32; 2];
+        assert!(w
+            .matmul_rows(36..38, &pool, 1, &vec![0.0; cols], 1, &mut out)
+            .is_err());
+    }
+}
+
+#[test]
 fn prefill_sized_batch() {
     let pool = ThreadPool::new(2);
     for kind in [

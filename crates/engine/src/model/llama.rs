@@ -10,6 +10,7 @@
 use candle_core::quantized::GgmlDType;
 use wick_kernels::{QMatrix, QuantKind, ThreadPool};
 
+use super::linear::{Linear, Projections, Run};
 use super::llama_config::LlamaConfig;
 use crate::cpu::attention::{attend, AttnDims, AttnJob};
 use crate::cpu::ops;
@@ -25,41 +26,15 @@ pub struct CpuBatchInput<'a> {
     pub logits: bool,
 }
 
-/// A weight matrix and its optional bias.
-struct Linear {
-    w: QMatrix,
-    bias: Option<Vec<f32>>,
-}
-
-impl Linear {
-    fn forward(&self, run: &Run, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<()> {
-        out.resize(m * self.w.rows(), 0.0);
-        self.w
-            .matmul(run.pool, run.threads, x, m, out)
-            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
-        if let Some(b) = &self.bias {
-            ops::add_bias(out, b);
-        }
-        Ok(())
-    }
-}
-
 struct Block {
     attn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// The query, key and value projections (in that order), stacked when they can be.
+    qkv: Projections,
     wo: Linear,
     ffn_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
+    /// The gate and up projections, stacked when they can be.
+    gate_up: Projections,
     down: Linear,
-}
-
-/// The pool and thread count of one forward call.
-struct Run<'a> {
-    pool: &'a ThreadPool,
-    threads: usize,
 }
 
 /// A loaded llama-family model: weights only; all sequence state lives in the caches.
@@ -100,26 +75,27 @@ impl LlamaModel {
                     },
                 })
             };
-            let block = Block {
-                wq: linear("attn_q.weight", "attn_q.bias")?,
-                wk: linear("attn_k.weight", "attn_k.bias")?,
-                wv: linear("attn_v.weight", "attn_v.bias")?,
-                wo: linear("attn_output.weight", "attn_output.bias")?,
-                gate: linear("ffn_gate.weight", "ffn_gate.bias")?,
-                up: linear("ffn_up.weight", "ffn_up.bias")?,
-                down: linear("ffn_down.weight", "ffn_down.bias")?,
-                attn_norm: vector(gguf, &format!("{p}.attn_norm.weight"))?,
-                ffn_norm: vector(gguf, &format!("{p}.ffn_norm.weight"))?,
-            };
+            let (wq, wk, wv) = (
+                linear("attn_q.weight", "attn_q.bias")?,
+                linear("attn_k.weight", "attn_k.bias")?,
+                linear("attn_v.weight", "attn_v.bias")?,
+            );
+            let wo = linear("attn_output.weight", "attn_output.bias")?;
+            let (gate, up) = (
+                linear("ffn_gate.weight", "ffn_gate.bias")?,
+                linear("ffn_up.weight", "ffn_up.bias")?,
+            );
+            let down = linear("ffn_down.weight", "ffn_down.bias")?;
             let c = &config;
+            let ffn = gate.w.rows();
             let shapes = [
-                (&block.wq, c.n_head * c.head_dim, c.n_embd),
-                (&block.wk, c.n_kv_head * c.head_dim, c.n_embd),
-                (&block.wv, c.n_kv_head * c.head_dim, c.n_embd),
-                (&block.wo, c.n_embd, c.n_head * c.head_dim),
-                (&block.down, c.n_embd, block.gate.w.rows()),
-                (&block.up, block.gate.w.rows(), c.n_embd),
-                (&block.gate, block.gate.w.rows(), c.n_embd),
+                (&wq, c.n_head * c.head_dim, c.n_embd),
+                (&wk, c.n_kv_head * c.head_dim, c.n_embd),
+                (&wv, c.n_kv_head * c.head_dim, c.n_embd),
+                (&wo, c.n_embd, c.n_head * c.head_dim),
+                (&down, c.n_embd, ffn),
+                (&up, ffn, c.n_embd),
+                (&gate, ffn, c.n_embd),
             ];
             for (l, rows, cols) in shapes {
                 if l.w.rows() != rows || l.w.cols() != cols {
@@ -130,6 +106,14 @@ impl LlamaModel {
                     )));
                 }
             }
+            let block = Block {
+                qkv: Projections::new(vec![wq, wk, wv])?,
+                wo,
+                gate_up: Projections::new(vec![gate, up])?,
+                down,
+                attn_norm: vector(gguf, &format!("{p}.attn_norm.weight"))?,
+                ffn_norm: vector(gguf, &format!("{p}.ffn_norm.weight"))?,
+            };
             if block.attn_norm.len() != c.n_embd || block.ffn_norm.len() != c.n_embd {
                 return Err(EngineError::InvalidModel(format!("{p}: norm size")));
             }
@@ -151,10 +135,10 @@ impl LlamaModel {
             + blocks
                 .iter()
                 .map(|b| {
-                    [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
-                        .iter()
-                        .map(|l| l.w.size_bytes())
-                        .sum::<usize>()
+                    b.qkv.size_bytes()
+                        + b.gate_up.size_bytes()
+                        + b.wo.w.size_bytes()
+                        + b.down.w.size_bytes()
                 })
                 .sum::<usize>();
         Ok(Self {
@@ -256,9 +240,9 @@ impl LlamaModel {
         let (mut att, mut o, mut g, mut u) = (vec![0.0; rows * q_width], vec![], vec![], vec![]);
         for (layer, block) in self.blocks.iter().enumerate() {
             ops::rms_norm(&x, &block.attn_norm, c.rms_eps, &mut h);
-            block.wq.forward(&run, &h, rows, &mut q)?;
-            block.wk.forward(&run, &h, rows, &mut k)?;
-            block.wv.forward(&run, &h, rows, &mut v)?;
+            block
+                .qkv
+                .forward(&run, &h, rows, &mut [&mut q, &mut k, &mut v])?;
             for r in 0..rows {
                 let (cr, sr) = (
                     &cos[r * half..(r + 1) * half],
@@ -308,8 +292,9 @@ impl LlamaModel {
             block.wo.forward(&run, &att, rows, &mut o)?;
             ops::add_in_place(&mut x, &o);
             ops::rms_norm(&x, &block.ffn_norm, c.rms_eps, &mut h);
-            block.gate.forward(&run, &h, rows, &mut g)?;
-            block.up.forward(&run, &h, rows, &mut u)?;
+            block
+                .gate_up
+                .forward(&run, &h, rows, &mut [&mut g, &mut u])?;
             ops::silu_mul(&mut g, &u);
             block.down.forward(&run, &g, rows, &mut o)?;
             ops::add_in_place(&mut x, &o);

@@ -1,5 +1,6 @@
 //! Loaded models, one file per architecture family, behind one [`Model`] type.
 
+mod linear;
 pub mod llama;
 mod llama_candle;
 pub mod llama_config;
