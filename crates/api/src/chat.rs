@@ -14,9 +14,9 @@ use wick_templating::{
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
-use crate::generate::{prepare, Common, CommonFields, Prepared};
 use crate::models;
 use crate::prompt;
+use crate::request::{no_vision, prepare, Common, CommonFields, Prepared};
 use crate::run::{self, Framing, Generation, Responder, Start};
 use crate::wire::{self, Metrics};
 use crate::AppState;
@@ -67,7 +67,7 @@ impl ChatRequest {
             // Ollama lower-cases roles when it reads them.
             m.role = m.role.to_lowercase();
             if m.images.as_ref().is_some_and(|i| !i.is_empty()) {
-                return Err(ApiError::Unsupported("images"));
+                return Err(no_vision(&common.model));
             }
             if m.role.is_empty() {
                 return Err(ApiError::bad(format!(

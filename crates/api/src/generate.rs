@@ -2,24 +2,20 @@
 //! (`system` + `prompt`) unless `raw`, with `context` prepended and `suffix` as
 //! fill-in-the-middle.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use wick_engine::{DoneReason, GenerationRequest};
-use wick_scheduler::KeepAlive;
-use wick_store::{ModelName, ResolvedModel};
+use wick_engine::DoneReason;
 use wick_templating::Message;
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models;
-use crate::options::{OptionsPatch, RunOptions};
 use crate::prompt;
-use crate::run::{self, Framing, Generation, Held, LoadReply, Responder, Start};
+use crate::request::{no_vision, prepare, Common, CommonFields, Prepared};
+use crate::run::{self, Framing, Generation, Responder, Start};
 use crate::wire::{self, Metrics};
 use crate::AppState;
 
@@ -44,101 +40,6 @@ pub struct GenerateRequest {
     pub top_logprobs: Option<i64>,
     #[serde(rename = "_debug_render_only")]
     pub debug_render_only: Option<bool>,
-}
-
-/// The checks both generate and chat make on their shared fields.
-pub(crate) struct Common {
-    pub name: ModelName,
-    /// The name as the client gave it (echoed in responses).
-    pub model: String,
-    pub stream: bool,
-    pub keep_alive: Option<KeepAlive>,
-    pub options: OptionsPatch,
-    pub truncate: bool,
-    pub shift: bool,
-    pub debug_render_only: bool,
-}
-
-impl Common {
-    /// The engine's request for `prompt` with the resolved options.
-    pub(crate) fn request(&self, prompt: Vec<u32>, opts: RunOptions) -> GenerationRequest {
-        GenerationRequest {
-            prompt,
-            sampling: opts.sampling,
-            stop: opts.stop,
-            num_predict: opts.num_predict,
-            num_ctx: opts.num_ctx,
-            num_keep: opts.num_keep,
-            shift: self.shift,
-            truncate: self.truncate,
-            num_thread: opts.num_thread,
-        }
-    }
-}
-
-/// Fields generate and chat share, as received.
-pub(crate) struct CommonFields<'a> {
-    pub model: Option<&'a str>,
-    pub stream: Option<bool>,
-    pub format: Option<&'a Value>,
-    pub keep_alive: Option<&'a Value>,
-    pub options: Option<&'a Map<String, Value>>,
-    pub think: Option<&'a Value>,
-    pub truncate: Option<bool>,
-    pub shift: Option<bool>,
-    pub logprobs: Option<bool>,
-    pub top_logprobs: Option<i64>,
-    pub debug_render_only: Option<bool>,
-}
-
-impl CommonFields<'_> {
-    pub fn validate(self) -> Result<Common> {
-        let name = wire::model_name(self.model, None)?;
-        let model = self.model.unwrap_or_default().to_string();
-        match self.format {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.is_empty() => {}
-            Some(_) => return Err(ApiError::Unsupported("format")),
-        }
-        match self.think {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-            Some(Value::Bool(true)) | Some(Value::String(_)) => {
-                return Err(ApiError::bad(format!(
-                    "\"{model}\" does not support thinking"
-                )))
-            }
-            Some(v) => {
-                return Err(ApiError::bad(format!(
-                "invalid \"think\": expected a boolean or \"low\", \"medium\", \"high\", got {}",
-                wire::json_type(v)
-            )))
-            }
-        }
-        if let Some(n) = self.top_logprobs {
-            if !(0..=20).contains(&n) {
-                return Err(ApiError::bad("top_logprobs must be between 0 and 20"));
-            }
-            if n > 0 {
-                return Err(ApiError::Unsupported("top_logprobs"));
-            }
-        }
-        if self.logprobs == Some(true) {
-            return Err(ApiError::Unsupported("logprobs"));
-        }
-        Ok(Common {
-            name,
-            model,
-            stream: self.stream.unwrap_or(true),
-            keep_alive: wire::parse_keep_alive(self.keep_alive)?,
-            options: match self.options {
-                Some(m) => OptionsPatch::from_map(m)?,
-                None => OptionsPatch::default(),
-            },
-            truncate: self.truncate.unwrap_or(true),
-            shift: self.shift.unwrap_or(true),
-            debug_render_only: self.debug_render_only.unwrap_or(false),
-        })
-    }
 }
 
 /// A checked generate request.
@@ -173,7 +74,7 @@ impl GenerateRequest {
         }
         .validate()?;
         if self.images.as_ref().is_some_and(|i| !i.is_empty()) {
-            return Err(ApiError::Unsupported("images"));
+            return Err(no_vision(&common.model));
         }
         let raw = self.raw.unwrap_or(false);
         let system = non_empty(self.system);
@@ -267,48 +168,6 @@ impl Responder for GenerateResponder {
         last.response = text;
         Some(last)
     }
-}
-
-/// What generate and chat have once their model is found and held.
-pub(crate) struct Ready {
-    pub resolved: ResolvedModel,
-    pub held: Held,
-    /// Request options over the model's PARAMETERs over the defaults.
-    pub opts: RunOptions,
-}
-
-pub(crate) enum Prepared {
-    /// Empty input: the model was loaded or unloaded, nothing more to do.
-    Loaded(LoadReply),
-    Ready(Box<Ready>),
-}
-
-/// The steps generate and chat share: find the model, check it can `capability`,
-/// answer an empty input with a load/unload, else hold the model and resolve options.
-pub(crate) async fn prepare(
-    state: &AppState,
-    c: &Common,
-    capability: &str,
-    empty_input: bool,
-) -> Result<Prepared> {
-    let started = Instant::now();
-    let resolved = models::resolve(state, &c.name).await?;
-    let spec = models::spec(&resolved)?;
-    models::require_completion(&resolved, capability)?;
-    if empty_input {
-        let reply = run::load_or_unload(state, &spec, c.keep_alive).await?;
-        return Ok(Prepared::Loaded(reply));
-    }
-    let params = models::params(&resolved)?;
-    let held = run::acquire(state, &spec, c.keep_alive, started).await?;
-    let opts = params
-        .overlay(&c.options)
-        .resolve(held.lease.default_num_ctx());
-    Ok(Prepared::Ready(Box::new(Ready {
-        resolved,
-        held,
-        opts,
-    })))
 }
 
 /// Load the model, render and tokenize the prompt, and submit the generation.

@@ -18,6 +18,7 @@ mod manage;
 mod models;
 mod openai;
 mod prompt;
+mod request;
 mod run;
 mod security;
 mod show;

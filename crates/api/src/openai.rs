@@ -22,6 +22,7 @@ use crate::error::{without_backtrace, ApiError};
 use crate::extract::ApiJson;
 use crate::generate::{self, GenerateRequest};
 use crate::models::blocking;
+use crate::request::no_vision;
 use crate::run::{self, Framing, Responder, Start};
 use crate::wire::Metrics;
 use crate::AppState;
@@ -143,6 +144,11 @@ impl Sampling {
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct ReasoningOptions {
+    effort: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct ChatCompletionRequest {
     model: Option<String>,
     messages: Option<Vec<OaMessage>>,
@@ -151,22 +157,62 @@ pub(crate) struct ChatCompletionRequest {
     response_format: Option<Value>,
     tools: Option<Vec<Tool>>,
     reasoning_effort: Option<String>,
+    reasoning: Option<ReasoningOptions>,
     keep_alive: Option<Value>,
     #[serde(flatten)]
     sampling: Sampling,
 }
 
-fn check_response_format(v: &Option<Value>) -> Result<(), ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(()),
-        Some(f) if f.get("type").and_then(Value::as_str) == Some("text") => Ok(()),
-        Some(_) => Err(ApiError::Unsupported("response_format")),
+/// `response_format` as Ollama's `format`: `text` is none, `json_object` is `"json"`,
+/// `json_schema` is its schema (enforced whether or not `strict` is set).
+fn response_format(v: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(f) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let bad = |msg: &str| ApiError::bad(format!("invalid \"response_format\": {msg}"));
+    match f.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!("json"))),
+        Some("json_schema") => {
+            let spec = f
+                .get("json_schema")
+                .ok_or_else(|| bad("\"json_schema\" is required for type json_schema"))?;
+            match spec.get("strict") {
+                None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+                Some(_) => return Err(bad("\"json_schema.strict\" must be a boolean")),
+            }
+            match spec.get("schema") {
+                Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+                None | Some(Value::Null) => Err(bad("\"json_schema.schema\" is required")),
+                Some(_) => Err(bad("\"json_schema.schema\" must be an object")),
+            }
+        }
+        Some(other) => Err(bad(&format!(
+            "unknown type {other:?} (expected text, json_object or json_schema)"
+        ))),
+        None => Err(bad("\"type\" is required")),
+    }
+}
+
+/// Ollama's `think` for OpenAI's `reasoning_effort` (or `reasoning.effort`): `none`
+/// turns thinking off, OpenAI's extra tiers clamp to Ollama's nearest level.
+fn think_from_effort(effort: Option<&str>) -> Result<Option<Value>, ApiError> {
+    match effort {
+        None | Some("") => Ok(None),
+        Some("none") => Ok(Some(json!(false))),
+        Some("minimal") => Ok(Some(json!("low"))),
+        Some(e @ ("low" | "medium" | "high" | "max")) => Ok(Some(json!(e))),
+        Some("xhigh" | "ultra") => Ok(Some(json!("max"))),
+        Some(other) => Err(ApiError::bad(format!(
+            "invalid reasoning value: {other:?} (must be \"minimal\", \"low\", \"medium\", \
+             \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"
+        ))),
     }
 }
 
 /// OpenAI messages as Ollama messages: each content part is its own message; tool
 /// calls' string arguments become objects; tool results get their tool's name.
-fn to_messages(msgs: Vec<OaMessage>) -> Result<Vec<Message>, ApiError> {
+fn to_messages(model: &str, msgs: Vec<OaMessage>) -> Result<Vec<Message>, ApiError> {
     let mut out: Vec<Message> = Vec::new();
     for (i, m) in msgs.into_iter().enumerate() {
         let mut texts = Vec::new();
@@ -182,9 +228,7 @@ fn to_messages(msgs: Vec<OaMessage>) -> Result<Vec<Message>, ApiError> {
                                 .unwrap_or_default()
                                 .into(),
                         ),
-                        Some("image_url") | Some("input_audio") => {
-                            return Err(ApiError::Unsupported("images"))
-                        }
+                        Some("image_url") | Some("input_audio") => return Err(no_vision(model)),
                         other => {
                             return Err(ApiError::bad(format!(
                                 "messages[{i}]: invalid content part type {other:?}"
@@ -402,25 +446,32 @@ pub(crate) async fn chat_completions(
     req: Result<ApiJson<ChatCompletionRequest>, ApiError>,
 ) -> OaResult<Response> {
     let ApiJson(req) = req?;
-    check_response_format(&req.response_format)?;
-    let think = match req.reasoning_effort.as_deref() {
-        None | Some("none") => None,
-        Some(level) => Some(json!(level)),
-    };
+    let format = response_format(req.response_format.as_ref())?;
+    let effort = req
+        .reasoning
+        .as_ref()
+        .and_then(|r| r.effort.as_deref())
+        .or(req.reasoning_effort.as_deref());
+    let think = think_from_effort(effort)?;
     let stream = req.stream.unwrap_or(false);
     let include_usage = req
         .stream_options
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
+    let messages = to_messages(
+        req.model.as_deref().unwrap_or_default(),
+        req.messages.unwrap_or_default(),
+    )?;
     let native = ChatRequest {
         model: req.model,
-        messages: Some(to_messages(req.messages.unwrap_or_default())?),
+        messages: Some(messages),
         tools: req.tools,
         stream: Some(stream),
         keep_alive: req.keep_alive,
         options: Some(req.sampling.options()?),
         think,
+        format,
         ..ChatRequest::default()
     }
     .validate()?;
@@ -611,7 +662,7 @@ mod tests {
             {"role": "tool", "tool_call_id": "call_1", "content": "42"}
         ]))
         .unwrap();
-        let m = to_messages(msgs).unwrap();
+        let m = to_messages("m", msgs).unwrap();
         assert_eq!(m.len(), 5);
         assert_eq!((m[1].content.as_str(), m[2].content.as_str()), ("a", "b"));
         let call = &m[3].tool_calls.as_ref().unwrap()[0];

@@ -148,9 +148,12 @@ async fn generate_and_chat_validation() {
         assert_eq!(r.error(), "model 'nope' not found");
         let r = post(&c.app, uri, json!({"model": "../../etc/passwd"})).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.error());
-        let r = post(&c.app, uri, json!({"model": "m", "format": "json"})).await;
+        let r = post(&c.app, uri, json!({"model": "m", "format": "yaml"})).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert_eq!(r.error(), "\"format\" is not supported yet");
+        assert_eq!(
+            r.error(),
+            "invalid format: \"yaml\"; expected \"json\" or a valid JSON Schema object"
+        );
         let r = post(
             &c.app,
             uri,
@@ -173,10 +176,27 @@ async fn generate_and_chat_validation() {
         assert!(r.error().contains("\"stream\""), "{}", r.error());
         let r = post(&c.app, uri, json!({"model": "m", "top_logprobs": 21})).await;
         assert_eq!(r.error(), "top_logprobs must be between 0 and 20");
-        let r = post(&c.app, uri, json!({"model": "m", "logprobs": true})).await;
-        assert_eq!(r.error(), "\"logprobs\" is not supported yet");
-        let r = post(&c.app, uri, json!({"model": "m", "think": true})).await;
-        assert_eq!(r.error(), "\"m\" does not support thinking");
+        let r = post(&c.app, uri, json!({"model": "m", "top_logprobs": 2})).await;
+        assert_eq!(
+            r.error(),
+            "\"top_logprobs\" requires \"logprobs\" to be true"
+        );
+        let r = post(&c.app, uri, json!({"model": "m", "think": "hard"})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.error().starts_with("invalid think value"),
+            "{}",
+            r.error()
+        );
+        // Valid fields on a model that does not exist: 404 first, as Ollama.
+        for body in [
+            json!({"model": "m", "think": true}),
+            json!({"model": "m", "logprobs": true, "top_logprobs": 3}),
+            json!({"model": "m", "format": {"type": "object"}}),
+        ] {
+            let r = post(&c.app, uri, body).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.error());
+        }
     }
     let r = post(
         &c.app,
@@ -195,7 +215,7 @@ async fn generate_and_chat_validation() {
         json!({"model": "m", "images": ["aGk="]}),
     )
     .await;
-    assert_eq!(r.error(), "\"images\" is not supported yet");
+    assert_eq!(r.error(), "\"m\" does not support vision");
     let r = post(
         &c.app,
         "/api/generate",
@@ -544,13 +564,31 @@ async fn openai_routes() {
     let r = post(
         &c.app,
         "/v1/chat/completions",
-        json!({"model": "m", "messages": [], "response_format": {"type": "json_object"}}),
+        json!({"model": "m", "messages": [], "response_format": {"type": "yaml"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid \"response_format\": unknown type \"yaml\""));
+    let r = post(
+        &c.app,
+        "/v1/chat/completions",
+        json!({"model": "m", "messages": [], "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
     )
     .await;
     assert_eq!(
         r.json()["error"]["message"],
-        "\"response_format\" is not supported yet"
+        "invalid \"response_format\": \"json_schema.schema\" is required"
     );
+    let r = post(
+        &c.app,
+        "/v1/chat/completions",
+        json!({"model": "m", "messages": [], "reasoning_effort": "huge"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     if create_smollm(&c).await.is_none() {
         return;

@@ -1,0 +1,337 @@
+//! What `/api/generate` and `/api/chat` share: their common fields, checked once into
+//! [`Common`]; the `prepare` step (find the model, check what it can do, hold it, resolve
+//! options); and the engine request built from them.
+//!
+//! The OpenAI routes translate onto generate and chat, so their requests pass through
+//! here too and get the same 400s.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use wick_engine::GenerationRequest;
+use wick_scheduler::KeepAlive;
+use wick_store::{ModelName, ResolvedModel};
+
+use crate::error::{ApiError, Result};
+use crate::models;
+use crate::options::{OptionsPatch, RunOptions};
+use crate::run::{self, Held, LoadReply};
+use crate::wire;
+use crate::AppState;
+
+/// The most alternatives `top_logprobs` may ask for (Ollama's and OpenAI's limit).
+pub(crate) const MAX_TOP_LOGPROBS: i64 = 20;
+
+/// A request's `think` value: a switch, or a level (which turns thinking on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Think {
+    Enabled(bool),
+    Level(String),
+}
+
+impl Think {
+    /// Ollama's `ThinkValue`: `true`, `false`, or one of its levels.
+    fn parse(v: &Value) -> Result<Option<Self>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Bool(b) => Ok(Some(Think::Enabled(*b))),
+            Value::String(s) if ["high", "medium", "low", "max"].contains(&s.as_str()) => {
+                Ok(Some(Think::Level(s.clone())))
+            }
+            Value::String(s) => Err(ApiError::bad(format!(
+                "invalid think value: {s:?} (must be \"high\", \"medium\", \"low\", \"max\", \
+                 true, or false)"
+            ))),
+            other => Err(ApiError::bad(format!(
+                "think must be a boolean or string (\"high\", \"medium\", \"low\", \"max\", \
+                 true, or false), got {}",
+                wire::json_type(other)
+            ))),
+        }
+    }
+
+    /// Whether the model should think.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Think::Enabled(b) => *b,
+            Think::Level(_) => true,
+        }
+    }
+
+    /// The level a template sees as `.ThinkLevel` (empty for a plain switch).
+    pub fn level(&self) -> &str {
+        match self {
+            Think::Enabled(_) => "",
+            Think::Level(l) => l,
+        }
+    }
+}
+
+/// A request's `format`: the answer must be JSON, or match a JSON schema.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Format {
+    /// `"json"`: a JSON object, as Ollama's JSON grammar allows.
+    Json,
+    /// A JSON Schema object.
+    Schema(Value),
+}
+
+impl Format {
+    /// Ollama's rule: `null` and `""` are no format, `"json"` is JSON, an object is a
+    /// schema, anything else is a 400.
+    fn parse(v: &Value) -> Result<Option<Self>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) if s.is_empty() => Ok(None),
+            Value::String(s) if s == "json" => Ok(Some(Format::Json)),
+            Value::Object(_) => Ok(Some(Format::Schema(v.clone()))),
+            other => Err(ApiError::bad(format!(
+                "invalid format: {}; expected \"json\" or a valid JSON Schema object",
+                serde_json::to_string(other).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Images need a vision model, and wick serves none yet: Ollama's capability error.
+pub(crate) fn no_vision(model: &str) -> ApiError {
+    ApiError::bad(format!("\"{model}\" does not support vision"))
+}
+
+/// Fields generate and chat share, as received.
+pub(crate) struct CommonFields<'a> {
+    pub model: Option<&'a str>,
+    pub stream: Option<bool>,
+    pub format: Option<&'a Value>,
+    pub keep_alive: Option<&'a Value>,
+    pub options: Option<&'a Map<String, Value>>,
+    pub think: Option<&'a Value>,
+    pub truncate: Option<bool>,
+    pub shift: Option<bool>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<i64>,
+    pub debug_render_only: Option<bool>,
+}
+
+/// The checked common fields of a generate or chat request.
+pub(crate) struct Common {
+    pub name: ModelName,
+    /// The name as the client gave it (echoed in responses).
+    pub model: String,
+    pub stream: bool,
+    pub keep_alive: Option<KeepAlive>,
+    pub options: OptionsPatch,
+    pub truncate: bool,
+    pub shift: bool,
+    pub debug_render_only: bool,
+    /// `think` as sent; what it means depends on the model's template.
+    pub think: Option<Think>,
+    pub format: Option<Format>,
+    /// `Some(k)`: report each token's log probability with `k` alternatives.
+    pub logprobs: Option<usize>,
+}
+
+impl CommonFields<'_> {
+    pub fn validate(self) -> Result<Common> {
+        let name = wire::model_name(self.model, None)?;
+        let model = self.model.unwrap_or_default().to_string();
+        let format = match self.format {
+            Some(v) => Format::parse(v)?,
+            None => None,
+        };
+        let think = match self.think {
+            Some(v) => Think::parse(v)?,
+            None => None,
+        };
+        let top = self.top_logprobs.unwrap_or(0);
+        if !(0..=MAX_TOP_LOGPROBS).contains(&top) {
+            return Err(ApiError::bad("top_logprobs must be between 0 and 20"));
+        }
+        let logprobs = match self.logprobs {
+            Some(true) => Some(top as usize),
+            _ if top > 0 => {
+                return Err(ApiError::bad(
+                    "\"top_logprobs\" requires \"logprobs\" to be true",
+                ))
+            }
+            _ => None,
+        };
+        Ok(Common {
+            name,
+            model,
+            stream: self.stream.unwrap_or(true),
+            keep_alive: wire::parse_keep_alive(self.keep_alive)?,
+            options: match self.options {
+                Some(m) => OptionsPatch::from_map(m)?,
+                None => OptionsPatch::default(),
+            },
+            truncate: self.truncate.unwrap_or(true),
+            shift: self.shift.unwrap_or(true),
+            debug_render_only: self.debug_render_only.unwrap_or(false),
+            think,
+            format,
+            logprobs,
+        })
+    }
+}
+
+impl Common {
+    /// Refuse what the engine does not do yet (checked once the model is known, so an
+    /// unknown model is still a 404 first).
+    pub(crate) fn refuse_unsupported(&self) -> Result<()> {
+        if self.format.is_some() {
+            return Err(ApiError::Unsupported("format"));
+        }
+        if self.logprobs.is_some() {
+            return Err(ApiError::Unsupported("logprobs"));
+        }
+        if self.think.as_ref().is_some_and(Think::enabled) {
+            return Err(ApiError::bad(format!(
+                "\"{}\" does not support thinking",
+                self.model
+            )));
+        }
+        Ok(())
+    }
+
+    /// The engine's request for `prompt` with the resolved options.
+    pub(crate) fn request(&self, prompt: Vec<u32>, opts: RunOptions) -> GenerationRequest {
+        GenerationRequest {
+            prompt,
+            sampling: opts.sampling,
+            stop: opts.stop,
+            num_predict: opts.num_predict,
+            num_ctx: opts.num_ctx,
+            num_keep: opts.num_keep,
+            shift: self.shift,
+            truncate: self.truncate,
+            num_thread: opts.num_thread,
+        }
+    }
+}
+
+/// What generate and chat have once their model is found and held.
+pub(crate) struct Ready {
+    pub resolved: ResolvedModel,
+    pub held: Held,
+    /// Request options over the model's PARAMETERs over the defaults.
+    pub opts: RunOptions,
+}
+
+pub(crate) enum Prepared {
+    /// Empty input: the model was loaded or unloaded, nothing more to do.
+    Loaded(LoadReply),
+    Ready(Box<Ready>),
+}
+
+/// The steps generate and chat share: find the model, check it can `capability`,
+/// answer an empty input with a load/unload, else hold the model and resolve options.
+pub(crate) async fn prepare(
+    state: &AppState,
+    c: &Common,
+    capability: &str,
+    empty_input: bool,
+) -> Result<Prepared> {
+    let started = Instant::now();
+    let resolved = models::resolve(state, &c.name).await?;
+    let spec = models::spec(&resolved)?;
+    models::require_completion(&resolved, capability)?;
+    c.refuse_unsupported()?;
+    if empty_input {
+        let reply = run::load_or_unload(state, &spec, c.keep_alive).await?;
+        return Ok(Prepared::Loaded(reply));
+    }
+    let params = models::params(&resolved)?;
+    let held = run::acquire(state, &spec, c.keep_alive, started).await?;
+    let opts = params
+        .overlay(&c.options)
+        .resolve(held.lease.default_num_ctx());
+    Ok(Prepared::Ready(Box::new(Ready {
+        resolved,
+        held,
+        opts,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: &Value) -> CommonFields<'_> {
+        CommonFields {
+            model: Some("m"),
+            stream: None,
+            format: v.get("format"),
+            keep_alive: None,
+            options: None,
+            think: v.get("think"),
+            truncate: None,
+            shift: None,
+            logprobs: v.get("logprobs").and_then(Value::as_bool),
+            top_logprobs: v.get("top_logprobs").and_then(Value::as_i64),
+            debug_render_only: None,
+        }
+    }
+
+    fn check(v: Value) -> std::result::Result<Common, String> {
+        fields(&v).validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn format_values() {
+        assert_eq!(check(json!({"format": ""})).unwrap().format, None);
+        assert_eq!(check(json!({"format": null})).unwrap().format, None);
+        assert_eq!(
+            check(json!({"format": "json"})).unwrap().format,
+            Some(Format::Json)
+        );
+        let schema = json!({"type": "object"});
+        assert_eq!(
+            check(json!({ "format": schema })).unwrap().format,
+            Some(Format::Schema(schema))
+        );
+        let e = check(json!({"format": "yaml"})).err().unwrap();
+        assert_eq!(
+            e,
+            "invalid format: \"yaml\"; expected \"json\" or a valid JSON Schema object"
+        );
+        assert!(check(json!({"format": 3})).is_err());
+    }
+
+    #[test]
+    fn think_values() {
+        assert_eq!(check(json!({})).unwrap().think, None);
+        let t = check(json!({"think": true})).unwrap().think.unwrap();
+        assert!(t.enabled());
+        let t = check(json!({"think": "low"})).unwrap().think.unwrap();
+        assert_eq!((t.enabled(), t.level()), (true, "low"));
+        assert!(!check(json!({"think": false}))
+            .unwrap()
+            .think
+            .unwrap()
+            .enabled());
+        let e = check(json!({"think": "hard"})).err().unwrap();
+        assert!(e.starts_with("invalid think value: \"hard\""), "{e}");
+        assert!(check(json!({"think": 1})).is_err());
+    }
+
+    #[test]
+    fn logprob_values() {
+        assert_eq!(check(json!({})).unwrap().logprobs, None);
+        assert_eq!(check(json!({"logprobs": true})).unwrap().logprobs, Some(0));
+        assert_eq!(
+            check(json!({"logprobs": true, "top_logprobs": 5}))
+                .unwrap()
+                .logprobs,
+            Some(5)
+        );
+        for bad in [21, -1] {
+            let e = check(json!({"logprobs": true, "top_logprobs": bad}))
+                .err()
+                .unwrap();
+            assert_eq!(e, "top_logprobs must be between 0 and 20");
+        }
+        assert!(check(json!({"top_logprobs": 3})).is_err());
+    }
+}
