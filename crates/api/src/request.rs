@@ -59,6 +59,7 @@ impl Think {
     }
 
     /// The level a template sees as `.ThinkLevel` (empty for a plain switch).
+    #[allow(dead_code)] // read by the Go templates' renderer
     pub fn level(&self) -> &str {
         match self {
             Think::Enabled(_) => "",
