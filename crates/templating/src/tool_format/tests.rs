@@ -1,0 +1,1 @@
+//! Unit tests of the tool-call formats and parser.
