@@ -98,6 +98,14 @@ impl ToolCallFormat {
         while !with.is_char_boundary(start) {
             start -= 1;
         }
+        // Both turns may go on with the same opening of a special token (`<` of
+        // `<tool_call>` and of `<|im_end|>`): that opening belongs to the tag.
+        while let Some(c) = with[..start].chars().next_back() {
+            if !matches!(c, '<' | '[' | '|' | '｜') {
+                break;
+            }
+            start -= c.len_utf8();
+        }
         let name_at = start + with[start..].find(PROBE_NAME)?;
         let before = &with[start..name_at];
         // The tag ends where the JSON object begins (or where the name is written,
@@ -166,9 +174,10 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
         match self.state {
             State::Looking | State::Done => chunk.content.push_str(&std::mem::take(&mut self.buf)),
             State::Calling => {
-                self.buf.clear();
+                let rest = std::mem::take(&mut self.buf);
                 if self.section_calls == 0 {
                     chunk.content.push_str(&std::mem::take(&mut self.section));
+                    chunk.content.push_str(&rest);
                 }
             }
         }

@@ -13,8 +13,9 @@ use crate::error::TemplateError;
 const MAX_OUTPUT: usize = 64 << 20;
 /// Most nodes and loop iterations one execution may run.
 const MAX_STEPS: u64 = 20_000_000;
-/// Deepest nesting of `{{ template }}` calls.
-const MAX_TEMPLATE_DEPTH: usize = 32;
+/// Deepest nesting of executed lists (blocks and `{{ template }}` calls together),
+/// which bounds the executor's stack use.
+const MAX_DEPTH: usize = 160;
 
 /// How a list of nodes finished.
 enum Flow {
@@ -61,6 +62,16 @@ impl State<'_> {
     }
 
     fn list(&mut self, nodes: &[Node], dot: &Value) -> Result<Flow, TemplateError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(exec_err("exceeded maximum template depth"));
+        }
+        self.depth += 1;
+        let flow = self.nodes(nodes, dot);
+        self.depth -= 1;
+        flow
+    }
+
+    fn nodes(&mut self, nodes: &[Node], dot: &Value) -> Result<Flow, TemplateError> {
         for node in nodes {
             self.step()?;
             match node {
@@ -88,14 +99,9 @@ impl State<'_> {
                         Some(p) => self.pipe(p, dot)?,
                         None => Value::Nil,
                     };
-                    if self.depth >= MAX_TEMPLATE_DEPTH {
-                        return Err(exec_err("exceeded maximum template depth"));
-                    }
-                    self.depth += 1;
                     let saved = std::mem::replace(&mut self.vars, vec![(String::new(), arg.clone())]);
                     let result = self.list(body, &arg);
                     self.vars = saved;
-                    self.depth -= 1;
                     result?;
                 }
             }
@@ -126,20 +132,11 @@ impl State<'_> {
         let mut pipe = b.pipe.clone();
         pipe.decl.clear();
         let v = self.pipe(&pipe, dot)?;
-        let items: Vec<(Value, Value)> = match &v {
-            Value::Nil => Vec::new(),
-            Value::List(l) => l
-                .items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-                .collect(),
-            Value::Map(m) => m
-                .entries
-                .iter()
-                .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
-                .collect(),
-            Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
+        let len = match &v {
+            Value::Nil => 0,
+            Value::List(l) => l.items.len(),
+            Value::Map(m) => m.entries.len(),
+            Value::Int(n) => usize::try_from(*n).unwrap_or(0),
             other => {
                 return Err(exec_err(format!(
                     "range can't iterate over {}",
@@ -147,15 +144,23 @@ impl State<'_> {
                 )))
             }
         };
-        if items.is_empty() {
+        if len == 0 {
             if let Some(else_list) = &b.else_list {
                 self.list(else_list, dot)?;
             }
             self.vars.truncate(mark);
             return Ok(());
         }
-        for (key, item) in items {
+        for i in 0..len {
             self.step()?;
+            let (key, item) = match &v {
+                Value::List(l) => (Value::Int(i as i64), l.items[i].clone()),
+                Value::Map(m) => {
+                    let (k, v) = &m.entries[i];
+                    (Value::from(k.as_str()), v.clone())
+                }
+                _ => (Value::Int(i as i64), Value::Int(i as i64)),
+            };
             match decl.as_slice() {
                 [] => {}
                 [one] => self.vars.push((one.clone(), item.clone())),
