@@ -26,11 +26,11 @@ mod tool_format;
 mod types;
 
 pub use error::TemplateError;
+pub use ollama::{GoChat, GoGenerate, GoTemplate, Think};
 pub use template::{render_generate, ChatContext, ChatTemplate};
+pub use thinking::ThinkingParser;
 pub use tool_calls::{
     parse_tool_calls, random_call_id, StreamChunk, ToolCallStream, TOOL_CALL_END, TOOL_CALL_START,
 };
-pub use types::{Message, Tool, ToolCall, ToolCallFunction};
-pub use ollama::{GoChat, GoGenerate, GoTemplate, Think};
-pub use thinking::ThinkingParser;
 pub use tool_format::{calls_use_offered_tools, ToolCallFormat, ToolCallParser};
+pub use types::{Message, Tool, ToolCall, ToolCallFunction};

@@ -14,7 +14,7 @@
 //!   `{{ .Response }}` appended.
 //! - Generate with a suffix executes the template on `.Prompt .Suffix` alone.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
@@ -224,8 +224,14 @@ impl GoTemplate {
 
 fn think_entries(think: Option<&Think>) -> Vec<(String, Value)> {
     vec![
-        ("Think".into(), Value::Bool(think.is_some_and(Think::enabled))),
-        ("ThinkLevel".into(), Value::from(think.map_or("", Think::level))),
+        (
+            "Think".into(),
+            Value::Bool(think.is_some_and(Think::enabled)),
+        ),
+        (
+            "ThinkLevel".into(),
+            Value::from(think.map_or("", Think::level)),
+        ),
         ("IsThinkSet".into(), Value::Bool(think.is_some())),
     ]
 }
@@ -277,7 +283,10 @@ fn messages_value(messages: &[Message]) -> Value {
                         let function = Struct {
                             type_name: "template.templateToolCallFunction",
                             fields: vec![
-                                Field::new("Index", Value::Int(c.function.index.unwrap_or(0) as i64)),
+                                Field::new(
+                                    "Index",
+                                    Value::Int(c.function.index.unwrap_or(0) as i64),
+                                ),
                                 str_field("Name", &c.function.name),
                                 Field::new("Arguments", args.into()),
                             ],
@@ -341,13 +350,20 @@ fn property_value(p: &Json) -> Value {
     let any_of = p.get("anyOf").and_then(Json::as_array);
     let types: Option<Vec<String>> = match p.get("type") {
         Some(Json::String(s)) => Some(vec![s.clone()]),
-        Some(Json::Array(a)) => Some(a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()),
+        Some(Json::Array(a)) => Some(
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
+        ),
         _ => None,
     };
     let properties = match p.get("properties").and_then(Json::as_object) {
         // A pointer to an ordered map: JSON in the given order.
         Some(o) => Value::from(Map {
-            entries: o.iter().map(|(k, v)| (k.clone(), property_value(v))).collect(),
+            entries: o
+                .iter()
+                .map(|(k, v)| (k.clone(), property_value(v)))
+                .collect(),
             ..Map::default()
         }),
         None => Value::Nil,
@@ -380,14 +396,23 @@ fn property_value(p: &Json) -> Value {
                 .into(),
             ),
             Field::tagged("Items", "items", true, any_field(p, "items")),
-            Field::tagged("Description", "description", true, Value::from(json_str(p, "description"))),
+            Field::tagged(
+                "Description",
+                "description",
+                true,
+                Value::from(json_str(p, "description")),
+            ),
             Field::tagged(
                 "Enum",
                 "enum",
                 true,
                 List {
                     nil: enum_list.is_none(),
-                    items: enum_list.into_iter().flatten().map(Value::from_json).collect(),
+                    items: enum_list
+                        .into_iter()
+                        .flatten()
+                        .map(Value::from_json)
+                        .collect(),
                     ..List::default()
                 }
                 .into(),
@@ -417,7 +442,11 @@ fn tools_value(tools: Option<&[Tool]>) -> Value {
             let properties = match p.get("properties").and_then(Json::as_object) {
                 Some(o) => Map {
                     print_json: true,
-                    ..Map::sorted(o.iter().map(|(k, v)| (k.clone(), property_value(v))).collect())
+                    ..Map::sorted(
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), property_value(v)))
+                            .collect(),
+                    )
                 },
                 None => Map {
                     nil: true,
@@ -450,7 +479,7 @@ fn tools_value(tools: Option<&[Tool]>) -> Value {
                 ],
                 print_json: false,
             };
-            Value::Struct(Rc::new(Struct {
+            Value::Struct(Arc::new(Struct {
                 type_name: "template.templateTool",
                 fields: vec![
                     Field::tagged("Type", "type", false, Value::from(json_str(t, "type"))),

@@ -185,9 +185,11 @@ mod tests {
 
     #[test]
     fn output_without_the_open_tag_is_content() {
-        all_splits("  Hello <think>x</think>", ("", "  Hello <think>x</think>"), || {
-            ThinkingParser::new("<think>", "</think>")
-        });
+        all_splits(
+            "  Hello <think>x</think>",
+            ("", "  Hello <think>x</think>"),
+            || ThinkingParser::new("<think>", "</think>"),
+        );
     }
 
     #[test]

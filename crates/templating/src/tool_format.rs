@@ -34,7 +34,11 @@ impl ToolCallFormat {
     pub fn new(tag: &str) -> ToolCallFormat {
         let tag = tag.trim();
         ToolCallFormat {
-            tag: if tag.is_empty() { "{".into() } else { tag.into() },
+            tag: if tag.is_empty() {
+                "{".into()
+            } else {
+                tag.into()
+            },
         }
     }
 
@@ -214,7 +218,11 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
                         self.buf.drain(..i + tag.len());
                         self.state = State::Calling;
                     } else {
-                        let keep = if at_end { 0 } else { partial_suffix(&self.buf, tag) };
+                        let keep = if at_end {
+                            0
+                        } else {
+                            partial_suffix(&self.buf, tag)
+                        };
                         let release = self.buf.len() - keep;
                         chunk.content.push_str(&self.buf[..release]);
                         self.buf.drain(..release);
@@ -234,7 +242,10 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
     fn read_calls(&mut self, chunk: &mut StreamChunk) -> bool {
         loop {
             let Some(start) = self.buf.find(['{', '[']) else {
-                if self.format.is_bare_json() && self.section_calls > 0 && !self.buf.trim().is_empty() {
+                if self.format.is_bare_json()
+                    && self.section_calls > 0
+                    && !self.buf.trim().is_empty()
+                {
                     // Text after bare calls is content again.
                     self.state = State::Done;
                     return true;
@@ -327,7 +338,11 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
         let named = self
             .tool_names
             .iter()
-            .filter_map(|n| before.rfind(n.as_str()).map(|at| (at + n.len(), n.len(), n)))
+            .filter_map(|n| {
+                before
+                    .rfind(n.as_str())
+                    .map(|at| (at + n.len(), n.len(), n))
+            })
             .max();
         named.map(|(_, _, n)| (n.clone(), obj.clone()))
     }

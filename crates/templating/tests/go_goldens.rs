@@ -69,9 +69,16 @@ fn renders_match_go() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {
-            let name = p.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let text = std::fs::read_to_string(&p).expect("read conversation");
-            (name, serde_json::from_str(&text).expect("parse conversation"))
+            (
+                name,
+                serde_json::from_str(&text).expect("parse conversation"),
+            )
         })
         .collect();
     let (mut passed, mut total, mut templates) = (0, 0, 0);
@@ -82,7 +89,11 @@ fn renders_match_go() {
             continue;
         }
         templates += 1;
-        let name = tdir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = tdir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let src = std::fs::read_to_string(&src_path).expect("read template");
         let tmpl = GoTemplate::parse(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
         for (case, input) in &conversations {
@@ -96,12 +107,19 @@ fn renders_match_go() {
                     String::from_utf8_lossy(&want)
                 )),
                 (Err(_), Err(_)) => passed += 1,
-                (Ok(got), Err(_)) => failures.push(format!("{name}/{case}: Go failed, we rendered:\n{got}")),
+                (Ok(got), Err(_)) => {
+                    failures.push(format!("{name}/{case}: Go failed, we rendered:\n{got}"))
+                }
                 (Err(e), Ok(_)) => failures.push(format!("{name}/{case}: we failed: {e}")),
             }
         }
     }
     eprintln!("Go goldens: {passed}/{total} renders of {templates} templates match Go");
     assert!(templates >= 12, "only {templates} golden templates");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -99,7 +99,8 @@ impl State<'_> {
                         Some(p) => self.pipe(p, dot)?,
                         None => Value::Nil,
                     };
-                    let saved = std::mem::replace(&mut self.vars, vec![(String::new(), arg.clone())]);
+                    let saved =
+                        std::mem::replace(&mut self.vars, vec![(String::new(), arg.clone())]);
                     let result = self.list(body, &arg);
                     self.vars = saved;
                     result?;
@@ -200,7 +201,12 @@ impl State<'_> {
         Ok(value)
     }
 
-    fn cmd(&mut self, cmd: &Cmd, dot: &Value, piped: Option<Value>) -> Result<Value, TemplateError> {
+    fn cmd(
+        &mut self,
+        cmd: &Cmd,
+        dot: &Value,
+        piped: Option<Value>,
+    ) -> Result<Value, TemplateError> {
         let Some((first, rest)) = cmd.args.split_first() else {
             return Err(exec_err("empty command"));
         };
@@ -227,7 +233,9 @@ impl State<'_> {
         if name == "and" || name == "or" {
             let total = args.len() + usize::from(piped.is_some());
             if total == 0 {
-                return Err(exec_err(format!("wrong number of args for {name}: want at least 1 got 0")));
+                return Err(exec_err(format!(
+                    "wrong number of args for {name}: want at least 1 got 0"
+                )));
             }
             let mut last = Value::Nil;
             for arg in args {

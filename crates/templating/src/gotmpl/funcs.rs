@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::exec::exec_err;
 use super::value::{format_float_g, List, Value};
@@ -45,7 +45,9 @@ pub fn call(name: &str, args: &[Value]) -> Result<Value, TemplateError> {
         }
         "index" => {
             if args.is_empty() {
-                return Err(exec_err("wrong number of args for index: want at least 1 got 0"));
+                return Err(exec_err(
+                    "wrong number of args for index: want at least 1 got 0",
+                ));
             }
             let mut cur = args[0].clone();
             for key in &args[1..] {
@@ -140,7 +142,11 @@ fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, TemplateError> {
         (Value::List(_) | Value::Map(_), _) | (_, Value::List(_) | Value::Map(_)) => {
             return Err(exec_err("error calling eq: non-comparable type"))
         }
-        _ => return Err(exec_err("error calling eq: incompatible types for comparison")),
+        _ => {
+            return Err(exec_err(
+                "error calling eq: incompatible types for comparison",
+            ))
+        }
     })
 }
 
@@ -155,7 +161,9 @@ fn as_index(v: &Value) -> Option<i64> {
 fn index(cur: &Value, key: &Value) -> Result<Value, TemplateError> {
     match cur {
         Value::List(l) => {
-            let i = as_index(key).ok_or_else(|| exec_err("error calling index: cannot index slice with non-integer"))?;
+            let i = as_index(key).ok_or_else(|| {
+                exec_err("error calling index: cannot index slice with non-integer")
+            })?;
             usize::try_from(i)
                 .ok()
                 .and_then(|i| l.items.get(i))
@@ -163,7 +171,9 @@ fn index(cur: &Value, key: &Value) -> Result<Value, TemplateError> {
                 .ok_or_else(|| exec_err(format!("error calling index: index out of range: {i}")))
         }
         Value::Str(s) => {
-            let i = as_index(key).ok_or_else(|| exec_err("error calling index: cannot index string with non-integer"))?;
+            let i = as_index(key).ok_or_else(|| {
+                exec_err("error calling index: cannot index string with non-integer")
+            })?;
             usize::try_from(i)
                 .ok()
                 .and_then(|i| s.as_bytes().get(i))
@@ -184,7 +194,9 @@ fn index(cur: &Value, key: &Value) -> Result<Value, TemplateError> {
 
 fn slice(args: &[Value]) -> Result<Value, TemplateError> {
     let Some((item, idx)) = args.split_first() else {
-        return Err(exec_err("wrong number of args for slice: want at least 1 got 0"));
+        return Err(exec_err(
+            "wrong number of args for slice: want at least 1 got 0",
+        ));
     };
     if idx.len() > 3 {
         return Err(exec_err("error calling slice: too many slice indexes"));
@@ -217,14 +229,16 @@ fn slice(args: &[Value]) -> Result<Value, TemplateError> {
     Ok(match item {
         Value::Str(s) => {
             if ix.len() == 3 {
-                return Err(exec_err("error calling slice: cannot 3-index slice a string"));
+                return Err(exec_err(
+                    "error calling slice: cannot 3-index slice a string",
+                ));
             }
             match s.get(lo..hi) {
                 Some(sub) => Value::from(sub),
                 None => Value::from(String::from_utf8_lossy(&s.as_bytes()[lo..hi]).into_owned()),
             }
         }
-        Value::List(l) => Value::List(Rc::new(List {
+        Value::List(l) => Value::List(Arc::new(List {
             items: l.items[lo..hi].to_vec(),
             ..List::default()
         })),
@@ -357,7 +371,8 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             out.push(c);
             continue;
         }
-        let (mut minus, mut plus, mut zero, mut space, mut sharp) = (false, false, false, false, false);
+        let (mut minus, mut plus, mut zero, mut space, mut sharp) =
+            (false, false, false, false, false);
         while let Some(&f) = chars.peek() {
             match f {
                 '-' => minus = true,
@@ -378,7 +393,12 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             }
             let mut n: Option<usize> = None;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize).min(1 << 16));
+                n = Some(
+                    n.unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d as usize)
+                        .min(1 << 16),
+                );
                 chars.next();
             }
             n
@@ -470,7 +490,9 @@ fn format_verb(
         }
     };
     Some(match (verb, arg) {
-        ('v', Value::Float(f)) if prec.is_none() => format!("{}{}", sign(*f < 0.0), format_float_g(*f)),
+        ('v', Value::Float(f)) if prec.is_none() => {
+            format!("{}{}", sign(*f < 0.0), format_float_g(*f))
+        }
         ('v', _) => {
             let mut s = String::new();
             arg.print(&mut s);
@@ -497,16 +519,27 @@ fn format_verb(
         ('X', Value::Int(i)) => format!("{}{i:X}", if sharp { "0X" } else { "" }),
         ('x', Value::Str(s)) => s.bytes().map(|b| format!("{b:02x}")).collect(),
         ('X', Value::Str(s)) => s.bytes().map(|b| format!("{b:02X}")).collect(),
-        ('c', Value::Int(i)) => u32::try_from(*i).ok().and_then(char::from_u32).unwrap_or('\u{fffd}').to_string(),
+        ('c', Value::Int(i)) => u32::try_from(*i)
+            .ok()
+            .and_then(char::from_u32)
+            .unwrap_or('\u{fffd}')
+            .to_string(),
         ('t', Value::Bool(b)) => b.to_string(),
         ('f' | 'F', Value::Float(f)) => format!("{}{f:.*}", sign(*f < 0.0), prec.unwrap_or(6)),
         ('e', Value::Float(f)) => {
             let s = format!("{f:.*e}", prec.unwrap_or(6));
             let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
             let e: i32 = e.parse().unwrap_or(0);
-            format!("{}{m}e{}{:02}", sign(*f < 0.0), if e < 0 { '-' } else { '+' }, e.abs())
+            format!(
+                "{}{m}e{}{:02}",
+                sign(*f < 0.0),
+                if e < 0 { '-' } else { '+' },
+                e.abs()
+            )
         }
-        ('g', Value::Float(f)) if prec.is_none() => format!("{}{}", sign(*f < 0.0), format_float_g(*f)),
+        ('g', Value::Float(f)) if prec.is_none() => {
+            format!("{}{}", sign(*f < 0.0), format_float_g(*f))
+        }
         _ => return None,
     })
 }
@@ -542,7 +575,20 @@ mod tests {
     #[test]
     fn printf_verbs() {
         let args = [Value::from("hi"), Value::Int(-3), Value::Float(2.5)];
-        assert_eq!(sprintf("%s|%5d|%-4s|%.2f|%v|%q%%", &[args[0].clone(), args[1].clone(), args[0].clone(), args[2].clone(), args[2].clone(), Value::from("a\"b")]), "hi|   -3|hi  |2.50|2.5|\"a\\\"b\"%");
+        assert_eq!(
+            sprintf(
+                "%s|%5d|%-4s|%.2f|%v|%q%%",
+                &[
+                    args[0].clone(),
+                    args[1].clone(),
+                    args[0].clone(),
+                    args[2].clone(),
+                    args[2].clone(),
+                    Value::from("a\"b")
+                ]
+            ),
+            "hi|   -3|hi  |2.50|2.5|\"a\\\"b\"%"
+        );
         assert_eq!(sprintf("%d %d", &[Value::Int(1)]), "1 %!d(MISSING)");
         assert_eq!(sprintf("%d", &[Value::from("x")]), "%!d(string=x)");
         assert_eq!(sprintf("x", &[Value::Int(1)]), "x%!(EXTRA int=1)");
@@ -551,13 +597,23 @@ mod tests {
 
     #[test]
     fn print_spacing() {
-        let args = [Value::Int(1), Value::Float(2.5), Value::from("a"), Value::from("b"), Value::Nil, Value::Bool(true)];
+        let args = [
+            Value::Int(1),
+            Value::Float(2.5),
+            Value::from("a"),
+            Value::from("b"),
+            Value::Nil,
+            Value::Bool(true),
+        ];
         assert_eq!(sprint(&args), "1 2.5ab<nil> true");
     }
 
     #[test]
     fn escapers() {
-        assert_eq!(html_escape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;");
+        assert_eq!(
+            html_escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;"
+        );
         assert_eq!(query_escape("a b&c/é"), "a+b%26c%2F%C3%A9");
         assert_eq!(js_escape("a'<\n"), "a\\'\\u003C\\u000A");
     }

@@ -223,7 +223,10 @@ fn lex_number(s: &str, line: usize) -> Result<(Tok, usize), TemplateError> {
         })
         .map_or(s.len(), |(i, _)| i);
     if len == 0 || (len == 1 && !s.as_bytes()[0].is_ascii_digit()) {
-        return Err(err(line, format!("bad number syntax: {:?}", &s[..len.max(1)])));
+        return Err(err(
+            line,
+            format!("bad number syntax: {:?}", &s[..len.max(1)]),
+        ));
     }
     Ok((Tok::Number(s[..len].to_string()), len))
 }
@@ -254,7 +257,8 @@ fn lex_quoted(s: &str, line: usize) -> Result<(String, usize), TemplateError> {
                             'u' => 4,
                             _ => 8,
                         };
-                        let hex: String = (0..n).filter_map(|_| it.next().map(|(_, c)| c)).collect();
+                        let hex: String =
+                            (0..n).filter_map(|_| it.next().map(|(_, c)| c)).collect();
                         let ch = u32::from_str_radix(&hex, 16)
                             .ok()
                             .and_then(char::from_u32)

@@ -98,7 +98,7 @@ pub const FUNCS: &[&str] = &[
 ];
 
 /// How a list ended.
-enum End {
+enum ListEnd {
     Eof,
     End,
     Else,
@@ -129,12 +129,12 @@ pub fn parse(src: &str) -> Result<Tree, TemplateError> {
     };
     let (root, end) = p.list(true)?;
     match end {
-        End::Eof => Ok(Tree {
+        ListEnd::Eof => Ok(Tree {
             root,
             defines: p.defines,
         }),
-        End::End => Err(err(p.line(), "unexpected {{end}}")),
-        End::Else | End::ElseChain(_) => Err(err(p.line(), "unexpected {{else}}")),
+        ListEnd::End => Err(err(p.line(), "unexpected {{end}}")),
+        ListEnd::Else | ListEnd::ElseChain(_) => Err(err(p.line(), "unexpected {{else}}")),
     }
 }
 
@@ -178,12 +178,12 @@ impl Parser {
     }
 
     /// Nodes up to `{{ end }}`, `{{ else }}` or the end of input.
-    fn list(&mut self, top: bool) -> Result<(Vec<Node>, End), TemplateError> {
+    fn list(&mut self, top: bool) -> Result<(Vec<Node>, ListEnd), TemplateError> {
         self.enter()?;
         let mut nodes = Vec::new();
         let end = loop {
             match self.next() {
-                None => break End::Eof,
+                None => break ListEnd::Eof,
                 Some(Tok::Text(t)) => nodes.push(Node::Text(t)),
                 Some(Tok::Open) => {
                     let keyword = match self.peek() {
@@ -194,7 +194,7 @@ impl Parser {
                         "end" => {
                             self.pos += 1;
                             self.expect(Tok::Close, "end")?;
-                            break End::End;
+                            break ListEnd::End;
                         }
                         "else" => {
                             self.pos += 1;
@@ -202,11 +202,11 @@ impl Parser {
                                 if k == "if" || k == "with" {
                                     let k = k.clone();
                                     self.pos += 1;
-                                    break End::ElseChain(k);
+                                    break ListEnd::ElseChain(k);
                                 }
                             }
                             self.expect(Tok::Close, "else")?;
-                            break End::Else;
+                            break ListEnd::Else;
                         }
                         "if" | "with" | "range" => {
                             self.pos += 1;
@@ -251,7 +251,7 @@ impl Parser {
                             };
                             self.expect(Tok::Close, &keyword)?;
                             let (body, end) = self.list(false)?;
-                            if !matches!(end, End::End) {
+                            if !matches!(end, ListEnd::End) {
                                 return Err(err(self.line(), format!("unterminated {keyword}")));
                             }
                             self.defines.insert(name.clone(), body);
@@ -299,21 +299,24 @@ impl Parser {
         }
         let (list, end) = listed?;
         let else_list = match end {
-            End::End => None,
-            End::Else => {
+            ListEnd::End => None,
+            ListEnd::Else => {
                 let (else_list, end) = self.list(false)?;
-                if !matches!(end, End::End) {
+                if !matches!(end, ListEnd::End) {
                     return Err(err(self.line(), format!("expected end; found {keyword}")));
                 }
                 Some(else_list)
             }
-            End::ElseChain(k) => {
+            ListEnd::ElseChain(k) => {
                 if k != keyword || keyword == "range" {
-                    return Err(err(self.line(), format!("unexpected else {k} in {keyword}")));
+                    return Err(err(
+                        self.line(),
+                        format!("unexpected else {k} in {keyword}"),
+                    ));
                 }
                 Some(vec![self.branch(&k)?])
             }
-            End::Eof => return Err(err(self.line(), format!("unexpected EOF in {keyword}"))),
+            ListEnd::Eof => return Err(err(self.line(), format!("unexpected EOF in {keyword}"))),
         };
         let branch = Branch {
             pipe,
@@ -381,9 +384,9 @@ impl Parser {
             Some(Tok::Dot) => Arg::Dot,
             Some(Tok::Str(s)) => Arg::Const(Value::from(s)),
             Some(Tok::Char(c)) => Arg::Const(Value::Int(c as i64)),
-            Some(Tok::Number(n)) => Arg::Const(number(&n).ok_or_else(|| {
-                err(line, format!("bad number syntax: {n:?}"))
-            })?),
+            Some(Tok::Number(n)) => Arg::Const(
+                number(&n).ok_or_else(|| err(line, format!("bad number syntax: {n:?}")))?,
+            ),
             Some(Tok::Ident(id)) => match id.as_str() {
                 "true" => Arg::Const(Value::Bool(true)),
                 "false" => Arg::Const(Value::Bool(false)),
@@ -451,7 +454,9 @@ fn number(s: &str) -> Option<Value> {
         .or_else(|| digits.strip_prefix("0O"))
     {
         i64::from_str_radix(o, 8).ok()
-    } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit())
     {
         i64::from_str_radix(&digits[1..], 8).ok()
     } else {
@@ -471,7 +476,9 @@ mod tests {
     fn else_if_nests_in_the_else_list() {
         let t = parse("{{ if .A }}a{{ else if .B }}b{{ else }}c{{ end }}").unwrap();
         let Node::If(b) = &t.root[0] else { panic!() };
-        let Some(else_list) = &b.else_list else { panic!() };
+        let Some(else_list) = &b.else_list else {
+            panic!()
+        };
         assert!(matches!(&else_list[0], Node::If(inner) if inner.else_list.is_some()));
     }
 

@@ -6,7 +6,7 @@
 //! `encoding/json` marshals it (compact, `<>&` escaped, struct json tags).
 
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// One value in a template's data.
 #[derive(Debug, Clone, Default)]
@@ -17,10 +17,10 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(Rc<str>),
-    List(Rc<List>),
-    Map(Rc<Map>),
-    Struct(Rc<Struct>),
+    Str(Arc<str>),
+    List(Arc<List>),
+    Map(Arc<Map>),
+    Struct(Arc<Struct>),
 }
 
 /// A Go slice.
@@ -104,19 +104,22 @@ impl Map {
 
 impl Struct {
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|f| f.name == name).map(|f| &f.value)
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
     }
 }
 
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
-        Value::Str(Rc::from(s))
+        Value::Str(Arc::from(s))
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Value {
-        Value::Str(Rc::from(s))
+        Value::Str(Arc::from(s))
     }
 }
 
@@ -128,19 +131,19 @@ impl From<bool> for Value {
 
 impl From<List> for Value {
     fn from(l: List) -> Value {
-        Value::List(Rc::new(l))
+        Value::List(Arc::new(l))
     }
 }
 
 impl From<Map> for Value {
     fn from(m: Map) -> Value {
-        Value::Map(Rc::new(m))
+        Value::Map(Arc::new(m))
     }
 }
 
 impl From<Struct> for Value {
     fn from(s: Struct) -> Value {
-        Value::Struct(Rc::new(s))
+        Value::Struct(Arc::new(s))
     }
 }
 

@@ -152,19 +152,21 @@ pub fn tool_call_tag(tree: &Tree) -> String {
 
 fn find_tool_calls_if(nodes: &[Node]) -> Option<&Branch> {
     for n in nodes {
-        let found = match n {
-            Node::If(b) => {
-                let on_tool_calls = b.pipe.cmds.iter().flat_map(|c| &c.args).any(|a| {
-                    matches!(a, Arg::Field(f) if f.iter().any(|s| s == "ToolCalls"))
-                });
-                if on_tool_calls {
-                    return Some(b);
+        let found =
+            match n {
+                Node::If(b) => {
+                    let on_tool_calls =
+                        b.pipe.cmds.iter().flat_map(|c| &c.args).any(
+                            |a| matches!(a, Arg::Field(f) if f.iter().any(|s| s == "ToolCalls")),
+                        );
+                    if on_tool_calls {
+                        return Some(b);
+                    }
+                    find_in_branch(b)
                 }
-                find_in_branch(b)
-            }
-            Node::Range(b) | Node::With(b) => find_in_branch(b),
-            _ => None,
-        };
+                Node::Range(b) | Node::With(b) => find_in_branch(b),
+                _ => None,
+            };
         if found.is_some() {
             return found;
         }
@@ -285,7 +287,10 @@ mod tests {
 
     #[test]
     fn vars_are_lowercased_and_sorted() {
-        let t = parse("{{ range $i, $m := .Messages }}{{ $m.Role }}{{ (len .Tools) }}{{ end }}{{ .System }}").unwrap();
+        let t = parse(
+            "{{ range $i, $m := .Messages }}{{ $m.Role }}{{ (len .Tools) }}{{ end }}{{ .System }}",
+        )
+        .unwrap();
         assert_eq!(vars(&t), ["$m", "messages", "role", "system", "tools"]);
     }
 

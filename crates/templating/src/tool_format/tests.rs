@@ -48,7 +48,11 @@ fn collect(parser: &mut ToolCallParser<impl FnMut() -> String>, chunks: &[&str])
 /// must all be `expect`.
 fn check(format: &ToolCallFormat, text: &str, expect: (&[(&str, &str)], &str)) {
     let expect: Outcome = (
-        expect.0.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect(),
+        expect
+            .0
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect(),
         expect.1.to_string(),
     );
     let new = || ToolCallParser::new(format.clone(), names(), counter());
@@ -63,7 +67,9 @@ fn check(format: &ToolCallFormat, text: &str, expect: (&[(&str, &str)], &str)) {
 }
 
 fn go_format(src: &str) -> ToolCallFormat {
-    GoTemplate::parse(src).map(|t| t.tool_call_format()).unwrap_or_else(|e| panic!("{e}"))
+    GoTemplate::parse(src)
+        .map(|t| t.tool_call_format())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 const WEATHER: (&str, &str) = ("get_weather", r#"{"city":"Paris"}"#);
@@ -71,27 +77,39 @@ const SEARCH: (&str, &str) = ("search", r#"{"query":"a } { \" b"}"#);
 
 #[test]
 fn qwen_tool_call_blocks() {
-    let f = go_format(include_str!("../../tests/golden/go/qwen25-tools/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/qwen25-tools/template.gotmpl"
+    ));
     assert_eq!(f.tag(), "<tool_call>");
     let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"a } { \\\" b\"}}\n</tool_call>";
     check(&f, text, (&[WEATHER, SEARCH], "Let me check.\n"));
-    let f3 = go_format(include_str!("../../tests/golden/go/qwen3-think/template.gotmpl"));
+    let f3 = go_format(include_str!(
+        "../../tests/golden/go/qwen3-think/template.gotmpl"
+    ));
     assert_eq!(f3, f);
 }
 
 #[test]
 fn mistral_tool_call_list() {
-    let f = go_format(include_str!("../../tests/golden/go/mistral-tools/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/mistral-tools/template.gotmpl"
+    ));
     assert_eq!(f.tag(), "[TOOL_CALLS][");
     let text = "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"search\", \"arguments\": {\"query\": \"a } { \\\" b\"}}]";
     check(&f, text, (&[WEATHER, SEARCH], ""));
     // The tag a Jinja template gives (without the list's bracket) reads the same.
-    check(&ToolCallFormat::new("[TOOL_CALLS]"), text, (&[WEATHER, SEARCH], ""));
+    check(
+        &ToolCallFormat::new("[TOOL_CALLS]"),
+        text,
+        (&[WEATHER, SEARCH], ""),
+    );
 }
 
 #[test]
 fn llama3_bare_json() {
-    let f = go_format(include_str!("../../tests/golden/go/llama3-tools/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/llama3-tools/template.gotmpl"
+    ));
     assert_eq!(f.tag(), "{");
     assert!(f.is_bare_json());
     check(
@@ -108,7 +126,11 @@ fn llama3_bare_json() {
     let prose = "The answer is {\"name\": \"get_weather\"} maybe.";
     check(&f, prose, (&[], prose));
     // JSON that is not a call is content.
-    check(&f, "{\"answer\": 4}\nDone.", (&[], "{\"answer\": 4}\nDone."));
+    check(
+        &f,
+        "{\"answer\": 4}\nDone.",
+        (&[], "{\"answer\": 4}\nDone."),
+    );
     // Text after a call is content again.
     check(
         &f,
@@ -119,7 +141,9 @@ fn llama3_bare_json() {
 
 #[test]
 fn command_r_action_block() {
-    let f = go_format(include_str!("../../tests/golden/go/command-r-tools/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/command-r-tools/template.gotmpl"
+    ));
     assert_eq!(f.tag(), "Action: ```json\n[");
     let text = "Action: ```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n        \"parameters\": {\"city\": \"Paris\"}\n    }\n]```";
     check(&f, text, (&[WEATHER], ""));
@@ -127,7 +151,9 @@ fn command_r_action_block() {
 
 #[test]
 fn granite_tool_call_token() {
-    let f = go_format(include_str!("../../tests/golden/go/granite-tools/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/granite-tools/template.gotmpl"
+    ));
     assert_eq!(f.tag(), "<|tool_call|>");
     let text = "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]";
     check(&f, text, (&[WEATHER], ""));
@@ -135,7 +161,9 @@ fn granite_tool_call_token() {
 
 #[test]
 fn deepseek_names_outside_the_json() {
-    let f = go_format(include_str!("../../tests/golden/go/deepseek-r1/template.gotmpl"));
+    let f = go_format(include_str!(
+        "../../tests/golden/go/deepseek-r1/template.gotmpl"
+    ));
     // Ollama's rule takes the first text in the `.ToolCalls` branch.
     assert_eq!(f.tag(), "<｜tool▁calls▁begin｜>");
     let text = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>search\n```json\n{\"query\": \"a } { \\\" b\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
@@ -150,13 +178,21 @@ fn argument_variants() {
         "<tool_call>{\"name\": \"search\", \"arguments\": \"{\\\"query\\\": \\\"a } { \\\\\\\" b\\\"}\"}</tool_call>",
         (&[SEARCH], ""),
     );
-    check(&f, "<tool_call>{\"name\": \"f\"}</tool_call>", (&[("f", "{}")], ""));
+    check(
+        &f,
+        "<tool_call>{\"name\": \"f\"}</tool_call>",
+        (&[("f", "{}")], ""),
+    );
     check(
         &f,
         "<tool_call>{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}</tool_call>",
         (&[WEATHER], ""),
     );
-    check(&f, "<tool_call>{\"get_weather\": {\"city\": \"Paris\"}}", (&[WEATHER], ""));
+    check(
+        &f,
+        "<tool_call>{\"get_weather\": {\"city\": \"Paris\"}}",
+        (&[WEATHER], ""),
+    );
 }
 
 #[test]
@@ -164,7 +200,11 @@ fn a_tag_without_a_call_is_given_back() {
     let f = ToolCallFormat::new("<tool_call>");
     let text = "Hi <tool_call>oops, {not json}</tool_call> bye";
     check(&f, text, (&[], text));
-    check(&f, "a <tool_call>{\"name\": \"unterminated\"", (&[], "a <tool_call>{\"name\": \"unterminated\""));
+    check(
+        &f,
+        "a <tool_call>{\"name\": \"unterminated\"",
+        (&[], "a <tool_call>{\"name\": \"unterminated\""),
+    );
     check(&f, "no tag here <tool_", (&[], "no tag here <tool_"));
 }
 
@@ -175,7 +215,12 @@ fn jinja_templates_give_their_family_tag() {
     let mistral = "{%- for m in messages %}{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]{%- elif m.tool_calls %}[TOOL_CALLS][{%- for tc in m.tool_calls %}{\"name\": \"{{ tc.function.name }}\", \"arguments\": {{ tc.function.arguments | tojson }}}{%- endfor %}]</s>{%- else %}{{ m.content }}</s>{%- endif %}{%- endfor %}";
     let deepseek = "{%- for m in messages %}{%- if m.role == 'user' %}<｜User｜>{{ m.content }}{%- elif m.tool_calls %}<｜Assistant｜><｜tool▁calls▁begin｜>{%- for tc in m.tool_calls %}<｜tool▁call▁begin｜>function<｜tool▁sep｜>{{ tc.function.name }}\n```json\n{{ tc.function.arguments | tojson }}\n```<｜tool▁call▁end｜>{%- endfor %}<｜tool▁calls▁end｜>{%- else %}<｜Assistant｜>{{ m.content }}{%- endif %}{%- endfor %}";
     let plain = "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}";
-    let tag = |src: &str| ChatTemplate::new(src).ok().and_then(|t| ToolCallFormat::from_jinja(&t)).map(|f| f.tag().to_string());
+    let tag = |src: &str| {
+        ChatTemplate::new(src)
+            .ok()
+            .and_then(|t| ToolCallFormat::from_jinja(&t))
+            .map(|f| f.tag().to_string())
+    };
     assert_eq!(tag(qwen).as_deref(), Some("<tool_call>"));
     assert_eq!(tag(llama).as_deref(), Some("{"));
     assert_eq!(tag(mistral).as_deref(), Some("[TOOL_CALLS]"));
