@@ -32,5 +32,5 @@ pub use thinking::ThinkingParser;
 pub use tool_calls::{
     parse_tool_calls, random_call_id, StreamChunk, ToolCallStream, TOOL_CALL_END, TOOL_CALL_START,
 };
-pub use tool_format::{calls_use_offered_tools, ToolCallFormat, ToolCallParser};
+pub use tool_format::{calls_use_offered_tools, tool_names, ToolCallFormat, ToolCallParser};
 pub use types::{Message, Tool, ToolCall, ToolCallFunction};

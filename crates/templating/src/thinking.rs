@@ -184,6 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_block_is_thinking_and_its_inner_blanks_stay() {
+        all_splits("<think> inner </think> after", ("inner ", "after"), || {
+            ThinkingParser::new("<think>", "</think>")
+        });
+        all_splits(
+            "<think>one</think><think>two</think>rest",
+            ("one", "<think>two</think>rest"),
+            || ThinkingParser::new("<think>", "</think>"),
+        );
+    }
+
+    #[test]
     fn output_without_the_open_tag_is_content() {
         all_splits(
             "  Hello <think>x</think>",

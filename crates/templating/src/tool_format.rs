@@ -386,6 +386,15 @@ fn json_end(s: &str) -> Option<usize> {
     None
 }
 
+/// The names of the offered tools (`function.name`), for [`ToolCallParser::new`].
+pub fn tool_names(tools: &[crate::types::Tool]) -> Vec<String> {
+    tools
+        .iter()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether every call name is one of `names` (for callers that want to reject
 /// calls to tools that were not offered).
 pub fn calls_use_offered_tools(calls: &[ToolCall], names: &[String]) -> bool {

@@ -68,6 +68,13 @@ fn ollama_templates_match_their_recorded_renders() {
                 continue;
             }
         };
+        eprintln!(
+            "{name}: tools={} insert={} thinking={:?} tool tag={:?}",
+            tmpl.supports_tools(),
+            tmpl.supports_insert(),
+            tmpl.thinking_tags(),
+            tmpl.tool_call_format().tag()
+        );
         let mut all = true;
         for (case, messages) in cases() {
             let Ok(expect) = std::fs::read(dir.join("testdata").join(name).join(case)) else {
