@@ -1,0 +1,3 @@
+module wick/go-template-oracle
+
+go 1.22
