@@ -199,43 +199,63 @@ fn chat_template_and_system_prompt_are_applied() {
 }
 
 #[test]
-fn go_template_layer_gives_way_to_the_gguf_chat_template() {
+fn go_templates_are_rendered_as_ollama_renders_them() {
     let s = Server::with_smollm2();
-    // A model as an Ollama store holds it: a Go TEMPLATE layer over the GGUF.
+    // A model as an Ollama store holds it: a Go TEMPLATE layer (ChatML) over the GGUF.
+    let chatml = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n\
+                  {{ end }}<|im_start|>assistant\n";
     let (status, r) = s
         .post(
             "/api/create",
-            &json!({"model": "smol-go", "from": SMOLLM2, "stream": false,
-                    "template": "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"}),
+            &json!({"model": "smol-go", "from": SMOLLM2, "stream": false, "template": chatml}),
         )
         .expect("create");
     assert_eq!(status, 200, "{r}");
-    let chat = |model: &str| {
-        s.post(
-            "/api/chat",
-            &json!({"model": model, "stream": false, "options": greedy(8),
-                    "messages": [{"role": "user", "content": "Hello"}]}),
-        )
-        .expect("chat")
+    let messages = json!([{"role": "system", "content": "You are a pirate."},
+                          {"role": "user", "content": "Hello"}]);
+    let chat = |model: &str, extra: serde_json::Value| {
+        let mut body = json!({"model": model, "stream": false, "options": greedy(8),
+                              "messages": messages});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        s.post("/api/chat", &body).expect("chat")
     };
-    let (status, derived) = chat("smol-go");
+    // The Go layer renders what the GGUF's Jinja ChatML renders, so the answers agree.
+    let (_, go) = chat("smol-go", json!({"_debug_render_only": true}));
+    let (_, jinja) = chat(SMOLLM2, json!({"_debug_render_only": true}));
+    assert_eq!(
+        go["_debug_info"]["rendered_template"],
+        jinja["_debug_info"]["rendered_template"]
+    );
+    let (status, derived) = chat("smol-go", json!({}));
     assert_eq!(status, 200, "{derived}");
-    let (_, original) = chat(SMOLLM2);
+    let (_, original) = chat(SMOLLM2, json!({}));
     assert_eq!(derived["message"], original["message"]);
     assert_eq!(derived["prompt_eval_count"], original["prompt_eval_count"]);
 
-    // A Go template in the request itself cannot be rendered yet: 400 naming the field.
+    // A legacy template in the request: applied to the prompt, cut after .Response.
     let (status, r) = s
         .post(
             "/api/generate",
-            &json!({"model": SMOLLM2, "prompt": "x", "template": "{{ .Prompt }}"}),
+            &json!({"model": SMOLLM2, "prompt": "x", "system": "sys", "_debug_render_only": true,
+                    "template": "{{ if .System }}<{{ .System }}>{{ end }}[{{ .Prompt }}]{{ .Response }}</s>"}),
+        )
+        .expect("generate");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["_debug_info"]["rendered_template"], "<sys>[x]");
+    // A template that does not parse is a 400 naming the field.
+    let (status, r) = s
+        .post(
+            "/api/generate",
+            &json!({"model": SMOLLM2, "prompt": "x", "template": "{{ if .Prompt }}"}),
         )
         .expect("generate");
     assert_eq!(status, 400, "{r}");
     assert!(
         r["error"]
             .as_str()
-            .is_some_and(|e| e.contains("\"template\"")),
+            .is_some_and(|e| e.starts_with("\"template\"")),
         "{r}"
     );
 }

@@ -7,15 +7,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use wick_engine::{DoneReason, Model};
-use wick_templating::{
-    parse_tool_calls, random_call_id, ChatTemplate, Message, StreamChunk, Tool, ToolCall,
-    ToolCallStream, TOOL_CALL_END, TOOL_CALL_START,
-};
+use wick_templating::{Message, Think, ThinkingParser, Tool, ToolCall};
 
+use crate::answer::{Answer, AnswerParser, ToolCalls};
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models;
-use crate::prompt;
+use crate::prompt::{self, Template};
 use crate::request::{no_vision, prepare, Common, CommonFields, Prepared};
 use crate::run::{self, Framing, Generation, Responder, Start};
 use crate::wire::{self, Metrics};
@@ -105,84 +103,20 @@ pub(crate) struct ChatChunk {
     metrics: Option<Metrics>,
 }
 
-fn new_call_id() -> String {
-    random_call_id(&mut rand::rng())
-}
-
-/// Tool calls out of generated text: `<tool_call>` blocks through the templating
-/// crate's stream, and answers that are a bare JSON call
-/// `{"name": ..., "arguments": ...}` naming an offered tool (small Qwen models often
-/// leave out the tags). An answer that starts with `{` is held back until it ends.
-pub(crate) struct ToolCalls {
-    stream: ToolCallStream<fn() -> String>,
-    names: Vec<String>,
-    /// The answer so far, while it may still be a bare JSON call.
-    held: Option<String>,
-}
-
-impl ToolCalls {
-    fn new(tools: &[Tool]) -> Self {
-        ToolCalls {
-            stream: ToolCallStream::new(new_call_id as fn() -> String),
-            names: tools
-                .iter()
-                .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect(),
-            held: Some(String::new()),
-        }
-    }
-
-    pub(crate) fn push(&mut self, text: &str) -> StreamChunk {
-        let Some(held) = &mut self.held else {
-            return self.stream.push(text);
-        };
-        held.push_str(text);
-        let start = held.trim_start();
-        if start.is_empty() || start.starts_with('{') {
-            return StreamChunk::default();
-        }
-        let held = self.held.take().unwrap_or_default();
-        self.stream.push(&held)
-    }
-
-    pub(crate) fn finish(&mut self) -> StreamChunk {
-        let Some(held) = self.held.take() else {
-            return self.stream.finish();
-        };
-        if held.trim_start().starts_with('{') {
-            let block = format!("{TOOL_CALL_START}{held}{TOOL_CALL_END}");
-            if let Some(calls) = parse_tool_calls(&block, new_call_id) {
-                if calls.iter().all(|c| self.names.contains(&c.function.name)) {
-                    return StreamChunk {
-                        content: String::new(),
-                        tool_calls: calls,
-                    };
-                }
-            }
-        }
-        let mut out = self.stream.push(&held);
-        let rest = self.stream.finish();
-        out.content.push_str(&rest.content);
-        out.tool_calls.extend(rest.tool_calls);
-        out
-    }
-}
-
 struct ChatResponder {
     model: String,
-    /// Set when tools were offered.
-    tool_calls: Option<ToolCalls>,
+    answer: AnswerParser,
 }
 
 impl ChatResponder {
-    fn chunk(&self, content: String, calls: Vec<ToolCall>) -> ChatChunk {
+    fn chunk(&self, a: Answer) -> ChatChunk {
         ChatChunk {
             model: self.model.clone(),
             created_at: wire::now_utc(),
             message: Message {
-                tool_calls: (!calls.is_empty()).then_some(calls),
-                ..Message::new("assistant", content)
+                thinking: (!a.thinking.is_empty()).then_some(a.thinking),
+                tool_calls: (!a.tool_calls.is_empty()).then_some(a.tool_calls),
+                ..Message::new("assistant", a.content)
             },
             done: false,
             done_reason: None,
@@ -196,28 +130,20 @@ impl Responder for ChatResponder {
     type Whole = ChatChunk;
 
     fn text(&mut self, text: String) -> Vec<ChatChunk> {
-        let (content, calls) = match &mut self.tool_calls {
-            Some(s) => {
-                let c = s.push(&text);
-                (c.content, c.tool_calls)
-            }
-            None => (text, Vec::new()),
-        };
-        if content.is_empty() && calls.is_empty() {
+        let a = self.answer.push(&text);
+        if a.is_empty() {
             return Vec::new();
         }
-        vec![self.chunk(content, calls)]
+        vec![self.chunk(a)]
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<ChatChunk> {
         let mut out = Vec::new();
-        if let Some(s) = &mut self.tool_calls {
-            let c = s.finish();
-            if !c.content.is_empty() || !c.tool_calls.is_empty() {
-                out.push(self.chunk(c.content, c.tool_calls));
-            }
+        let a = self.answer.finish();
+        if !a.is_empty() {
+            out.push(self.chunk(a));
         }
-        let mut last = self.chunk(String::new(), Vec::new());
+        let mut last = self.chunk(Answer::default());
         last.done = true;
         last.done_reason = Some(reason.as_str());
         last.metrics = Some(metrics);
@@ -227,12 +153,17 @@ impl Responder for ChatResponder {
 
     fn merge(chunks: Vec<ChatChunk>) -> Option<ChatChunk> {
         let content: String = chunks.iter().map(|c| c.message.content.as_str()).collect();
+        let thinking: String = chunks
+            .iter()
+            .filter_map(|c| c.message.thinking.as_deref())
+            .collect();
         let calls: Vec<ToolCall> = chunks
             .iter()
             .flat_map(|c| c.message.tool_calls.iter().flatten().cloned())
             .collect();
         let mut last = chunks.into_iter().last()?;
         last.message.content = content;
+        last.message.thinking = (!thinking.is_empty()).then_some(thinking);
         last.message.tool_calls = (!calls.is_empty()).then_some(calls);
         Some(last)
     }
@@ -242,14 +173,15 @@ impl Responder for ChatResponder {
 /// context, drop the oldest messages (keeping system messages and the last message)
 /// until it fits, as Ollama's `chatPrompt` does.
 fn render_fitting(
-    template: Option<&ChatTemplate>,
+    template: Option<&Template>,
     model: &Model,
     messages: &[Message],
     tools: Option<&[Tool]>,
+    think: Option<&Think>,
     ctx: usize,
     truncate: bool,
 ) -> Result<(String, Vec<u32>)> {
-    let text = prompt::render(template, model, messages, tools)?;
+    let text = prompt::render(template, model, messages, tools, think)?;
     let tokens = prompt::tokenize(model, &text)?;
     if tokens.len() < ctx || !truncate || messages.len() < 2 {
         return Ok((text, tokens));
@@ -262,7 +194,7 @@ fn render_fitting(
             .chain(&messages[start..])
             .cloned()
             .collect();
-        let text = prompt::render(template, model, &kept, tools)?;
+        let text = prompt::render(template, model, &kept, tools, think)?;
         let tokens = prompt::tokenize(model, &text)?;
         if tokens.len() < ctx || start == last {
             tracing::warn!(
@@ -279,11 +211,9 @@ fn render_fitting(
 }
 
 /// Load the model, render and tokenize the conversation, and submit the generation.
-/// A running chat comes with its tool-call reader when tools were offered.
-pub(crate) async fn start(
-    state: &AppState,
-    req: &ValidChatRequest,
-) -> Result<Start<Option<ToolCalls>>> {
+/// A running chat comes with the parser that splits its answer into thinking, content
+/// and tool calls.
+pub(crate) async fn start(state: &AppState, req: &ValidChatRequest) -> Result<Start<AnswerParser>> {
     let c = &req.common;
     let (resolved, held, opts) = match prepare(state, c, "chat", req.messages.is_empty()).await? {
         Prepared::Loaded(reply) => return Ok(Start::Loaded(reply)),
@@ -297,12 +227,14 @@ pub(crate) async fn start(
         model.facts.chat_template.as_deref(),
     )?;
     let tools = (!req.tools.is_empty()).then_some(req.tools.as_slice());
-    if tools.is_some() && !template.as_ref().is_some_and(|t| t.supports_tools()) {
+    if tools.is_some() && !template.as_ref().is_some_and(Template::supports_tools) {
         return Err(ApiError::bad(format!(
             "\"{}\" does not support tools",
             c.model
         )));
     }
+    let tags = template.as_ref().and_then(Template::thinking_tags);
+    let think = c.resolve_think(tags.as_ref())?;
 
     let mut messages = models::messages(&resolved);
     messages.extend(req.messages.iter().cloned());
@@ -313,10 +245,11 @@ pub(crate) async fn start(
     }
     let ctx = prompt::effective_ctx(model, opts.num_ctx);
     let (text, tokens) = render_fitting(
-        template.as_deref(),
+        template.as_ref(),
         model,
         &messages,
         tools,
+        think.as_ref(),
         ctx,
         c.truncate,
     )?;
@@ -327,8 +260,19 @@ pub(crate) async fn start(
         return Err(prompt::too_long(tokens.len(), ctx));
     }
 
-    let gen = Generation::submit(held, c.request(tokens, opts))?;
-    Ok(Start::Running(gen, tools.map(ToolCalls::new)))
+    let thinking = match (&think, &tags) {
+        (Some(t), Some((open, close))) if t.enabled() => {
+            Some(ThinkingParser::for_prompt(open, close, &text))
+        }
+        _ => None,
+    };
+    let tool_calls = match (tools, template.as_ref().and_then(Template::tool_call_format)) {
+        (Some(tools), Some(format)) => Some(ToolCalls::new(format, tools)),
+        _ => None,
+    };
+    let close_tag = thinking.as_ref().and(tags.map(|(_, close)| close));
+    let gen = Generation::submit(held, c.request(tokens, opts, close_tag))?;
+    Ok(Start::Running(gen, AnswerParser::new(thinking, tool_calls)))
 }
 
 pub(crate) async fn chat(
@@ -354,63 +298,12 @@ pub(crate) async fn chat(
             "_debug_info": { "rendered_template": text, "image_count": 0 },
         }))
         .into_response()),
-        Start::Running(gen, tool_calls) => {
+        Start::Running(gen, answer) => {
             let responder = ChatResponder {
                 model: c.model.clone(),
-                tool_calls,
+                answer,
             };
             run::respond(gen, responder, c.stream, Framing::Ndjson).await
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn tools() -> Vec<Tool> {
-        vec![json!({"type": "function", "function": {"name": "get_weather", "parameters": {}}})]
-    }
-
-    fn run(pieces: &[&str]) -> (String, Vec<ToolCall>) {
-        let mut t = ToolCalls::new(&tools());
-        let mut content = String::new();
-        let mut calls = Vec::new();
-        for p in pieces {
-            let c = t.push(p);
-            content.push_str(&c.content);
-            calls.extend(c.tool_calls);
-        }
-        let c = t.finish();
-        content.push_str(&c.content);
-        calls.extend(c.tool_calls);
-        (content, calls)
-    }
-
-    #[test]
-    fn bare_json_calls_and_plain_text() {
-        let (content, calls) = run(&[
-            "{\"name\": \"get_",
-            "weather\", \"arguments\": {\"city\": \"Paris\"}}",
-        ]);
-        assert_eq!(content, "");
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].function.name, "get_weather");
-        assert_eq!(calls[0].function.arguments["city"], "Paris");
-
-        let (content, calls) =
-            run(&["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"]);
-        assert_eq!((content.as_str(), calls.len()), ("", 1));
-
-        let (content, calls) = run(&["Hello", " there"]);
-        assert_eq!((content.as_str(), calls.len()), ("Hello there", 0));
-
-        // JSON that is not a call of an offered tool stays content.
-        let (content, calls) = run(&["{\"name\": \"other\", \"arguments\": {}}"]);
-        assert_eq!(calls.len(), 0);
-        assert_eq!(content, "{\"name\": \"other\", \"arguments\": {}}");
-        let (content, _) = run(&["{\"a\": 1}"]);
-        assert_eq!(content, "{\"a\": 1}");
     }
 }

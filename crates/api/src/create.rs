@@ -22,13 +22,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use wick_engine::GgufFacts;
 use wick_store::{ConfigV2, Digest, Layer, ModelName, NewModel, Store, MEDIA_TYPE_MODEL};
-use wick_templating::{ChatTemplate, Message};
+use wick_templating::Message;
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models::blocking;
 use crate::options::OptionsPatch;
-use crate::prompt::is_go_template;
+use crate::prompt::Template;
 use crate::run::ndjson;
 use crate::wire;
 use crate::AppState;
@@ -125,8 +125,8 @@ impl CreateRequest {
             (None, None) => return Err(ApiError::bad("neither 'from' or 'files' was specified")),
         };
         let template = self.template.filter(|t| !t.is_empty());
-        if let Some(t) = template.as_deref().filter(|t| !is_go_template(t)) {
-            ChatTemplate::new(t).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
+        if let Some(t) = template.as_deref() {
+            Template::compile(t).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
         }
         let license = match self.license {
             None | Some(Value::Null) => Vec::new(),

@@ -8,12 +8,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use wick_engine::DoneReason;
-use wick_templating::Message;
+use wick_templating::{Message, ThinkingParser};
 
+use crate::answer::{Answer, AnswerParser};
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models;
-use crate::prompt;
+use crate::prompt::{self, Template};
 use crate::request::{no_vision, prepare, Common, CommonFields, Prepared};
 use crate::run::{self, Framing, Generation, Responder, Start};
 use crate::wire::{self, Metrics};
@@ -114,6 +115,8 @@ pub(crate) struct GenerateChunk {
     model: String,
     created_at: String,
     response: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<String>,
     done: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     done_reason: Option<&'static str>,
@@ -127,6 +130,22 @@ struct GenerateResponder {
     model: String,
     /// Raw answers carry no `context`.
     with_context: bool,
+    answer: AnswerParser,
+}
+
+impl GenerateResponder {
+    fn chunk(&self, a: Answer) -> GenerateChunk {
+        GenerateChunk {
+            model: self.model.clone(),
+            created_at: wire::now_utc(),
+            response: a.content,
+            thinking: (!a.thinking.is_empty()).then_some(a.thinking),
+            done: false,
+            done_reason: None,
+            context: None,
+            metrics: None,
+        }
+    }
 }
 
 impl Responder for GenerateResponder {
@@ -134,15 +153,11 @@ impl Responder for GenerateResponder {
     type Whole = GenerateChunk;
 
     fn text(&mut self, text: String) -> Vec<GenerateChunk> {
-        vec![GenerateChunk {
-            model: self.model.clone(),
-            created_at: wire::now_utc(),
-            response: text,
-            done: false,
-            done_reason: None,
-            context: None,
-            metrics: None,
-        }]
+        let a = self.answer.push(&text);
+        if a.is_empty() {
+            return Vec::new();
+        }
+        vec![self.chunk(a)]
     }
 
     fn done(
@@ -151,66 +166,81 @@ impl Responder for GenerateResponder {
         metrics: Metrics,
         context: Vec<u32>,
     ) -> Vec<GenerateChunk> {
-        vec![GenerateChunk {
-            model: self.model.clone(),
-            created_at: wire::now_utc(),
-            response: String::new(),
-            done: true,
-            done_reason: Some(reason.as_str()),
-            context: self.with_context.then_some(context),
-            metrics: Some(metrics),
-        }]
+        let mut out = Vec::new();
+        let a = self.answer.finish();
+        if !a.is_empty() {
+            out.push(self.chunk(a));
+        }
+        let mut last = self.chunk(Answer::default());
+        last.done = true;
+        last.done_reason = Some(reason.as_str());
+        last.context = self.with_context.then_some(context);
+        last.metrics = Some(metrics);
+        out.push(last);
+        out
     }
 
     fn merge(chunks: Vec<GenerateChunk>) -> Option<GenerateChunk> {
         let text: String = chunks.iter().map(|c| c.response.as_str()).collect();
+        let thinking: String = chunks
+            .iter()
+            .filter_map(|c| c.thinking.as_deref())
+            .collect();
         let mut last = chunks.into_iter().last()?;
         last.response = text;
+        last.thinking = (!thinking.is_empty()).then_some(thinking);
         Some(last)
     }
 }
 
-/// Load the model, render and tokenize the prompt, and submit the generation.
-pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Result<Start<()>> {
+/// Load the model, render and tokenize the prompt, and submit the generation. A
+/// running generation comes with the parser that splits thinking from the response.
+pub(crate) async fn start(
+    state: &AppState,
+    req: &ValidGenerateRequest,
+) -> Result<Start<AnswerParser>> {
     let c = &req.common;
     let (resolved, held, opts) = match prepare(state, c, "generate", req.prompt.is_empty()).await? {
         Prepared::Loaded(reply) => return Ok(Start::Loaded(reply)),
         Prepared::Ready(r) => (r.resolved, r.held, r.opts),
     };
     let model = held.lease.model();
-
-    let text = if !req.suffix.is_empty() {
-        let Some((pre, suf, mid)) = &model.tokenizer.fim_tokens else {
-            return Err(ApiError::bad(format!(
-                "\"{}\" does not support insert",
-                c.model
-            )));
-        };
-        format!("{pre}{}{suf}{}{mid}", req.prompt, req.suffix)
-    } else if req.raw {
-        req.prompt.clone()
+    let template = if req.raw {
+        None
     } else {
-        let template = prompt::choose(
+        prompt::choose(
             &state.templates,
             req.template.as_deref(),
             resolved.template.as_deref(),
             model.facts.chat_template.as_deref(),
-        )?;
-        // Without a template the prompt is used as is (Ollama's `{{ .Prompt }}`).
-        let rendered = match template {
-            None => req.prompt.clone(),
-            Some(t) => {
-                let mut messages = Vec::new();
-                if let Some(system) = req.system.clone().or(resolved.system.clone()) {
-                    messages.push(Message::new("system", system));
-                }
-                if req.context.is_none() {
-                    messages.extend(models::messages(&resolved));
-                }
-                messages.push(Message::new("user", req.prompt.clone()));
-                prompt::render(Some(&t), model, &messages, None)?
+        )?
+    };
+    let tags = template.as_ref().and_then(Template::thinking_tags);
+    let think = c.resolve_think(tags.as_ref())?;
+
+    let text = if !req.suffix.is_empty() {
+        match (&template, &model.tokenizer.fim_tokens) {
+            (Some(t @ Template::Go(_)), _) if t.supports_insert() => {
+                t.render_insert(&req.prompt, &req.suffix, think.as_ref())?
             }
-        };
+            (_, Some((pre, suf, mid))) => format!("{pre}{}{suf}{}{mid}", req.prompt, req.suffix),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "\"{}\" does not support insert",
+                    c.model
+                )))
+            }
+        }
+    } else if let Some(t) = &template {
+        let mut messages = Vec::new();
+        if let Some(system) = req.system.clone().or(resolved.system.clone()) {
+            messages.push(Message::new("system", system));
+        }
+        if req.context.is_none() {
+            messages.extend(models::messages(&resolved));
+        }
+        messages.push(Message::new("user", req.prompt.clone()));
+        let rendered = t.render_chat(model, &messages, None, think.as_ref())?;
         match &req.context {
             Some(ids) => {
                 tracing::warn!("the context field is deprecated");
@@ -218,6 +248,13 @@ pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Resul
             }
             None => rendered,
         }
+    } else {
+        // Raw, or a model without a template: the prompt as is (Ollama's `{{ .Prompt }}`).
+        let mut text = req.prompt.clone();
+        if let Some(ids) = &req.context {
+            text = model.tokenizer.decode(ids) + &text;
+        }
+        text
     };
     if c.debug_render_only {
         return Ok(Start::Rendered(text));
@@ -228,8 +265,15 @@ pub(crate) async fn start(state: &AppState, req: &ValidGenerateRequest) -> Resul
     if tokens.len() >= ctx && !c.truncate {
         return Err(prompt::too_long(tokens.len(), ctx));
     }
-    let gen = Generation::submit(held, c.request(tokens, opts))?;
-    Ok(Start::Running(gen, ()))
+    let thinking = match (&think, &tags) {
+        (Some(t), Some((open, close))) if t.enabled() && !req.raw => {
+            Some(ThinkingParser::for_prompt(open, close, &text))
+        }
+        _ => None,
+    };
+    let close_tag = thinking.as_ref().and(tags.map(|(_, close)| close));
+    let gen = Generation::submit(held, c.request(tokens, opts, close_tag))?;
+    Ok(Start::Running(gen, AnswerParser::new(thinking, None)))
 }
 
 pub(crate) async fn generate(
@@ -255,10 +299,11 @@ pub(crate) async fn generate(
             "_debug_info": { "rendered_template": text, "image_count": 0 },
         }))
         .into_response()),
-        Start::Running(gen, ()) => {
+        Start::Running(gen, answer) => {
             let responder = GenerateResponder {
                 model: c.model.clone(),
                 with_context: !req.raw,
+                answer,
             };
             run::respond(gen, responder, c.stream, Framing::Ndjson).await
         }

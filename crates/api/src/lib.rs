@@ -10,6 +10,7 @@ mod extract;
 pub mod options;
 pub mod wire;
 
+mod answer;
 mod blobs;
 mod chat;
 mod create;

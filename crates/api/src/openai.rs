@@ -17,7 +17,8 @@ use wick_engine::DoneReason;
 use wick_store::ModelName;
 use wick_templating::{Message, Tool, ToolCall, ToolCallFunction};
 
-use crate::chat::{self, ChatRequest, ToolCalls};
+use crate::answer::{Answer, AnswerParser};
+use crate::chat::{self, ChatRequest};
 use crate::error::{without_backtrace, ApiError};
 use crate::extract::ApiJson;
 use crate::generate::{self, GenerateRequest};
@@ -325,7 +326,7 @@ struct ChatCompletionResponder {
     created: i64,
     model: String,
     include_usage: bool,
-    tool_calls: Option<ToolCalls>,
+    answer: AnswerParser,
     sent_role: bool,
     calls: usize,
 }
@@ -342,11 +343,15 @@ impl ChatCompletionResponder {
         })
     }
 
-    fn delta(&mut self, content: String, calls: Vec<ToolCall>) -> Option<Value> {
-        if content.is_empty() && calls.is_empty() {
+    fn delta(&mut self, a: Answer) -> Option<Value> {
+        if a.is_empty() {
             return None;
         }
+        let (content, calls) = (a.content, a.tool_calls);
         let mut delta = json!({ "content": content });
+        if !a.thinking.is_empty() {
+            delta["reasoning"] = json!(a.thinking);
+        }
         if !self.sent_role {
             delta["role"] = json!("assistant");
             self.sent_role = true;
@@ -369,22 +374,14 @@ impl Responder for ChatCompletionResponder {
     type Whole = Value;
 
     fn text(&mut self, text: String) -> Vec<Value> {
-        let (content, calls) = match &mut self.tool_calls {
-            Some(t) => {
-                let c = t.push(&text);
-                (c.content, c.tool_calls)
-            }
-            None => (text, Vec::new()),
-        };
-        self.delta(content, calls).into_iter().collect()
+        let a = self.answer.push(&text);
+        self.delta(a).into_iter().collect()
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<Value> {
         let mut out = Vec::new();
-        if let Some(t) = &mut self.tool_calls {
-            let c = t.finish();
-            out.extend(self.delta(c.content, c.tool_calls));
-        }
+        let a = self.answer.finish();
+        out.extend(self.delta(a));
         let finish = finish_reason(reason, self.calls > 0);
         out.push(self.chunk(json!({}), Some(finish)));
         if self.include_usage {
@@ -399,6 +396,7 @@ impl Responder for ChatCompletionResponder {
     fn merge(chunks: Vec<Value>) -> Option<Value> {
         let first = chunks.first()?.clone();
         let mut content = String::new();
+        let mut reasoning = String::new();
         let mut calls = Vec::new();
         let mut finish = Value::Null;
         let mut total = Value::Null;
@@ -406,6 +404,9 @@ impl Responder for ChatCompletionResponder {
             if let Some(choice) = c.pointer("/choices/0") {
                 if let Some(t) = choice.pointer("/delta/content").and_then(Value::as_str) {
                     content.push_str(t);
+                }
+                if let Some(t) = choice.pointer("/delta/reasoning").and_then(Value::as_str) {
+                    reasoning.push_str(t);
                 }
                 if let Some(list) = choice
                     .pointer("/delta/tool_calls")
@@ -422,6 +423,9 @@ impl Responder for ChatCompletionResponder {
             }
         }
         let mut message = json!({ "role": "assistant", "content": content });
+        if !reasoning.is_empty() {
+            message["reasoning"] = json!(reasoning);
+        }
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
         }
@@ -477,13 +481,13 @@ pub(crate) async fn chat_completions(
     .validate()?;
     let model = native.common.model.clone();
     match chat::start(&state, &native).await? {
-        Start::Running(gen, tool_calls) => {
+        Start::Running(gen, answer) => {
             let r = ChatCompletionResponder {
                 id: request_id("chatcmpl"),
                 created: chrono::Utc::now().timestamp(),
                 model,
                 include_usage: include_usage || !stream,
-                tool_calls,
+                answer,
                 sent_role: false,
                 calls: 0,
             };
@@ -511,6 +515,7 @@ struct CompletionResponder {
     created: i64,
     model: String,
     include_usage: bool,
+    answer: AnswerParser,
 }
 
 impl CompletionResponder {
@@ -531,11 +536,20 @@ impl Responder for CompletionResponder {
     type Whole = Value;
 
     fn text(&mut self, text: String) -> Vec<Value> {
-        vec![self.chunk(text, None)]
+        let a = self.answer.push(&text);
+        if a.content.is_empty() {
+            return Vec::new();
+        }
+        vec![self.chunk(a.content, None)]
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<Value> {
-        let mut out = vec![self.chunk(String::new(), Some(reason.as_str()))];
+        let mut out = Vec::new();
+        let a = self.answer.finish();
+        if !a.content.is_empty() {
+            out.push(self.chunk(a.content, None));
+        }
+        out.push(self.chunk(String::new(), Some(reason.as_str())));
         if self.include_usage {
             let mut u = self.chunk(String::new(), None);
             u["choices"] = json!([]);
@@ -597,12 +611,13 @@ pub(crate) async fn completions(
     .validate()?;
     let model = native.common.model.clone();
     match generate::start(&state, &native).await? {
-        Start::Running(gen, ()) => {
+        Start::Running(gen, answer) => {
             let r = CompletionResponder {
                 id: request_id("cmpl"),
                 created: chrono::Utc::now().timestamp(),
                 model,
                 include_usage: include_usage || !stream,
+                answer,
             };
             Ok(run::respond(gen, r, stream, Framing::Sse).await?)
         }

@@ -1,33 +1,146 @@
 //! Choosing and rendering a model's prompt template, and tokenizing the result.
 //!
 //! Templates come from, in order: the request's `template` field, the manifest's
-//! TEMPLATE layer, the GGUF `tokenizer.chat_template`. Only Jinja templates can be
-//! rendered: a Go TEMPLATE layer (Ollama's `{{ .Prompt }}` style) gives way to the
-//! GGUF's Jinja template when there is one; otherwise it is a 400 naming `template`.
+//! TEMPLATE layer, the GGUF `tokenizer.chat_template`. Each is read as what it is: a Go
+//! `text/template` (Ollama's `{{ .Prompt }}` style, rendered with Ollama's rules) or a
+//! Jinja template (rendered as transformers does). Nothing is substituted: a template
+//! that does not parse is a 400 naming `template`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use wick_engine::Model;
-use wick_templating::{ChatContext, ChatTemplate, Message, Tool};
+use wick_templating::{
+    ChatContext, ChatTemplate, GoChat, GoGenerate, GoTemplate, Message, Think, Tool,
+    ToolCallFormat,
+};
 
 use crate::error::{ApiError, Result};
 
+/// A compiled prompt template of either syntax.
+#[derive(Clone, Debug)]
+pub(crate) enum Template {
+    Jinja(Arc<ChatTemplate>),
+    Go(Arc<GoTemplate>),
+}
+
+impl Template {
+    /// Compile `source` as Go or Jinja, whichever it is.
+    pub fn compile(source: &str) -> std::result::Result<Template, wick_templating::TemplateError> {
+        if is_go_template(source) {
+            GoTemplate::parse(source).map(|t| Template::Go(Arc::new(t)))
+        } else {
+            ChatTemplate::new(source).map(|t| Template::Jinja(Arc::new(t)))
+        }
+    }
+
+    /// Ollama's `tools` capability.
+    pub fn supports_tools(&self) -> bool {
+        match self {
+            Template::Jinja(t) => t.supports_tools(),
+            Template::Go(t) => t.supports_tools(),
+        }
+    }
+
+    /// Ollama's `insert` capability as a template gives it (it uses the suffix);
+    /// models with FIM tokens have it too (see `generate`).
+    pub fn supports_insert(&self) -> bool {
+        match self {
+            Template::Jinja(t) => t.supports_insert(),
+            Template::Go(t) => t.supports_insert(),
+        }
+    }
+
+    /// The tags a model's thinking comes between, when the template renders thinking:
+    /// Ollama's `thinking` capability. A Jinja template has it when it writes literal
+    /// `<think>`/`</think>` tags (Qwen3, DeepSeek-R1 and their kin).
+    pub fn thinking_tags(&self) -> Option<(String, String)> {
+        match self {
+            Template::Go(t) => t
+                .thinking_tags()
+                .map(|(o, c)| (o.to_string(), c.to_string())),
+            Template::Jinja(t) => {
+                let src = t.source();
+                (src.contains("<think>") && src.contains("</think>"))
+                    .then(|| ("<think>".to_string(), "</think>".to_string()))
+            }
+        }
+    }
+
+    /// How the model writes tool calls, as read from the template.
+    pub fn tool_call_format(&self) -> Option<ToolCallFormat> {
+        match self {
+            Template::Jinja(t) => ToolCallFormat::from_jinja(t),
+            Template::Go(t) => Some(t.tool_call_format()),
+        }
+    }
+
+    /// The template's source.
+    #[cfg(test)]
+    pub fn source(&self) -> &str {
+        match self {
+            Template::Jinja(t) => t.source(),
+            Template::Go(t) => t.source(),
+        }
+    }
+
+    /// Render a conversation, ending with the opening of the assistant's turn.
+    pub fn render_chat(
+        &self,
+        model: &Model,
+        messages: &[Message],
+        tools: Option<&[Tool]>,
+        think: Option<&Think>,
+    ) -> Result<String> {
+        let rendered = match self {
+            Template::Jinja(t) => t.render(&ChatContext {
+                messages,
+                tools,
+                add_generation_prompt: true,
+                bos_token: token_text(model, model.tokenizer.bos_token_id),
+                eos_token: token_text(model, model.tokenizer.eos_token_id),
+                enable_thinking: think.map(Think::enabled),
+            }),
+            Template::Go(t) => t.render_chat(&GoChat {
+                messages,
+                tools,
+                think,
+            }),
+        };
+        rendered.map_err(|e| ApiError::bad(format!("rendering the template: {e}")))
+    }
+
+    /// Render `/api/generate`'s fill-in-the-middle request through a Go template that
+    /// uses `.Suffix`.
+    pub fn render_insert(&self, prompt: &str, suffix: &str, think: Option<&Think>) -> Result<String> {
+        match self {
+            Template::Go(t) if t.supports_insert() => t
+                .render_generate(&GoGenerate {
+                    system: "",
+                    prompt,
+                    suffix,
+                    think,
+                })
+                .map_err(|e| ApiError::bad(format!("rendering the template: {e}"))),
+            _ => Err(ApiError::internal("the template has no .Suffix")),
+        }
+    }
+}
+
 /// Compiled templates by source, so a chat does not recompile its template each turn.
 #[derive(Clone, Default)]
-pub(crate) struct TemplateCache(Arc<Mutex<HashMap<String, Arc<ChatTemplate>>>>);
+pub(crate) struct TemplateCache(Arc<Mutex<HashMap<String, Template>>>);
 
 const CACHE_CAPACITY: usize = 32;
 
 impl TemplateCache {
-    fn get(&self, source: &str) -> Result<Arc<ChatTemplate>> {
+    fn get(&self, source: &str) -> Result<Template> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = map.get(source) {
             return Ok(t.clone());
         }
-        let t = Arc::new(
-            ChatTemplate::new(source).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?,
-        );
+        let t = Template::compile(source)
+            .map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
         if map.len() >= CACHE_CAPACITY {
             map.clear();
         }
@@ -47,6 +160,7 @@ pub(crate) fn is_go_template(source: &str) -> bool {
         let rest = source[i + 2..].trim_start_matches('-').trim_start();
         rest.starts_with('.')
             || rest.starts_with('$')
+            || rest.starts_with("/*")
             || [
                 "end",
                 "else",
@@ -56,46 +170,26 @@ pub(crate) fn is_go_template(source: &str) -> bool {
                 "template ",
                 "block ",
                 "define ",
+                "json ",
             ]
             .iter()
             .any(|kw| rest.starts_with(kw))
     })
 }
 
-fn go_template_error(origin: &str) -> ApiError {
-    ApiError::bad(format!(
-        "\"template\" is not supported yet: the {origin} is a Go template; wick renders \
-         Jinja chat templates only"
-    ))
-}
-
-/// The template to render with: the request's, the model's TEMPLATE layer, or the GGUF
-/// chat template. `None` when the model has none (the prompt is used as is).
+/// The template to render with: the request's, else the model's TEMPLATE layer, else
+/// the GGUF chat template. `None` when the model has none (the prompt is used as is).
 pub(crate) fn choose(
     cache: &TemplateCache,
     request: Option<&str>,
     layer: Option<&str>,
     gguf: Option<&str>,
-) -> Result<Option<Arc<ChatTemplate>>> {
-    if let Some(src) = request.filter(|s| !s.is_empty()) {
-        if is_go_template(src) {
-            return Err(go_template_error("request's template"));
-        }
-        return cache.get(src).map(Some);
-    }
-    let gguf = gguf.filter(|s| !s.is_empty());
-    if let Some(src) = layer.filter(|s| !s.is_empty()) {
-        if !is_go_template(src) {
-            return cache.get(src).map(Some);
-        }
-        // Models from an Ollama store carry a Go TEMPLATE layer; their GGUF usually has
-        // the Jinja chat template it was written from, which llama.cpp renders too.
-        if gguf.is_none() {
-            return Err(go_template_error("model's TEMPLATE"));
-        }
-        tracing::debug!("Go TEMPLATE layer; rendering the GGUF's chat template instead");
-    }
-    match gguf {
+) -> Result<Option<Template>> {
+    match [request, layer, gguf]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.is_empty())
+    {
         Some(src) => cache.get(src).map(Some),
         None => Ok(None),
     }
@@ -109,24 +203,19 @@ fn token_text(model: &Model, id: Option<u32>) -> String {
 /// Render a conversation, ending with the opening of the assistant's turn. Without a
 /// template the message contents are joined by newlines.
 pub(crate) fn render(
-    template: Option<&ChatTemplate>,
+    template: Option<&Template>,
     model: &Model,
     messages: &[Message],
     tools: Option<&[Tool]>,
+    think: Option<&Think>,
 ) -> Result<String> {
-    let Some(t) = template else {
-        let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-        return Ok(parts.join("\n"));
-    };
-    t.render(&ChatContext {
-        messages,
-        tools,
-        add_generation_prompt: true,
-        bos_token: token_text(model, model.tokenizer.bos_token_id),
-        eos_token: token_text(model, model.tokenizer.eos_token_id),
-        enable_thinking: None,
-    })
-    .map_err(|e| ApiError::bad(e.to_string()))
+    match template {
+        Some(t) => t.render_chat(model, messages, tools, think),
+        None => {
+            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            Ok(parts.join("\n"))
+        }
+    }
 }
 
 /// Tokenize a prompt, adding BOS when the model wants it and the text does not already
@@ -172,24 +261,37 @@ mod tests {
         assert!(!is_go_template("plain text"));
     }
 
+    fn kind(t: &Template) -> &'static str {
+        match t {
+            Template::Jinja(_) => "jinja",
+            Template::Go(_) => "go",
+        }
+    }
+
     #[test]
     fn choosing() {
         let cache = TemplateCache::default();
         let t = choose(&cache, None, None, Some("{{ messages[0].content }}")).unwrap();
-        assert!(t.is_some());
+        assert_eq!(t.as_ref().map(kind), Some("jinja"));
         assert!(choose(&cache, None, None, None).unwrap().is_none());
-        // A Go TEMPLATE layer gives way to the GGUF's Jinja template...
-        let t = choose(&cache, None, Some("{{ .Prompt }}"), Some("{{ messages }}")).unwrap();
-        assert_eq!(
-            t.map(|t| t.source().to_string()).as_deref(),
-            Some("{{ messages }}")
-        );
-        // ...and is a 400 naming the field when there is none.
-        let e = choose(&cache, None, Some("{{ .Prompt }}"), None).unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("\"template\" is not supported yet"));
+        // The request's template wins, then the TEMPLATE layer, then the GGUF's; a Go
+        // layer is rendered as Go, never replaced by the GGUF's Jinja.
+        let t = choose(&cache, None, Some("{{ .Prompt }}"), Some("{{ messages }}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((kind(&t), t.source()), ("go", "{{ .Prompt }}"));
+        let t = choose(
+            &cache,
+            Some("{{ messages }}"),
+            Some("{{ .Prompt }}"),
+            Some("x"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((kind(&t), t.source()), ("jinja", "{{ messages }}"));
         let e = choose(&cache, Some("{% for %}"), None, None).unwrap_err();
+        assert!(e.to_string().starts_with("\"template\": "), "{e}");
+        let e = choose(&cache, Some("{{ if .System }}"), None, None).unwrap_err();
         assert!(e.to_string().starts_with("\"template\": "), "{e}");
     }
 }

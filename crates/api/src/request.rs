@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use wick_engine::GenerationRequest;
 use wick_scheduler::KeepAlive;
 use wick_store::{ModelName, ResolvedModel};
+use wick_templating::Think;
 
 use crate::error::{ApiError, Result};
 use crate::models;
@@ -22,49 +23,23 @@ use crate::AppState;
 /// The most alternatives `top_logprobs` may ask for (Ollama's and OpenAI's limit).
 pub(crate) const MAX_TOP_LOGPROBS: i64 = 20;
 
-/// A request's `think` value: a switch, or a level (which turns thinking on).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Think {
-    Enabled(bool),
-    Level(String),
-}
-
-impl Think {
-    /// Ollama's `ThinkValue`: `true`, `false`, or one of its levels.
-    fn parse(v: &Value) -> Result<Option<Self>> {
-        match v {
-            Value::Null => Ok(None),
-            Value::Bool(b) => Ok(Some(Think::Enabled(*b))),
-            Value::String(s) if ["high", "medium", "low", "max"].contains(&s.as_str()) => {
-                Ok(Some(Think::Level(s.clone())))
-            }
-            Value::String(s) => Err(ApiError::bad(format!(
-                "invalid think value: {s:?} (must be \"high\", \"medium\", \"low\", \"max\", \
-                 true, or false)"
-            ))),
-            other => Err(ApiError::bad(format!(
-                "think must be a boolean or string (\"high\", \"medium\", \"low\", \"max\", \
-                 true, or false), got {}",
-                wire::json_type(other)
-            ))),
+/// Ollama's `ThinkValue`: `true`, `false`, or one of its levels.
+fn parse_think(v: &Value) -> Result<Option<Think>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(Think::Bool(*b))),
+        Value::String(s) if ["high", "medium", "low", "max"].contains(&s.as_str()) => {
+            Ok(Some(Think::Level(s.clone())))
         }
-    }
-
-    /// Whether the model should think.
-    pub fn enabled(&self) -> bool {
-        match self {
-            Think::Enabled(b) => *b,
-            Think::Level(_) => true,
-        }
-    }
-
-    /// The level a template sees as `.ThinkLevel` (empty for a plain switch).
-    #[allow(dead_code)] // read by the Go templates' renderer
-    pub fn level(&self) -> &str {
-        match self {
-            Think::Enabled(_) => "",
-            Think::Level(l) => l,
-        }
+        Value::String(s) => Err(ApiError::bad(format!(
+            "invalid think value: {s:?} (must be \"high\", \"medium\", \"low\", \"max\", \
+             true, or false)"
+        ))),
+        other => Err(ApiError::bad(format!(
+            "think must be a boolean or string (\"high\", \"medium\", \"low\", \"max\", \
+             true, or false), got {}",
+            wire::json_type(other)
+        ))),
     }
 }
 
@@ -125,7 +100,8 @@ pub(crate) struct Common {
     pub truncate: bool,
     pub shift: bool,
     pub debug_render_only: bool,
-    /// `think` as sent; what it means depends on the model's template.
+    /// `think` as sent; what it means depends on the model's template (see
+    /// [`Common::resolve_think`]).
     pub think: Option<Think>,
     pub format: Option<Format>,
     /// `Some(k)`: report each token's log probability with `k` alternatives.
@@ -141,7 +117,7 @@ impl CommonFields<'_> {
             None => None,
         };
         let think = match self.think {
-            Some(v) => Think::parse(v)?,
+            Some(v) => parse_think(v)?,
             None => None,
         };
         let top = self.top_logprobs.unwrap_or(0);
@@ -177,6 +153,20 @@ impl CommonFields<'_> {
 }
 
 impl Common {
+    /// What `think` means for a model whose template gives these thinking tags, as
+    /// Ollama decides it: a thinking model thinks unless told not to; asking a model
+    /// without thinking to think is a 400.
+    pub(crate) fn resolve_think(&self, tags: Option<&(String, String)>) -> Result<Option<Think>> {
+        match (&self.think, tags) {
+            (None, Some(_)) => Ok(Some(Think::Bool(true))),
+            (Some(t), None) if t.enabled() => Err(ApiError::bad(format!(
+                "\"{}\" does not support thinking",
+                self.model
+            ))),
+            (t, _) => Ok(t.clone()),
+        }
+    }
+
     /// Refuse what the engine does not do yet (checked once the model is known, so an
     /// unknown model is still a 404 first).
     pub(crate) fn refuse_unsupported(&self) -> Result<()> {
@@ -186,17 +176,19 @@ impl Common {
         if self.logprobs.is_some() {
             return Err(ApiError::Unsupported("logprobs"));
         }
-        if self.think.as_ref().is_some_and(Think::enabled) {
-            return Err(ApiError::bad(format!(
-                "\"{}\" does not support thinking",
-                self.model
-            )));
-        }
         Ok(())
     }
 
-    /// The engine's request for `prompt` with the resolved options.
-    pub(crate) fn request(&self, prompt: Vec<u32>, opts: RunOptions) -> GenerationRequest {
+    /// The engine's request for `prompt` with the resolved options. `thinking_ends`:
+    /// the tag that closes the model's thinking, when it thinks (a `format` applies to
+    /// the answer after it).
+    pub(crate) fn request(
+        &self,
+        prompt: Vec<u32>,
+        opts: RunOptions,
+        thinking_ends: Option<String>,
+    ) -> GenerationRequest {
+        let _ = thinking_ends;
         GenerationRequest {
             prompt,
             sampling: opts.sampling,

@@ -8,12 +8,11 @@ use serde_json::{Map, Value};
 use wick_engine::gguf::GgufFile;
 use wick_engine::GgufFacts;
 use wick_store::{go_quote, ResolvedModel};
-use wick_templating::ChatTemplate;
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::models::{self, blocking};
-use crate::prompt::is_go_template;
+use crate::prompt::Template;
 use crate::wire::{self, Details};
 use crate::AppState;
 
@@ -82,13 +81,11 @@ pub(crate) async fn show(
 
     let layer_template = resolved.template.clone().filter(|t| !t.is_empty());
     let gguf_template = gguf.as_ref().and_then(|g| g.facts.chat_template.clone());
-    // The Jinja template requests are rendered with (a Go TEMPLATE layer cannot be).
-    let jinja = match &layer_template {
-        Some(t) if is_go_template(t) => None,
-        Some(t) => Some(t.clone()),
-        None => gguf_template.clone(),
-    };
-    let compiled = jinja.as_deref().and_then(|t| ChatTemplate::new(t).ok());
+    // The template requests are rendered with, and what it makes the model capable of.
+    let compiled = layer_template
+        .as_deref()
+        .or(gguf_template.as_deref())
+        .and_then(|t| Template::compile(t).ok());
 
     let mut capabilities = Vec::new();
     match &gguf {
@@ -101,6 +98,9 @@ pub(crate) async fn show(
     let fim = gguf.as_ref().is_some_and(|g| g.has_fim);
     if fim || compiled.as_ref().is_some_and(|t| t.supports_insert()) {
         capabilities.push("insert");
+    }
+    if compiled.as_ref().and_then(Template::thinking_tags).is_some() {
+        capabilities.push("thinking");
     }
 
     let template = req

@@ -16,7 +16,8 @@ pub type Tool = Value;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
-    #[serde(default)]
+    /// `null` reads as empty (an assistant message that only makes tool calls).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<String>,
@@ -89,5 +90,24 @@ mod tests {
         let json = r#"{"type":"function","function":{"name":"f","parameters":{"type":"object","required":["z","a"],"properties":{"z":{"type":"string"},"a":{"type":"integer"}}}}}"#;
         let tool: Tool = serde_json::from_str(json).unwrap();
         assert_eq!(serde_json::to_string(&tool).unwrap(), json);
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod null_content_tests {
+    use super::*;
+
+    #[test]
+    fn null_content_is_empty() {
+        let m: Message = serde_json::from_str(
+            r#"{"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.content, "");
+        assert!(serde_json::from_str::<Message>(r#"{"role": "user", "content": 3}"#).is_err());
     }
 }

@@ -1,0 +1,221 @@
+//! Generated text as a client sees it: thinking, content and tool calls, split as the
+//! text streams in. Chat, generate and the OpenAI routes all read their answers through
+//! one [`AnswerParser`], so a streamed answer always equals the non-streamed one.
+
+use wick_templating::{
+    calls_use_offered_tools, random_call_id, StreamChunk, ThinkingParser, Tool, ToolCall,
+    ToolCallFormat, ToolCallParser,
+};
+
+/// One piece of an answer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Answer {
+    pub thinking: String,
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Answer {
+    pub fn is_empty(&self) -> bool {
+        self.thinking.is_empty() && self.content.is_empty() && self.tool_calls.is_empty()
+    }
+}
+
+fn new_call_id() -> String {
+    random_call_id(&mut rand::rng())
+}
+
+type IdFn = fn() -> String;
+
+/// Tool calls out of generated text in the template's syntax. A model whose template
+/// tags its calls (Qwen's `<tool_call>`) may still answer with a bare JSON call naming
+/// an offered tool (small models often leave out the tags): an answer that starts
+/// with `{` is held back until it ends, then read as bare calls if it is one.
+pub(crate) struct ToolCalls {
+    parser: ToolCallParser<IdFn>,
+    names: Vec<String>,
+    /// The answer so far, while it may still be an untagged JSON call.
+    held: Option<String>,
+}
+
+impl ToolCalls {
+    pub fn new(format: ToolCallFormat, tools: &[Tool]) -> Self {
+        let names = wick_templating::tool_names(tools);
+        let held = (!format.is_bare_json()).then(String::new);
+        ToolCalls {
+            parser: ToolCallParser::new(format, names.clone(), new_call_id as IdFn),
+            names,
+            held,
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> StreamChunk {
+        let Some(held) = &mut self.held else {
+            return self.parser.push(text);
+        };
+        held.push_str(text);
+        let start = held.trim_start();
+        if start.is_empty() || start.starts_with('{') {
+            return StreamChunk::default();
+        }
+        let held = self.held.take().unwrap_or_default();
+        self.parser.push(&held)
+    }
+
+    pub fn finish(&mut self) -> StreamChunk {
+        let Some(held) = self.held.take() else {
+            return self.parser.finish();
+        };
+        if held.trim_start().starts_with('{') {
+            let mut bare = ToolCallParser::new(
+                ToolCallFormat::new("{"),
+                self.names.clone(),
+                new_call_id as IdFn,
+            );
+            let mut out = bare.push(&held);
+            let rest = bare.finish();
+            out.content.push_str(&rest.content);
+            out.tool_calls.extend(rest.tool_calls);
+            if !out.tool_calls.is_empty()
+                && out.content.trim().is_empty()
+                && calls_use_offered_tools(&out.tool_calls, &self.names)
+            {
+                out.content.clear();
+                return out;
+            }
+        }
+        let mut out = self.parser.push(&held);
+        let rest = self.parser.finish();
+        out.content.push_str(&rest.content);
+        out.tool_calls.extend(rest.tool_calls);
+        out
+    }
+}
+
+/// Splits a generation's text into thinking (when the model thinks), content, and
+/// tool calls (when tools were offered).
+#[derive(Default)]
+pub(crate) struct AnswerParser {
+    thinking: Option<ThinkingParser>,
+    tools: Option<ToolCalls>,
+}
+
+impl AnswerParser {
+    pub fn new(thinking: Option<ThinkingParser>, tools: Option<ToolCalls>) -> Self {
+        AnswerParser { thinking, tools }
+    }
+
+    pub fn push(&mut self, text: &str) -> Answer {
+        let (thinking, content) = match &mut self.thinking {
+            Some(p) => p.push(text),
+            None => (String::new(), text.to_string()),
+        };
+        self.content(thinking, content, false)
+    }
+
+    pub fn finish(&mut self) -> Answer {
+        let (thinking, content) = match &mut self.thinking {
+            Some(p) => p.finish(),
+            None => (String::new(), String::new()),
+        };
+        self.content(thinking, content, true)
+    }
+
+    fn content(&mut self, thinking: String, content: String, last: bool) -> Answer {
+        let Some(tools) = &mut self.tools else {
+            return Answer {
+                thinking,
+                content,
+                tool_calls: Vec::new(),
+            };
+        };
+        let mut chunk = tools.push(&content);
+        if last {
+            let rest = tools.finish();
+            chunk.content.push_str(&rest.content);
+            chunk.tool_calls.extend(rest.tool_calls);
+        }
+        Answer {
+            thinking,
+            content: chunk.content,
+            tool_calls: chunk.tool_calls,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tools() -> Vec<Tool> {
+        vec![json!({"type": "function", "function": {"name": "get_weather", "parameters": {}}})]
+    }
+
+    fn run(parser: &mut AnswerParser, pieces: &[&str]) -> Answer {
+        let mut all = Answer::default();
+        let mut add = |a: Answer| {
+            all.thinking.push_str(&a.thinking);
+            all.content.push_str(&a.content);
+            all.tool_calls.extend(a.tool_calls);
+        };
+        for p in pieces {
+            add(parser.push(p));
+        }
+        add(parser.finish());
+        all
+    }
+
+    fn qwen_tools() -> AnswerParser {
+        AnswerParser::new(
+            None,
+            Some(ToolCalls::new(ToolCallFormat::new("<tool_call>"), &tools())),
+        )
+    }
+
+    #[test]
+    fn tagged_and_bare_calls_and_plain_text() {
+        let a = run(
+            &mut qwen_tools(),
+            &["{\"name\": \"get_", "weather\", \"arguments\": {\"city\": \"Paris\"}}"],
+        );
+        assert_eq!(a.content, "");
+        assert_eq!(a.tool_calls.len(), 1);
+        assert_eq!(a.tool_calls[0].function.arguments["city"], "Paris");
+
+        let a = run(
+            &mut qwen_tools(),
+            &["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"],
+        );
+        assert_eq!((a.content.as_str(), a.tool_calls.len()), ("", 1));
+
+        let a = run(&mut qwen_tools(), &["Hello", " there"]);
+        assert_eq!((a.content.as_str(), a.tool_calls.len()), ("Hello there", 0));
+
+        // JSON that is not a call of an offered tool stays content.
+        let a = run(&mut qwen_tools(), &["{\"name\": \"other\", \"arguments\": {}}"]);
+        assert_eq!(a.tool_calls.len(), 0);
+        assert_eq!(a.content, "{\"name\": \"other\", \"arguments\": {}}");
+        let a = run(&mut qwen_tools(), &["{\"a\": 1}"]);
+        assert_eq!(a.content, "{\"a\": 1}");
+    }
+
+    #[test]
+    fn thinking_then_a_call() {
+        let mut p = AnswerParser::new(
+            Some(ThinkingParser::new("<think>", "</think>")),
+            Some(ToolCalls::new(ToolCallFormat::new("<tool_call>"), &tools())),
+        );
+        let a = run(
+            &mut p,
+            &[
+                "<think>I should",
+                " check</th",
+                "ink>\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>",
+            ],
+        );
+        assert_eq!(a.thinking, "I should check");
+        assert_eq!(a.content, "");
+        assert_eq!(a.tool_calls.len(), 1);
+    }
+}
