@@ -243,25 +243,49 @@ r = oa.chat.completions.create(model=qwen, temperature=0, max_tokens=8, messages
 check("content null with tool_calls accepted", r.choices[0].finish_reason in ("stop", "length"), r)
 
 # Thinking: thinking and content come apart; think:false takes the template's other branch.
-think_ask = [{"role": "user", "content": "Is 17 a prime number? Answer yes or no."}]
+# (A few-shot turn shows the small non-thinking Qwen model how to close its thinking.)
+think_ask = [
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "thinking": "Two plus two makes four.", "content": "4"},
+    {"role": "user", "content": "What is 12 + 30?"},
+]
 r = client.chat(model=think_model, messages=think_ask, think=True, options={"temperature": 0, "num_predict": 160})
 check("think:true gives thinking", bool(r.message.thinking), r.message)
-check("thinking has no tags", "<think>" not in (r.message.thinking or "") and "</think>" not in (r.message.content or ""), r.message)
+check("think:true gives content apart from it", bool(r.message.content) and r.message.content != r.message.thinking,
+      r.message)
+check("no tags in thinking or content", all("think>" not in (x or "") for x in (r.message.thinking, r.message.content)),
+      r.message)
 parts = list(client.chat(model=think_model, messages=think_ask, think=True, stream=True,
                          options={"temperature": 0, "num_predict": 160}))
 check("streamed thinking == non-streamed", "".join(p.message.thinking or "" for p in parts) == r.message.thinking
       and "".join(p.message.content or "" for p in parts) == r.message.content, parts[-3:])
+unset = client.chat(model=think_model, messages=think_ask, options={"temperature": 0, "num_predict": 160})
+check("a thinking model thinks by default", unset.message.thinking == r.message.thinking, unset.message)
 r = client.chat(model=think_model, messages=think_ask, think=False, options={"temperature": 0, "num_predict": 40})
 check("think:false gives no thinking", not r.message.thinking and r.message.content, r.message)
-rendered = http.post("/api/chat", json={"model": think_model, "messages": think_ask, "think": False,
-                                        "_debug_render_only": True}).json()["_debug_info"]["rendered_template"]
-check("think:false renders the no-thinking branch", "<think>\n\n</think>" in rendered, rendered)
+
+
+def rendered(think):
+    body = {"model": think_model, "messages": think_ask, "think": think, "_debug_render_only": True}
+    return http.post("/api/chat", json=body).json()["_debug_info"]["rendered_template"]
+
+
+check("think:true renders the thinking branch", "<think>Two plus two makes four.</think>" in rendered(True),
+      rendered(True))
+check("think:false renders the other branch", "<think>" not in rendered(False), rendered(False))
 nothink = http.post("/api/chat", json={"model": qwen, "messages": think_ask, "think": True})
 check("think on a model without thinking is a 400", nothink.status_code == 400
       and nothink.json()["error"] == f"\"{qwen}\" does not support thinking", nothink.text)
-r = oa.chat.completions.create(model=think_model, messages=think_ask, reasoning_effort="low", temperature=0,
-                               max_tokens=160)
+r = oa.chat.completions.create(model=think_model, temperature=0, max_tokens=160, reasoning_effort="low",
+                               messages=[{"role": m["role"], "content": m["content"], "reasoning": m["thinking"]}
+                                         if "thinking" in m else m for m in think_ask])
 check("/v1 reasoning", bool(getattr(r.choices[0].message, "reasoning", None)), r.choices[0].message)
+# Structured output after thinking: the format applies to the answer only.
+r = client.chat(model=think_model, messages=think_ask, think=True, format=SCHEMAS["arrays"],
+                options={"temperature": 0, "num_predict": 300})
+check("format with thinking validates", r.message.thinking and jsonschema.validate(json.loads(r.message.content),
+                                                                                   SCHEMAS["arrays"]) is None,
+      r.message)
 
 # Log probabilities.
 r = client.generate(model=qwen, prompt="The capital of France is", logprobs=True, top_logprobs=5,
