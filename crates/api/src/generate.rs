@@ -72,6 +72,9 @@ impl Common {
             shift: self.shift,
             truncate: self.truncate,
             num_thread: opts.num_thread,
+            format: None,
+            format_after: None,
+            logprobs: None,
         }
     }
 }

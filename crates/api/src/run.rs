@@ -152,8 +152,8 @@ enum Step<C> {
 
 fn step<R: Responder>(gen: &Generation, r: &mut R, ev: Option<Event>) -> Step<R::Chunk> {
     match ev {
-        Some(Event::Text(t)) if t.is_empty() => Step::Chunks(Vec::new()),
-        Some(Event::Text(t)) => Step::Chunks(r.text(t)),
+        Some(Event::Text { text: t, .. }) if t.is_empty() => Step::Chunks(Vec::new()),
+        Some(Event::Text { text: t, .. }) => Step::Chunks(r.text(t)),
         Some(Event::Done {
             reason,
             stats,
