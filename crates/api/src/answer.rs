@@ -177,7 +177,10 @@ mod tests {
     fn tagged_and_bare_calls_and_plain_text() {
         let a = run(
             &mut qwen_tools(),
-            &["{\"name\": \"get_", "weather\", \"arguments\": {\"city\": \"Paris\"}}"],
+            &[
+                "{\"name\": \"get_",
+                "weather\", \"arguments\": {\"city\": \"Paris\"}}",
+            ],
         );
         assert_eq!(a.content, "");
         assert_eq!(a.tool_calls.len(), 1);
@@ -193,7 +196,10 @@ mod tests {
         assert_eq!((a.content.as_str(), a.tool_calls.len()), ("Hello there", 0));
 
         // JSON that is not a call of an offered tool stays content.
-        let a = run(&mut qwen_tools(), &["{\"name\": \"other\", \"arguments\": {}}"]);
+        let a = run(
+            &mut qwen_tools(),
+            &["{\"name\": \"other\", \"arguments\": {}}"],
+        );
         assert_eq!(a.tool_calls.len(), 0);
         assert_eq!(a.content, "{\"name\": \"other\", \"arguments\": {}}");
         let a = run(&mut qwen_tools(), &["{\"a\": 1}"]);

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use wick_engine::{DoneReason, Model};
+use wick_engine::{DoneReason, Model, TokenLogprob};
 use wick_templating::{Message, Think, ThinkingParser, Tool, ToolCall};
 
 use crate::answer::{Answer, AnswerParser, ToolCalls};
@@ -101,6 +101,8 @@ pub(crate) struct ChatChunk {
     done_reason: Option<&'static str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     metrics: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Vec<wire::Logprob>>,
 }
 
 struct ChatResponder {
@@ -121,6 +123,7 @@ impl ChatResponder {
             done: false,
             done_reason: None,
             metrics: None,
+            logprobs: None,
         }
     }
 }
@@ -129,12 +132,14 @@ impl Responder for ChatResponder {
     type Chunk = ChatChunk;
     type Whole = ChatChunk;
 
-    fn text(&mut self, text: String) -> Vec<ChatChunk> {
+    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<ChatChunk> {
         let a = self.answer.push(&text);
-        if a.is_empty() {
+        if a.is_empty() && logprobs.is_empty() {
             return Vec::new();
         }
-        vec![self.chunk(a)]
+        let mut chunk = self.chunk(a);
+        chunk.logprobs = wire::logprobs(&logprobs);
+        vec![chunk]
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<ChatChunk> {
@@ -161,7 +166,12 @@ impl Responder for ChatResponder {
             .iter()
             .flat_map(|c| c.message.tool_calls.iter().flatten().cloned())
             .collect();
+        let logprobs: Vec<wire::Logprob> = chunks
+            .iter()
+            .flat_map(|c| c.logprobs.iter().flatten().cloned())
+            .collect();
         let mut last = chunks.into_iter().last()?;
+        last.logprobs = (!logprobs.is_empty()).then_some(logprobs);
         last.message.content = content;
         last.message.thinking = (!thinking.is_empty()).then_some(thinking);
         last.message.tool_calls = (!calls.is_empty()).then_some(calls);
@@ -266,7 +276,10 @@ pub(crate) async fn start(state: &AppState, req: &ValidChatRequest) -> Result<St
         }
         _ => None,
     };
-    let tool_calls = match (tools, template.as_ref().and_then(Template::tool_call_format)) {
+    let tool_calls = match (
+        tools,
+        template.as_ref().and_then(Template::tool_call_format),
+    ) {
         (Some(tools), Some(format)) => Some(ToolCalls::new(format, tools)),
         _ => None,
     };

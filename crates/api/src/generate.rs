@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use wick_engine::DoneReason;
+use wick_engine::{DoneReason, TokenLogprob};
 use wick_templating::{Message, ThinkingParser};
 
 use crate::answer::{Answer, AnswerParser};
@@ -122,6 +122,8 @@ pub(crate) struct GenerateChunk {
     done_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Vec<wire::Logprob>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     metrics: Option<Metrics>,
 }
@@ -143,6 +145,7 @@ impl GenerateResponder {
             done: false,
             done_reason: None,
             context: None,
+            logprobs: None,
             metrics: None,
         }
     }
@@ -152,12 +155,14 @@ impl Responder for GenerateResponder {
     type Chunk = GenerateChunk;
     type Whole = GenerateChunk;
 
-    fn text(&mut self, text: String) -> Vec<GenerateChunk> {
+    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<GenerateChunk> {
         let a = self.answer.push(&text);
-        if a.is_empty() {
+        if a.is_empty() && logprobs.is_empty() {
             return Vec::new();
         }
-        vec![self.chunk(a)]
+        let mut chunk = self.chunk(a);
+        chunk.logprobs = wire::logprobs(&logprobs);
+        vec![chunk]
     }
 
     fn done(
@@ -186,9 +191,14 @@ impl Responder for GenerateResponder {
             .iter()
             .filter_map(|c| c.thinking.as_deref())
             .collect();
+        let logprobs: Vec<wire::Logprob> = chunks
+            .iter()
+            .flat_map(|c| c.logprobs.iter().flatten().cloned())
+            .collect();
         let mut last = chunks.into_iter().last()?;
         last.response = text;
         last.thinking = (!thinking.is_empty()).then_some(thinking);
+        last.logprobs = (!logprobs.is_empty()).then_some(logprobs);
         Some(last)
     }
 }

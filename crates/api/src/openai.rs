@@ -13,7 +13,7 @@ use axum::Json;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use wick_engine::DoneReason;
+use wick_engine::{DoneReason, TokenLogprob, MAX_TOP_LOGPROBS};
 use wick_store::ModelName;
 use wick_templating::{Message, Tool, ToolCall, ToolCallFunction};
 
@@ -99,7 +99,6 @@ pub(crate) struct Sampling {
     presence_penalty: Option<f64>,
     stop: Option<Value>,
     n: Option<i64>,
-    logprobs: Option<Value>,
     options: Option<Map<String, Value>>,
 }
 
@@ -108,10 +107,6 @@ impl Sampling {
     fn options(&self) -> Result<Map<String, Value>, ApiError> {
         if self.n.is_some_and(|n| n > 1) {
             return Err(ApiError::bad("\"n\" greater than 1 is not supported yet"));
-        }
-        match &self.logprobs {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-            Some(_) => return Err(ApiError::Unsupported("logprobs")),
         }
         let mut o = self.options.clone().unwrap_or_default();
         let mut set = |k: &str, v: Value| {
@@ -159,6 +154,8 @@ pub(crate) struct ChatCompletionRequest {
     tools: Option<Vec<Tool>>,
     reasoning_effort: Option<String>,
     reasoning: Option<ReasoningOptions>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
     keep_alive: Option<Value>,
     #[serde(flatten)]
     sampling: Sampling,
@@ -343,8 +340,8 @@ impl ChatCompletionResponder {
         })
     }
 
-    fn delta(&mut self, a: Answer) -> Option<Value> {
-        if a.is_empty() {
+    fn delta(&mut self, a: Answer, logprobs: &[TokenLogprob]) -> Option<Value> {
+        if a.is_empty() && logprobs.is_empty() {
             return None;
         }
         let (content, calls) = (a.content, a.tool_calls);
@@ -365,7 +362,11 @@ impl ChatCompletionResponder {
             self.calls += calls.len();
             delta["tool_calls"] = Value::Array(list);
         }
-        Some(self.chunk(delta, None))
+        let mut chunk = self.chunk(delta, None);
+        if !logprobs.is_empty() {
+            chunk["choices"][0]["logprobs"] = json!({ "content": oa_logprobs(logprobs) });
+        }
+        Some(chunk)
     }
 }
 
@@ -373,15 +374,15 @@ impl Responder for ChatCompletionResponder {
     type Chunk = Value;
     type Whole = Value;
 
-    fn text(&mut self, text: String) -> Vec<Value> {
+    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<Value> {
         let a = self.answer.push(&text);
-        self.delta(a).into_iter().collect()
+        self.delta(a, &logprobs).into_iter().collect()
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<Value> {
         let mut out = Vec::new();
         let a = self.answer.finish();
-        out.extend(self.delta(a));
+        out.extend(self.delta(a, &[]));
         let finish = finish_reason(reason, self.calls > 0);
         out.push(self.chunk(json!({}), Some(finish)));
         if self.include_usage {
@@ -398,10 +399,19 @@ impl Responder for ChatCompletionResponder {
         let mut content = String::new();
         let mut reasoning = String::new();
         let mut calls = Vec::new();
+        let mut logprobs: Option<Vec<Value>> = None;
         let mut finish = Value::Null;
         let mut total = Value::Null;
         for c in &chunks {
             if let Some(choice) = c.pointer("/choices/0") {
+                if let Some(list) = choice
+                    .pointer("/logprobs/content")
+                    .and_then(Value::as_array)
+                {
+                    logprobs
+                        .get_or_insert_default()
+                        .extend(list.iter().cloned());
+                }
                 if let Some(t) = choice.pointer("/delta/content").and_then(Value::as_str) {
                     content.push_str(t);
                 }
@@ -435,9 +445,78 @@ impl Responder for ChatCompletionResponder {
             "created": first["created"],
             "model": first["model"],
             "system_fingerprint": "fp_ollama",
-            "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": logprobs.map(|c| json!({ "content": c })),
+                "finish_reason": finish,
+            }],
             "usage": total,
         }))
+    }
+}
+
+/// OpenAI's chat `logprobs.content[]` entries.
+fn oa_logprobs(list: &[TokenLogprob]) -> Vec<Value> {
+    list.iter()
+        .map(|t| {
+            json!({
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": t.bytes,
+                "top_logprobs": t.top_logprobs.iter().map(|a| json!({
+                    "token": a.token,
+                    "logprob": a.logprob,
+                    "bytes": a.bytes,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+/// OpenAI's legacy completions `logprobs` object for these tokens; `offset` counts
+/// the characters of completion text before them.
+fn legacy_logprobs(list: &[TokenLogprob], offset: &mut usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_logprobs = Vec::new();
+    let mut top = Vec::new();
+    let mut offsets = Vec::new();
+    for t in list {
+        tokens.push(json!(t.token));
+        token_logprobs.push(json!(t.logprob));
+        let alternatives: Map<String, Value> = t
+            .top_logprobs
+            .iter()
+            .map(|a| (a.token.clone(), json!(a.logprob)))
+            .collect();
+        top.push(Value::Object(alternatives));
+        offsets.push(json!(*offset));
+        *offset += t.token.chars().count();
+    }
+    json!({
+        "tokens": tokens,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": top,
+        "text_offset": offsets,
+    })
+}
+
+/// Append one chunk's legacy `logprobs` lists to the whole answer's.
+fn merge_legacy_logprobs(whole: &mut Value, part: &Value) {
+    if part.is_null() {
+        return;
+    }
+    if whole.is_null() {
+        *whole = part.clone();
+        return;
+    }
+    for key in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
+        if let (Some(w), Some(p)) = (
+            whole.get_mut(key).and_then(Value::as_array_mut),
+            part.get(key).and_then(Value::as_array),
+        ) {
+            w.extend(p.iter().cloned());
+        }
     }
 }
 
@@ -476,6 +555,8 @@ pub(crate) async fn chat_completions(
         options: Some(req.sampling.options()?),
         think,
         format,
+        logprobs: req.logprobs,
+        top_logprobs: req.top_logprobs,
         ..ChatRequest::default()
     }
     .validate()?;
@@ -506,6 +587,8 @@ pub(crate) struct CompletionRequest {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     keep_alive: Option<Value>,
+    /// How many alternatives to report per token (OpenAI's legacy `logprobs`).
+    logprobs: Option<i64>,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -516,6 +599,8 @@ struct CompletionResponder {
     model: String,
     include_usage: bool,
     answer: AnswerParser,
+    /// Characters of completion text so far (`text_offset` of the next token).
+    offset: usize,
 }
 
 impl CompletionResponder {
@@ -535,12 +620,16 @@ impl Responder for CompletionResponder {
     type Chunk = Value;
     type Whole = Value;
 
-    fn text(&mut self, text: String) -> Vec<Value> {
+    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<Value> {
         let a = self.answer.push(&text);
-        if a.content.is_empty() {
+        if a.content.is_empty() && logprobs.is_empty() {
             return Vec::new();
         }
-        vec![self.chunk(a.content, None)]
+        let mut chunk = self.chunk(a.content, None);
+        if !logprobs.is_empty() {
+            chunk["choices"][0]["logprobs"] = legacy_logprobs(&logprobs, &mut self.offset);
+        }
+        vec![chunk]
     }
 
     fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<Value> {
@@ -563,9 +652,11 @@ impl Responder for CompletionResponder {
         let mut whole = chunks.first()?.clone();
         let mut text = String::new();
         let mut finish = Value::Null;
+        let mut logprobs = Value::Null;
         for c in &chunks {
             if let Some(choice) = c.pointer("/choices/0") {
                 text.push_str(choice["text"].as_str().unwrap_or_default());
+                merge_legacy_logprobs(&mut logprobs, &choice["logprobs"]);
                 if !choice["finish_reason"].is_null() {
                     finish = choice["finish_reason"].clone();
                 }
@@ -575,7 +666,7 @@ impl Responder for CompletionResponder {
             }
         }
         whole["choices"] =
-            json!([{ "text": text, "index": 0, "logprobs": null, "finish_reason": finish }]);
+            json!([{ "text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish }]);
         Some(whole)
     }
 }
@@ -599,7 +690,14 @@ pub(crate) async fn completions(
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
+    let top = match req.logprobs {
+        None => None,
+        Some(n) if (0..=MAX_TOP_LOGPROBS as i64).contains(&n) => Some(n),
+        Some(_) => return Err(ApiError::bad("\"logprobs\" must be between 0 and 20").into()),
+    };
     let native = GenerateRequest {
+        logprobs: top.map(|_| true),
+        top_logprobs: top,
         model: req.model,
         prompt: Some(prompt),
         suffix: req.suffix,
@@ -618,6 +716,7 @@ pub(crate) async fn completions(
                 model,
                 include_usage: include_usage || !stream,
                 answer,
+                offset: 0,
             };
             Ok(run::respond(gen, r, stream, Framing::Sse).await?)
         }

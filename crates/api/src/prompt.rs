@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use wick_engine::Model;
 use wick_templating::{
-    ChatContext, ChatTemplate, GoChat, GoGenerate, GoTemplate, Message, Think, Tool,
-    ToolCallFormat,
+    ChatContext, ChatTemplate, GoChat, GoGenerate, GoTemplate, Message, Think, Tool, ToolCallFormat,
 };
 
 use crate::error::{ApiError, Result};
@@ -112,7 +111,12 @@ impl Template {
 
     /// Render `/api/generate`'s fill-in-the-middle request through a Go template that
     /// uses `.Suffix`.
-    pub fn render_insert(&self, prompt: &str, suffix: &str, think: Option<&Think>) -> Result<String> {
+    pub fn render_insert(
+        &self,
+        prompt: &str,
+        suffix: &str,
+        think: Option<&Think>,
+    ) -> Result<String> {
         match self {
             Template::Go(t) if t.supports_insert() => t
                 .render_generate(&GoGenerate {
@@ -139,8 +143,8 @@ impl TemplateCache {
         if let Some(t) = map.get(source) {
             return Ok(t.clone());
         }
-        let t = Template::compile(source)
-            .map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
+        let t =
+            Template::compile(source).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
         if map.len() >= CACHE_CAPACITY {
             map.clear();
         }

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use wick_engine::GenerationRequest;
+use wick_engine::{GenerationRequest, OutputFormat};
 use wick_scheduler::KeepAlive;
 use wick_store::{ModelName, ResolvedModel};
 use wick_templating::Think;
@@ -43,29 +43,18 @@ fn parse_think(v: &Value) -> Result<Option<Think>> {
     }
 }
 
-/// A request's `format`: the answer must be JSON, or match a JSON schema.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Format {
-    /// `"json"`: a JSON object, as Ollama's JSON grammar allows.
-    Json,
-    /// A JSON Schema object.
-    Schema(Value),
-}
-
-impl Format {
-    /// Ollama's rule: `null` and `""` are no format, `"json"` is JSON, an object is a
-    /// schema, anything else is a 400.
-    fn parse(v: &Value) -> Result<Option<Self>> {
-        match v {
-            Value::Null => Ok(None),
-            Value::String(s) if s.is_empty() => Ok(None),
-            Value::String(s) if s == "json" => Ok(Some(Format::Json)),
-            Value::Object(_) => Ok(Some(Format::Schema(v.clone()))),
-            other => Err(ApiError::bad(format!(
-                "invalid format: {}; expected \"json\" or a valid JSON Schema object",
-                serde_json::to_string(other).unwrap_or_default()
-            ))),
-        }
+/// Ollama's rule for `format`: `null` and `""` are no format, `"json"` is a JSON
+/// object, an object is a JSON schema, anything else is a 400.
+fn parse_format(v: &Value) -> Result<Option<OutputFormat>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) if s == "json" => Ok(Some(OutputFormat::Json)),
+        Value::Object(_) => Ok(Some(OutputFormat::JsonSchema(v.clone()))),
+        other => Err(ApiError::bad(format!(
+            "invalid format: {}; expected \"json\" or a valid JSON Schema object",
+            serde_json::to_string(other).unwrap_or_default()
+        ))),
     }
 }
 
@@ -103,7 +92,7 @@ pub(crate) struct Common {
     /// `think` as sent; what it means depends on the model's template (see
     /// [`Common::resolve_think`]).
     pub think: Option<Think>,
-    pub format: Option<Format>,
+    pub format: Option<OutputFormat>,
     /// `Some(k)`: report each token's log probability with `k` alternatives.
     pub logprobs: Option<usize>,
 }
@@ -113,7 +102,7 @@ impl CommonFields<'_> {
         let name = wire::model_name(self.model, None)?;
         let model = self.model.unwrap_or_default().to_string();
         let format = match self.format {
-            Some(v) => Format::parse(v)?,
+            Some(v) => parse_format(v)?,
             None => None,
         };
         let think = match self.think {
@@ -167,18 +156,6 @@ impl Common {
         }
     }
 
-    /// Refuse what the engine does not do yet (checked once the model is known, so an
-    /// unknown model is still a 404 first).
-    pub(crate) fn refuse_unsupported(&self) -> Result<()> {
-        if self.format.is_some() {
-            return Err(ApiError::Unsupported("format"));
-        }
-        if self.logprobs.is_some() {
-            return Err(ApiError::Unsupported("logprobs"));
-        }
-        Ok(())
-    }
-
     /// The engine's request for `prompt` with the resolved options. `thinking_ends`:
     /// the tag that closes the model's thinking, when it thinks (a `format` applies to
     /// the answer after it).
@@ -188,7 +165,6 @@ impl Common {
         opts: RunOptions,
         thinking_ends: Option<String>,
     ) -> GenerationRequest {
-        let _ = thinking_ends;
         GenerationRequest {
             prompt,
             sampling: opts.sampling,
@@ -199,6 +175,9 @@ impl Common {
             shift: self.shift,
             truncate: self.truncate,
             num_thread: opts.num_thread,
+            format: self.format.clone(),
+            format_after: thinking_ends.filter(|_| self.format.is_some()),
+            logprobs: self.logprobs,
         }
     }
 }
@@ -229,13 +208,22 @@ pub(crate) async fn prepare(
     let resolved = models::resolve(state, &c.name).await?;
     let spec = models::spec(&resolved)?;
     models::require_completion(&resolved, capability)?;
-    c.refuse_unsupported()?;
     if empty_input {
         let reply = run::load_or_unload(state, &spec, c.keep_alive).await?;
         return Ok(Prepared::Loaded(reply));
     }
     let params = models::params(&resolved)?;
     let held = run::acquire(state, &spec, c.keep_alive, started).await?;
+    if let Some(format) = c.format.clone() {
+        // Compile the grammar before anything runs: a bad schema is a 400 naming it.
+        let model = held.lease.shared_model();
+        models::blocking(move || {
+            model
+                .check_format(&format)
+                .map_err(|e| ApiError::bad(e.to_string()))
+        })
+        .await?;
+    }
     let opts = params
         .overlay(&c.options)
         .resolve(held.lease.default_num_ctx());
@@ -277,12 +265,12 @@ mod tests {
         assert_eq!(check(json!({"format": null})).unwrap().format, None);
         assert_eq!(
             check(json!({"format": "json"})).unwrap().format,
-            Some(Format::Json)
+            Some(OutputFormat::Json)
         );
         let schema = json!({"type": "object"});
         assert_eq!(
             check(json!({ "format": schema })).unwrap().format,
-            Some(Format::Schema(schema))
+            Some(OutputFormat::JsonSchema(schema))
         );
         let e = check(json!({"format": "yaml"})).err().unwrap();
         assert_eq!(

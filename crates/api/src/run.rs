@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
-use wick_engine::{DoneReason, GenerationRequest};
+use wick_engine::{DoneReason, GenerationRequest, TokenLogprob};
 use wick_scheduler::{Event, KeepAlive, Lease, ModelSpec, SchedError};
 
 use crate::error::{ApiError, Result};
@@ -73,8 +73,9 @@ pub(crate) trait Responder: Send + 'static {
     type Chunk: Serialize + Send + 'static;
     /// The one object of a `stream: false` answer.
     type Whole: Serialize;
-    /// Chunks for a piece of generated text (possibly none).
-    fn text(&mut self, text: String) -> Vec<Self::Chunk>;
+    /// Chunks for a piece of generated text and the log probabilities of the tokens
+    /// that completed it (empty unless asked for; possibly no chunks).
+    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<Self::Chunk>;
     /// The last chunks; the final one has `done: true`.
     fn done(&mut self, reason: DoneReason, metrics: Metrics, context: Vec<u32>)
         -> Vec<Self::Chunk>;
@@ -152,8 +153,10 @@ enum Step<C> {
 
 fn step<R: Responder>(gen: &Generation, r: &mut R, ev: Option<Event>) -> Step<R::Chunk> {
     match ev {
-        Some(Event::Text(t)) if t.is_empty() => Step::Chunks(Vec::new()),
-        Some(Event::Text(t)) => Step::Chunks(r.text(t)),
+        Some(Event::Text { text, logprobs }) if text.is_empty() && logprobs.is_empty() => {
+            Step::Chunks(Vec::new())
+        }
+        Some(Event::Text { text, logprobs }) => Step::Chunks(r.text(text, logprobs)),
         Some(Event::Done {
             reason,
             stats,

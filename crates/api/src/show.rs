@@ -99,7 +99,11 @@ pub(crate) async fn show(
     if fim || compiled.as_ref().is_some_and(|t| t.supports_insert()) {
         capabilities.push("insert");
     }
-    if compiled.as_ref().and_then(Template::thinking_tags).is_some() {
+    if compiled
+        .as_ref()
+        .and_then(Template::thinking_tags)
+        .is_some()
+    {
         capabilities.push("thinking");
     }
 

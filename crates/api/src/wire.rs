@@ -111,6 +111,51 @@ impl Details {
     }
 }
 
+/// One generated token's log probability in Ollama's shape (`logprobs[]` of generate
+/// and chat answers), with its most likely alternatives.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Logprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative at one position (`top_logprobs[]`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
+}
+
+impl From<&wick_engine::TokenLogprob> for Logprob {
+    fn from(t: &wick_engine::TokenLogprob) -> Self {
+        Logprob {
+            token: t.token.clone(),
+            logprob: f64::from(t.logprob),
+            bytes: t.bytes.clone(),
+            top_logprobs: t
+                .top_logprobs
+                .iter()
+                .map(|a| TopLogprob {
+                    token: a.token.clone(),
+                    logprob: f64::from(a.logprob),
+                    bytes: a.bytes.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Log probabilities of a chunk: `None` (no field) when there are none.
+pub fn logprobs(list: &[wick_engine::TokenLogprob]) -> Option<Vec<Logprob>> {
+    (!list.is_empty()).then(|| list.iter().map(Logprob::from).collect())
+}
+
 /// The six counts and timings of a final chunk, in nanoseconds.
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
 pub struct Metrics {

@@ -33,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             shift: true,
             truncate: true,
             num_thread: None,
+            format: None,
+            format_after: None,
+            logprobs: None,
         },
     )?;
     let mut text = String::new();

@@ -13,6 +13,13 @@ pub enum EngineError {
     Tokenizer(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A `format` (JSON schema) that cannot be compiled into a grammar: the message
+    /// names the problem (invalid schema, unsupported keyword, bad `$ref`, ...).
+    #[error("invalid format: {0}")]
+    InvalidFormat(String),
+    /// The grammar of a constrained generation failed while it ran.
+    #[error("constrained decoding failed: {0}")]
+    Constraint(String),
     #[error("io error on {path}: {source}")]
     Io {
         path: String,

@@ -2,7 +2,8 @@
 //!
 //! Order, as in llama.cpp's default chain: repetition penalties, then (unless greedy)
 //! top-k, typical-p, top-p, min-p, temperature, and a draw from the sequence's own
-//! seeded generator. Temperature 0 is greedy.
+//! seeded generator. Temperature 0 is greedy. A constrained sequence's token mask comes
+//! first of all: disallowed tokens are `-inf` before anything else looks at them.
 
 use std::collections::HashMap;
 
@@ -72,7 +73,23 @@ impl Sampler {
     /// Pick the next token. `history` is every token of the sequence so far (prompt and
     /// generated), `num_ctx` resolves `repeat_last_n = -1`.
     pub fn sample(&mut self, logits: &[f32], history: &[u32], num_ctx: usize) -> u32 {
+        self.sample_masked(logits, history, num_ctx, None)
+    }
+
+    /// As [`sample`](Self::sample), choosing only among the tokens whose bit is set in
+    /// `allowed` (bit `i % 32` of word `i / 32` for token `i`; tokens past its end are
+    /// disallowed).
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        num_ctx: usize,
+        allowed: Option<&[u32]>,
+    ) -> u32 {
         let mut logits = logits.to_vec();
+        if let Some(words) = allowed {
+            apply_mask(&mut logits, words);
+        }
         self.apply_penalties(&mut logits, history, num_ctx);
         let o = &self.options;
         if o.temperature <= 0.0 {
@@ -163,6 +180,21 @@ impl Sampler {
     }
 }
 
+/// Set every logit whose bit in `words` is clear to `-inf`.
+fn apply_mask(logits: &mut [f32], words: &[u32]) {
+    for (chunk, i) in logits.chunks_mut(32).zip(0..) {
+        let word = words.get(i).copied().unwrap_or(0);
+        if word == u32::MAX {
+            continue;
+        }
+        for (bit, l) in chunk.iter_mut().enumerate() {
+            if word & (1 << bit) == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, l) in logits.iter().enumerate() {
@@ -228,6 +260,33 @@ mod tests {
     fn temperature_zero_is_argmax() {
         let mut s = Sampler::new(opts(0.0, 1));
         assert_eq!(s.sample(&[0.1, 3.0, 2.0], &[], 10), 1);
+    }
+
+    #[test]
+    fn the_mask_comes_before_everything() {
+        // Token 1 is best but masked out; token 33 (second word) is allowed.
+        let mut logits = vec![0.0f32; 40];
+        logits[1] = 9.0;
+        logits[33] = 1.0;
+        logits[5] = 2.0;
+        let allowed = [1 << 5, 1 << 1];
+        let mut greedy = Sampler::new(opts(0.0, 1));
+        assert_eq!(greedy.sample_masked(&logits, &[], 10, Some(&allowed)), 5);
+        // A penalty cannot bring a masked token back, at any temperature.
+        let mut s = Sampler::new(SamplingOptions {
+            repeat_penalty: 0.5,
+            ..opts(2.0, 3)
+        });
+        for _ in 0..50 {
+            let t = s.sample_masked(&logits, &[1, 2], 10, Some(&allowed));
+            assert!(t == 5 || t == 33, "{t}");
+        }
+        // Tokens past the mask's end are disallowed.
+        let short = [1u32 << 1];
+        assert_eq!(greedy.sample_masked(&logits, &[], 10, Some(&short)), 1);
+        logits[1] = -1.0;
+        logits[39] = 5.0;
+        assert_eq!(greedy.sample_masked(&logits, &[], 10, Some(&short)), 1);
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! One generation request as it runs: its own KV cache, sampler and text stream, moved
 //! through `Prefilling -> Decoding -> Finished` by [`Sequence::step`].
+//!
+//! Optional per request, and free when unused: a grammar for the answer
+//! ([`OutputFormat`], see [`crate::constraint`]) and per-token log probabilities
+//! ([`crate::logprobs`]).
 
 use std::time::{Duration, Instant};
 
+use crate::constraint::guide::Guide;
+use crate::constraint::OutputFormat;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
+use crate::logprobs::{token_logprobs, LogprobQueue, TokenLogprob};
 use crate::model::{BatchInput, Model};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::text_stream::TextStream;
@@ -32,13 +39,23 @@ pub struct GenerationRequest {
     pub truncate: bool,
     /// CPU threads for this request's steps (`num_thread`); `None` uses every core.
     pub num_thread: Option<usize>,
+    /// The answer's shape; check it with [`Model::check_format`] before submitting.
+    /// The generation ends (`stop`) when the grammar is complete.
+    pub format: Option<OutputFormat>,
+    /// With `format`: generate freely until the generated text contains this string
+    /// (a thinking model's closing tag, e.g. `</think>`), then apply the grammar. The
+    /// rest of the token that completed the string is not part of the answer's grammar.
+    pub format_after: Option<String>,
+    /// Report each generated token's log probability and this many alternatives
+    /// (0..=20); `None` reports none.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DoneReason {
     /// End-of-generation token or a stop string.
     Stop,
-    /// `num_predict` reached, or the context filled up with shifting disabled.
+    /// `num_predict` reached (a structured answer may be cut short), or the context filled up with shifting disabled.
     Length,
 }
 
@@ -72,8 +89,13 @@ enum State {
 pub struct StepOutput {
     /// Text that became safe to send (may be empty).
     pub text: String,
+    /// Log probabilities of the tokens whose text completed in `text` (requests with
+    /// `logprobs` only; see [`crate::logprobs`] for the rule).
+    pub logprobs: Vec<TokenLogprob>,
     /// Set on the step that ends the sequence.
     pub finished: Option<DoneReason>,
+    /// The sequence failed (its grammar broke); it is finished and sends nothing more.
+    pub error: Option<EngineError>,
 }
 
 /// A finished sequence's cache and the tokens it holds, kept so that a later request
@@ -107,6 +129,8 @@ pub struct Sequence {
     feeding: Option<(usize, usize)>,
     sampler: Sampler,
     stream: TextStream,
+    guide: Option<Guide>,
+    logprobs: Option<LogprobQueue>,
     num_predict: Option<usize>,
     num_keep: usize,
     num_ctx: usize,
@@ -177,6 +201,14 @@ impl Sequence {
             }
             _ => (model.new_cache(num_ctx)?, 0),
         };
+        let guide = match &req.format {
+            Some(format) => Some(Guide::new(
+                model.constraint_env()?,
+                format,
+                req.format_after.as_deref(),
+            )?),
+            None => None,
+        };
         Ok(Self {
             cache,
             context: req.prompt,
@@ -185,6 +217,8 @@ impl Sequence {
             feeding: None,
             sampler: Sampler::new(req.sampling),
             stream: TextStream::new(req.stop),
+            guide,
+            logprobs: req.logprobs.map(LogprobQueue::new),
             num_predict: req.num_predict,
             num_keep,
             num_ctx,
@@ -331,29 +365,68 @@ impl Sequence {
     }
 
     fn sample_and_emit(&mut self, model: &Model, logits: &[f32]) -> StepOutput {
-        let token = self.sampler.sample(logits, &self.tokens, self.num_ctx);
+        let mask = match self.guide.as_mut().map(Guide::mask) {
+            Some(Err(e)) => return self.fail(e),
+            Some(Ok(mask)) => mask,
+            None => None,
+        };
+        let token = self
+            .sampler
+            .sample_masked(logits, &self.tokens, self.num_ctx, mask);
         self.stats.eval_count += 1;
         if model.tokenizer.is_end_of_generation(token) {
             return self.finish(DoneReason::Stop);
         }
         self.tokens.push(token);
         self.context.push(token);
-        let chunk = self.stream.push(model.tokenizer.token_bytes(token));
+        let bytes = model.tokenizer.token_bytes(token);
+        let complete = match self.guide.as_mut().map(|g| g.commit(token, bytes)) {
+            Some(Err(e)) => return self.fail(e),
+            Some(Ok(complete)) => complete,
+            None => false,
+        };
+        let chunk = self.stream.push(bytes);
+        if let Some(q) = &mut self.logprobs {
+            let end = (!self.stream.char_unfinished()).then(|| self.stream.decoded_len());
+            let bytes_of = |t| model.tokenizer.token_bytes(t);
+            q.push(token_logprobs(logits, token, q.top, bytes_of), end);
+        }
         if chunk.stopped {
             self.state = State::Finished(DoneReason::Stop);
+            let emitted = self.stream.emitted_len();
             return StepOutput {
                 text: chunk.text,
+                logprobs: self
+                    .logprobs
+                    .as_mut()
+                    .map(|q| q.release_before_stop(emitted))
+                    .unwrap_or_default(),
                 finished: Some(DoneReason::Stop),
+                error: None,
             };
         }
-        if self.num_predict.is_some_and(|n| self.stats.eval_count >= n) {
-            let mut out = self.finish(DoneReason::Length);
+        let done = if complete {
+            Some(DoneReason::Stop)
+        } else if self.num_predict.is_some_and(|n| self.stats.eval_count >= n) {
+            Some(DoneReason::Length)
+        } else {
+            None
+        };
+        if let Some(reason) = done {
+            let mut out = self.finish(reason);
             out.text = chunk.text + &out.text;
             return out;
         }
+        let emitted = self.stream.emitted_len();
         StepOutput {
             text: chunk.text,
+            logprobs: self
+                .logprobs
+                .as_mut()
+                .map(|q| q.release(emitted))
+                .unwrap_or_default(),
             finished: None,
+            error: None,
         }
     }
 
@@ -361,8 +434,29 @@ impl Sequence {
         self.state = State::Finished(reason);
         StepOutput {
             text: self.stream.finish(),
+            logprobs: self
+                .logprobs
+                .as_mut()
+                .map(LogprobQueue::release_all)
+                .unwrap_or_default(),
             finished: Some(reason),
+            error: None,
         }
+    }
+
+    /// End the sequence on an error; nothing more is sent.
+    fn fail(&mut self, e: EngineError) -> StepOutput {
+        tracing::warn!("sequence failed: {e}");
+        self.state = State::Finished(DoneReason::Stop);
+        StepOutput {
+            error: Some(e),
+            ..StepOutput::default()
+        }
+    }
+
+    /// Whether the grammar of this sequence's `format` applies to its next token.
+    pub fn is_constrained(&self) -> bool {
+        self.guide.as_ref().is_some_and(Guide::is_active)
     }
 
     /// Drop half of the tokens after `num_keep` (Ollama's context shift).

@@ -14,6 +14,10 @@ pub struct TextStream {
     pending: Vec<u8>,
     held: String,
     stops: Vec<String>,
+    /// Bytes of text decoded so far (sent, held, or cut by a stop string).
+    decoded: usize,
+    /// Bytes of text sent so far.
+    emitted: usize,
 }
 
 impl TextStream {
@@ -22,16 +26,35 @@ impl TextStream {
             pending: Vec::new(),
             held: String::new(),
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            decoded: 0,
+            emitted: 0,
         }
+    }
+
+    /// Bytes of text decoded so far, sent or not.
+    pub fn decoded_len(&self) -> usize {
+        self.decoded
+    }
+
+    /// Bytes of text sent so far.
+    pub fn emitted_len(&self) -> usize {
+        self.emitted
+    }
+
+    /// Whether the last bytes pushed end inside a UTF-8 character.
+    pub fn char_unfinished(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Add a token's bytes; returns the text that became safe to emit.
     pub fn push(&mut self, bytes: &[u8]) -> Chunk {
         self.pending.extend_from_slice(bytes);
         let decoded = take_valid_utf8(&mut self.pending);
+        self.decoded += decoded.len();
         self.held.push_str(&decoded);
         if let Some(at) = self.first_stop() {
             let text = self.held[..at].to_string();
+            self.emitted += text.len();
             self.held.clear();
             self.pending.clear();
             return Chunk {
@@ -43,6 +66,7 @@ impl TextStream {
         let cut = self.held.len() - keep;
         let text = self.held[..cut].to_string();
         self.held.drain(..cut);
+        self.emitted += text.len();
         Chunk {
             text,
             stopped: false,
@@ -53,9 +77,12 @@ impl TextStream {
     pub fn finish(&mut self) -> String {
         let mut text = std::mem::take(&mut self.held);
         if !self.pending.is_empty() {
-            text.push_str(&String::from_utf8_lossy(&self.pending));
+            let tail = String::from_utf8_lossy(&self.pending);
+            self.decoded += tail.len();
+            text.push_str(&tail);
             self.pending.clear();
         }
+        self.emitted += text.len();
         text
     }
 

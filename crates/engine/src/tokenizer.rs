@@ -59,6 +59,9 @@ pub struct GgufTokenizer {
     inner: Tokenizer,
     /// The bytes each token stands for (special tokens: their text).
     token_bytes: Vec<Vec<u8>>,
+    /// Control and user-defined tokens: matched whole in prompts, never text a
+    /// grammar may produce.
+    special: Vec<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     pub add_bos: bool,
@@ -126,6 +129,10 @@ impl GgufTokenizer {
             .collect();
         inner.add_special_tokens(&specials);
 
+        let special = token_types
+            .iter()
+            .map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+            .collect();
         let byte_decoder = byte_decoder_table();
         let token_bytes = tokens
             .iter()
@@ -174,6 +181,7 @@ impl GgufTokenizer {
         Ok(Self {
             inner,
             token_bytes,
+            special,
             bos_token_id,
             eos_token_id,
             add_bos,
@@ -218,6 +226,12 @@ impl GgufTokenizer {
             .flat_map(|&i| self.token_bytes(i).iter().copied())
             .collect();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether `id` is a control or user-defined token (its bytes are its name, not
+    /// text the model writes).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
     }
 
     pub fn is_end_of_generation(&self, id: u32) -> bool {

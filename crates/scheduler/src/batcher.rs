@@ -333,7 +333,19 @@ impl Batcher {
             let Some(a) = self.active.get(i) else {
                 continue;
             };
-            if !out.text.is_empty() && a.events.send(Event::Text(out.text)).is_err() {
+            if let Some(e) = out.error {
+                let _ = a.events.send(Event::Error(e.to_string()));
+                done[i] = true;
+                continue;
+            }
+            if (!out.text.is_empty() || !out.logprobs.is_empty())
+                && a.events
+                    .send(Event::Text {
+                        text: out.text,
+                        logprobs: out.logprobs,
+                    })
+                    .is_err()
+            {
                 continue; // cancelled; dropped on the next turn
             }
             if let Some(reason) = out.finished {

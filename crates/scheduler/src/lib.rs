@@ -363,6 +363,11 @@ impl Lease {
         self.runner.model()
     }
 
+    /// The model, for work that runs on another thread while the lease is held.
+    pub fn shared_model(&self) -> Arc<Model> {
+        self.runner.shared_model()
+    }
+
     /// The `num_ctx` used when a request does not set one.
     pub fn default_num_ctx(&self) -> usize {
         self.runner.num_ctx()

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use wick_engine::{DoneReason, GenerationRequest, Model, Stats};
+use wick_engine::{DoneReason, GenerationRequest, Model, Stats, TokenLogprob};
 
 use crate::batcher::{BatchLimits, Batcher, Job};
 use crate::SchedError;
@@ -14,7 +14,13 @@ use crate::SchedError;
 /// What a submitted generation reports, in order: text chunks, then `Done` or `Error`.
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
+    /// Text that became safe to send, and the log probabilities of the tokens it
+    /// completed (empty unless the request asked for `logprobs`; an entry may arrive
+    /// with empty text, e.g. for a token with no text of its own).
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     Done {
         reason: DoneReason,
         stats: Stats,
@@ -54,6 +60,10 @@ impl Runner {
 
     pub(crate) fn model(&self) -> &Model {
         &self.model
+    }
+
+    pub(crate) fn shared_model(&self) -> Arc<Model> {
+        self.model.clone()
     }
 
     pub(crate) fn num_ctx(&self) -> usize {

@@ -6,9 +6,11 @@ mod llama_candle;
 pub mod llama_config;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
+
+use crate::constraint::{ConstraintEnv, OutputFormat};
 
 use crate::error::{EngineError, Result};
 use crate::facts::GgufFacts;
@@ -43,6 +45,8 @@ pub struct Model {
     weights_bytes: u64,
     pub tokenizer: GgufTokenizer,
     pub facts: GgufFacts,
+    /// Built on the first structured-output request, not at load.
+    constraint_env: OnceLock<std::result::Result<ConstraintEnv, String>>,
 }
 
 impl Model {
@@ -81,7 +85,33 @@ impl Model {
             weights_bytes,
             tokenizer,
             facts,
+            constraint_env: OnceLock::new(),
         })
+    }
+
+    /// Compile `format` into a grammar for this model's vocabulary, so that a bad
+    /// schema is refused before anything is generated (`InvalidFormat`, whose message
+    /// names the problem). The compiled grammar is kept for the sequence that uses it.
+    /// The first call on a model also builds its token trie (tens to hundreds of
+    /// milliseconds): call it off async threads.
+    pub fn check_format(&self, format: &OutputFormat) -> Result<()> {
+        self.constraint_env()?.check(format)
+    }
+
+    /// The model's vocabulary for structured outputs, built on first use.
+    pub(crate) fn constraint_env(&self) -> Result<&ConstraintEnv> {
+        self.constraint_env
+            .get_or_init(|| {
+                let start = std::time::Instant::now();
+                let env = ConstraintEnv::new(&self.tokenizer).map_err(|e| e.to_string());
+                tracing::debug!(
+                    "structured-output vocabulary built in {:?}",
+                    start.elapsed()
+                );
+                env
+            })
+            .as_ref()
+            .map_err(|e| EngineError::InvalidFormat(e.clone()))
     }
 
     /// Feed the next `tokens` of one sequence; logits of the last one.
