@@ -29,7 +29,8 @@ fn capabilities_come_from_the_template() {
     }
     let plain = GoTemplate::parse("{{ .System }} {{ .Prompt }}").unwrap();
     assert!(!plain.supports_tools() && plain.thinking_tags().is_none());
-    assert_eq!(plain.vars(), ["prompt", "system"]);
+    // Like Ollama, the appended `{{ .Response }}` counts.
+    assert_eq!(plain.vars(), ["prompt", "response", "system"]);
     assert_eq!(plain.tool_call_format().tag(), "{");
 }
 
