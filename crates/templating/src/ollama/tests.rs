@@ -23,7 +23,7 @@ fn capabilities_come_from_the_template() {
         "thinking",
         "think",
         "isthinkset",
-        "$lastuseridx",
+        "$lastuser",
     ] {
         assert!(t.vars().iter().any(|x| x == v), "{v} in {:?}", t.vars());
     }
