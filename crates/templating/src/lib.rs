@@ -9,14 +9,44 @@
 //! - [`GoTemplate`] is Ollama's Go `text/template` chat template (a Modelfile
 //!   `TEMPLATE`), rendered with Ollama's data and rules for chat and generate, with
 //!   the capabilities Ollama reads from it (`vars`, thinking tags, tool-call tag).
-//!   The template engine itself is the [`gotmpl`] module.
+//!   The template engine underneath is our own small Go `text/template`
+//!   (`gotmpl`), tested byte for byte against Go's.
 //! - [`ToolCallFormat`] and [`ToolCallParser`] read tool calls in every family's
 //!   syntax; the format comes from a [`GoTemplate`] or a [`ChatTemplate`].
 //! - [`ThinkingParser`] splits `<think>...</think>` style output into thinking and
 //!   content.
+//!
+//! ```
+//! use wick_templating::*;
+//!
+//! let tmpl = GoTemplate::parse(
+//!     "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}\
+//!      {{- if .ToolCalls }}<tool_call>{{ end }}<|im_start|>assistant\n",
+//! )?;
+//! let messages = [Message::new("user", "Weather in Paris?")];
+//! let prompt = tmpl.render_chat(&GoChat { messages: &messages, ..GoChat::default() })?;
+//! assert_eq!(prompt, "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n");
+//!
+//! // Streamed output: thinking first (when asked for and the template has tags),
+//! // then tool calls out of the content.
+//! let mut thinking = ThinkingParser::for_prompt("<think>", "</think>", &prompt);
+//! let mut n = 0;
+//! let mut calls = ToolCallParser::new(tmpl.tool_call_format(), vec!["get_weather".into()], || {
+//!     n += 1;
+//!     format!("call_{n}")
+//! });
+//! let (think, content) = thinking.push("<think>Paris.</think><tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>");
+//! assert_eq!(think, "Paris.");
+//! let mut chunk = calls.push(&content);
+//! let end = calls.finish();
+//! chunk.tool_calls.extend(end.tool_calls);
+//! assert_eq!(chunk.tool_calls[0].function.name, "get_weather");
+//! assert_eq!(chunk.content + &end.content, "");
+//! # Ok::<(), TemplateError>(())
+//! ```
 
 mod error;
-pub mod gotmpl;
+mod gotmpl;
 mod json;
 mod ollama;
 mod template;

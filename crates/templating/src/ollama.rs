@@ -84,7 +84,7 @@ impl GoTemplate {
     pub fn parse(source: &str) -> Result<GoTemplate, TemplateError> {
         let normalized = source.replace("\r\n", "\n");
         let mut tree = gotmpl::parse(&normalized)?;
-        let vars = walk::vars(&tree);
+        let mut vars = walk::vars(&tree);
         if !vars.iter().any(|v| v == "messages" || v == "response") {
             tree.root.push(Node::Action(Pipe {
                 cmds: vec![Cmd {
@@ -92,6 +92,7 @@ impl GoTemplate {
                 }],
                 ..Pipe::default()
             }));
+            vars = walk::vars(&tree);
         }
         Ok(GoTemplate {
             thinking_tags: walk::thinking_tags(&tree),

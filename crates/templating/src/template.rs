@@ -128,6 +128,18 @@ impl ChatTemplate {
         self.supports_insert
     }
 
+    /// `<think>`/`</think>` when the template handles thinking the way Ollama
+    /// recognises it in a Jinja template: it writes both tags, or it drops past
+    /// reasoning by splitting assistant content at `</think>`.
+    pub fn thinking_tags(&self) -> Option<(&'static str, &'static str)> {
+        let src = &self.source;
+        let writes_tags = src.contains("<think>") && src.contains("</think>");
+        let splits = (src.contains("content.split('</think>')")
+            || src.contains("content.split(\"</think>\")"))
+            && !src.contains("reasoning_content");
+        (writes_tags || splits).then_some(("<think>", "</think>"))
+    }
+
     /// Renders the conversation into a prompt.
     pub fn render(&self, ctx: &ChatContext<'_>) -> Result<String, TemplateError> {
         let messages: Vec<TemplateMessage<'_>> = ctx
@@ -293,6 +305,20 @@ mod tests {
         assert!(tools.supports_tools() && !tools.supports_insert());
         let fim = ChatTemplate::new("{{ prompt }}{{ suffix }}").unwrap();
         assert!(fim.supports_insert());
+    }
+
+    #[test]
+    fn thinking_tags_of_jinja_templates() {
+        let qwen3 = ChatTemplate::new("{% for m in messages %}{% if m.reasoning_content %}<think>\n{{ m.reasoning_content }}\n</think>\n{% endif %}{{ m.content }}{% endfor %}").unwrap();
+        assert_eq!(qwen3.thinking_tags(), Some(("<think>", "</think>")));
+        let r1 = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content.split('</think>')[-1] }}{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(r1.thinking_tags(), Some(("<think>", "</think>")));
+        let plain =
+            ChatTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
+        assert_eq!(plain.thinking_tags(), None);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! Llama 3.x writes it, ...), and [`ToolCallParser`] reads them out of a stream.
 //!
 //! A Go template's format comes from its `.ToolCalls` branch (as Ollama reads it);
-//! a Jinja template's from rendering one sample call through it.
+//! a Jinja template's from rendering one sample call through it. Unlike Ollama, a
+//! `[` ending the tag is left to the JSON list it opens, so spacing around it does
+//! not matter; and a response that *starts* with a call to an offered tool is read
+//! as calls even without the tag (models drop it at times).
 //!
 //! The parser, like Ollama's, passes text through until the tag. After a tag every
 //! JSON value is read as one call (`{"name", "arguments"|"parameters"}`, also
@@ -30,9 +33,19 @@ pub struct ToolCallFormat {
 const PROBE_NAME: &str = "wick_probe_function";
 
 impl ToolCallFormat {
-    /// A format from its tag; an empty tag means bare JSON (`{`).
+    /// A format from its tag; an empty tag means bare JSON (`{`). A `[` that ends
+    /// the tag opens the JSON list of calls and is left to the JSON (so
+    /// `[TOOL_CALLS] [` and `[TOOL_CALLS][` both read as `[TOOL_CALLS]`).
     pub fn new(tag: &str) -> ToolCallFormat {
-        let tag = tag.trim();
+        let mut tag = tag.trim();
+        if tag != "[" {
+            if let Some(rest) = tag.strip_suffix('[') {
+                tag = rest.trim_end();
+                if tag.is_empty() {
+                    tag = "[";
+                }
+            }
+        }
         ToolCallFormat {
             tag: if tag.is_empty() {
                 "{".into()
@@ -114,9 +127,7 @@ impl ToolCallFormat {
         let before = &with[start..name_at];
         // The tag ends where the JSON object begins (or where the name is written,
         // outside any JSON); a `[` opening a list of calls is not part of it.
-        let tag = before.split('{').next().unwrap_or("").trim();
-        let tag = tag.strip_suffix('[').unwrap_or(tag).trim_end();
-        Some(ToolCallFormat::new(tag))
+        Some(ToolCallFormat::new(before.split('{').next().unwrap_or("")))
     }
 }
 
@@ -145,6 +156,8 @@ pub struct ToolCallParser<F> {
     section_calls: usize,
     /// Calls emitted so far (the next call's `index`).
     calls: usize,
+    /// Nothing but blanks seen yet: a tagged format still accepts bare calls here.
+    at_start: bool,
 }
 
 impl<F: FnMut() -> String> ToolCallParser<F> {
@@ -160,6 +173,7 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
             section: String::new(),
             section_calls: 0,
             calls: 0,
+            at_start: true,
         }
     }
 
@@ -207,6 +221,38 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
                         self.state = State::Calling;
                     } else {
                         self.state = State::Done;
+                    }
+                }
+                State::Looking if self.at_start => {
+                    // Models sometimes leave the tag out: a whole response that opens
+                    // with a call to an offered tool is read as calls too.
+                    let trimmed = self.buf.trim_start();
+                    if trimmed.is_empty() {
+                        return;
+                    }
+                    if !trimmed.starts_with(['{', '[']) {
+                        self.at_start = false;
+                        continue;
+                    }
+                    let Some(end) = json_end(trimmed) else {
+                        if !at_end {
+                            return;
+                        }
+                        self.at_start = false;
+                        continue;
+                    };
+                    let calls = serde_json::from_str::<Value>(&trimmed[..end])
+                        .ok()
+                        .map(|v| self.calls_in(&v, "", true))
+                        .unwrap_or_default();
+                    self.at_start = false;
+                    if !calls.is_empty() {
+                        let skip = self.buf.len() - trimmed.len() + end;
+                        self.buf.drain(..skip);
+                        self.section.clear();
+                        self.section_calls = 0;
+                        self.emit(calls, chunk);
+                        self.state = State::Calling;
                     }
                 }
                 State::Looking => {
@@ -264,7 +310,7 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
             let value_text = self.buf[start..start + end].to_string();
             let calls = serde_json::from_str::<Value>(&value_text)
                 .ok()
-                .map(|v| self.calls_in(&v, &junk))
+                .map(|v| self.calls_in(&v, &junk, bare))
                 .unwrap_or_default();
             if calls.is_empty() && bare {
                 // Not a call: this and what follows is content.
@@ -276,31 +322,56 @@ impl<F: FnMut() -> String> ToolCallParser<F> {
             }
             self.section.push_str(&self.buf[..start + end]);
             self.buf.drain(..start + end);
-            for (name, arguments) in calls {
-                chunk.tool_calls.push(ToolCall {
-                    id: Some((self.new_id)()),
-                    function: ToolCallFunction {
-                        index: Some(self.calls),
-                        name,
-                        arguments,
-                    },
-                });
-                self.calls += 1;
-                self.section_calls += 1;
-            }
+            self.emit(calls, chunk);
         }
     }
 
-    /// The calls in one JSON value (an object or a list of objects).
-    fn calls_in(&self, v: &Value, before: &str) -> Vec<(String, Map<String, Value>)> {
-        match v {
+    fn emit(&mut self, calls: Vec<(String, Map<String, Value>)>, chunk: &mut StreamChunk) {
+        for (name, arguments) in calls {
+            chunk.tool_calls.push(ToolCall {
+                id: Some((self.new_id)()),
+                function: ToolCallFunction {
+                    index: Some(self.calls),
+                    name,
+                    arguments,
+                },
+            });
+            self.calls += 1;
+            self.section_calls += 1;
+        }
+    }
+
+    /// The calls in one JSON value: a call, a list of calls, or an object that wraps
+    /// them (`{"tool_calls": [...]}`). Untagged JSON (`offered_only`) counts only
+    /// when every call names an offered tool (when tools are known).
+    fn calls_in(
+        &self,
+        v: &Value,
+        before: &str,
+        offered_only: bool,
+    ) -> Vec<(String, Map<String, Value>)> {
+        let calls: Vec<_> = match v {
             Value::Array(items) => items
                 .iter()
                 .filter_map(|item| self.call_in(item, ""))
                 .collect(),
-            Value::Object(_) => self.call_in(v, before).into_iter().collect(),
+            Value::Object(obj) => match self.call_in(v, before) {
+                Some(call) => vec![call],
+                None => obj
+                    .values()
+                    .filter(|v| v.is_array() || v.is_object())
+                    .flat_map(|v| self.calls_in(v, "", false))
+                    .collect(),
+            },
             _ => Vec::new(),
+        };
+        let offered = |c: &(String, Map<String, Value>)| {
+            self.tool_names.is_empty() || self.tool_names.contains(&c.0)
+        };
+        if offered_only && !calls.iter().all(offered) {
+            return Vec::new();
         }
+        calls
     }
 
     fn call_in(&self, v: &Value, before: &str) -> Option<(String, Map<String, Value>)> {

@@ -426,6 +426,7 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         let body = format_verb(verb, arg, prec, plus, space, sharp);
         let body = match body {
             Some(b) => b,
+            None if matches!(arg, Value::Nil) => format!("%!{verb}(<nil>)"),
             None => {
                 let mut v = String::new();
                 arg.print(&mut v);
@@ -515,8 +516,18 @@ fn format_verb(
             }
         }
         ('d', Value::Int(i)) => format!("{}{i}", sign(*i < 0)),
-        ('x', Value::Int(i)) => format!("{}{i:x}", if sharp { "0x" } else { "" }),
-        ('X', Value::Int(i)) => format!("{}{i:X}", if sharp { "0X" } else { "" }),
+        ('x', Value::Int(i)) => format!(
+            "{}{}{:x}",
+            if *i < 0 { "-" } else { sign(false) },
+            if sharp { "0x" } else { "" },
+            i.unsigned_abs()
+        ),
+        ('X', Value::Int(i)) => format!(
+            "{}{}{:X}",
+            if *i < 0 { "-" } else { sign(false) },
+            if sharp { "0X" } else { "" },
+            i.unsigned_abs()
+        ),
         ('x', Value::Str(s)) => s.bytes().map(|b| format!("{b:02x}")).collect(),
         ('X', Value::Str(s)) => s.bytes().map(|b| format!("{b:02X}")).collect(),
         ('c', Value::Int(i)) => u32::try_from(*i)

@@ -23,13 +23,14 @@ fn capabilities_come_from_the_template() {
         "thinking",
         "think",
         "isthinkset",
-        "$lastuseridx",
+        "$lastuser",
     ] {
         assert!(t.vars().iter().any(|x| x == v), "{v} in {:?}", t.vars());
     }
     let plain = GoTemplate::parse("{{ .System }} {{ .Prompt }}").unwrap();
     assert!(!plain.supports_tools() && plain.thinking_tags().is_none());
-    assert_eq!(plain.vars(), ["prompt", "system"]);
+    // Like Ollama, the appended `{{ .Response }}` counts.
+    assert_eq!(plain.vars(), ["prompt", "response", "system"]);
     assert_eq!(plain.tool_call_format().tag(), "{");
 }
 
@@ -153,4 +154,101 @@ fn legacy_templates_render_each_turn_and_cut_the_last() {
         })
         .unwrap();
     assert_eq!(out, "S:sys\nU:one\nA:1\nU:two\nA:");
+}
+
+#[test]
+fn random_templates_never_panic() {
+    const PIECES: &[&str] = &[
+        "{{",
+        "}}",
+        "{{- ",
+        " -}}",
+        "{{/*",
+        "*/}}",
+        " ",
+        "\n",
+        ".",
+        ".Messages",
+        ".Role",
+        ".Content",
+        ".Tools",
+        ".Function",
+        ".Arguments",
+        "$",
+        "$i",
+        "$m",
+        ":=",
+        "=",
+        ",",
+        "|",
+        "(",
+        ")",
+        "if",
+        "else",
+        "end",
+        "range",
+        "with",
+        "break",
+        "continue",
+        "define",
+        "template",
+        "block",
+        "\"a\"",
+        "`r`",
+        "'c'",
+        "1",
+        "-2",
+        "0x1f",
+        "1.5e3",
+        "nil",
+        "true",
+        "len",
+        "index",
+        "slice",
+        "printf",
+        "\"%v %d %q %*d\"",
+        "eq",
+        "and",
+        "or",
+        "not",
+        "json",
+        "print",
+        "html",
+        "js",
+        "urlquery",
+        "toTypeScriptType",
+        "call",
+        "é",
+        "-",
+        "\\",
+    ];
+    let tools: Vec<Tool> = vec![
+        serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}),
+    ];
+    let messages = [Message::new("user", "hi"), Message::new("assistant", "yo")];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let n = 1 + next() % 24;
+        let src: String = (0..n)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        if let Ok(t) = GoTemplate::parse(&src) {
+            let _ = t.render_chat(&GoChat {
+                messages: &messages,
+                tools: Some(&tools),
+                think: None,
+            });
+            let _ = t.render_generate(&GoGenerate {
+                prompt: "p",
+                suffix: "s",
+                ..GoGenerate::default()
+            });
+        }
+    }
 }

@@ -94,7 +94,7 @@ fn mistral_tool_call_list() {
     let f = go_format(include_str!(
         "../../tests/golden/go/mistral-tools/template.gotmpl"
     ));
-    assert_eq!(f.tag(), "[TOOL_CALLS][");
+    assert_eq!(f.tag(), "[TOOL_CALLS]");
     let text = "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"search\", \"arguments\": {\"query\": \"a } { \\\" b\"}}]";
     check(&f, text, (&[WEATHER, SEARCH], ""));
     // The tag a Jinja template gives (without the list's bracket) reads the same.
@@ -144,7 +144,7 @@ fn command_r_action_block() {
     let f = go_format(include_str!(
         "../../tests/golden/go/command-r-tools/template.gotmpl"
     ));
-    assert_eq!(f.tag(), "Action: ```json\n[");
+    assert_eq!(f.tag(), "Action: ```json");
     let text = "Action: ```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n        \"parameters\": {\"city\": \"Paris\"}\n    }\n]```";
     check(&f, text, (&[WEATHER], ""));
 }
@@ -229,4 +229,46 @@ fn jinja_templates_give_their_family_tag() {
         Some("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>")
     );
     assert_eq!(tag(plain), None);
+}
+
+#[test]
+fn untagged_calls_at_the_start_count_when_they_name_offered_tools() {
+    let f = ToolCallFormat::new("<tool_call>");
+    check(
+        &f,
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n<tool_call>{\"name\": \"search\", \"arguments\": {\"query\": \"a } { \\\" b\"}}</tool_call>",
+        (&[WEATHER, SEARCH], ""),
+    );
+    // JSON that is not a call to an offered tool stays content.
+    let answer = "{\"name\": \"Ada\", \"age\": 36}";
+    check(&f, answer, (&[], answer));
+    let later = "Sure: {\"name\": \"get_weather\", \"arguments\": {}}";
+    check(&f, later, (&[], later));
+    // Text before a tag is content; the calls after it are read.
+    check(
+        &f,
+        "First, <tool_call> [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}] </tool_call>",
+        (&[WEATHER], "First, "),
+    );
+}
+
+#[test]
+fn wrapped_call_lists_are_read() {
+    let f = ToolCallFormat::new("{");
+    check(
+        &f,
+        "{\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"search\", \"arguments\": {\"query\": \"a } { \\\" b\"}}]}",
+        (&[WEATHER, SEARCH], ""),
+    );
+}
+
+#[test]
+fn multi_line_tags_of_real_templates() {
+    let f = ToolCallFormat::new("functools[");
+    assert_eq!(f.tag(), "functools");
+    check(
+        &f,
+        " functools[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
+        (&[WEATHER], " "),
+    );
 }
