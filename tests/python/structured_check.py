@@ -149,7 +149,10 @@ def generate_one(job):
 # 60 generations, 6 schemas x 10 (half streamed, both models, four at a time).
 jobs = [(i, name, models[i % len(models)]) for name in SCHEMAS for i in range(10)]
 with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    results = list(pool.map(generate_one, jobs))
+    results = []
+    for r in pool.map(generate_one, jobs):
+        print("gen", r, flush=True)
+        results.append(r)
 valid = 0
 for name, text, reason in results:
     try:

@@ -51,25 +51,25 @@ impl Template {
     }
 
     /// The tags a model's thinking comes between, when the template renders thinking:
-    /// Ollama's `thinking` capability. A Jinja template has it when it writes literal
-    /// `<think>`/`</think>` tags (Qwen3, DeepSeek-R1 and their kin).
+    /// Ollama's `thinking` capability (a Jinja template: when it writes `<think>` tags
+    /// or splits past reasoning off at `</think>`, as Qwen3 and DeepSeek-R1 do).
     pub fn thinking_tags(&self) -> Option<(String, String)> {
         match self {
             Template::Go(t) => t
                 .thinking_tags()
                 .map(|(o, c)| (o.to_string(), c.to_string())),
-            Template::Jinja(t) => {
-                let src = t.source();
-                (src.contains("<think>") && src.contains("</think>"))
-                    .then(|| ("<think>".to_string(), "</think>".to_string()))
-            }
+            Template::Jinja(t) => t
+                .thinking_tags()
+                .map(|(o, c)| (o.to_string(), c.to_string())),
         }
     }
 
     /// How the model writes tool calls, as read from the template.
     pub fn tool_call_format(&self) -> Option<ToolCallFormat> {
         match self {
-            Template::Jinja(t) => ToolCallFormat::from_jinja(t),
+            // A Jinja template that renders tools but no sample call: Hermes-style tags.
+            Template::Jinja(t) => ToolCallFormat::from_jinja(t)
+                .or_else(|| t.supports_tools().then(|| ToolCallFormat::new("<tool_call>"))),
             Template::Go(t) => Some(t.tool_call_format()),
         }
     }

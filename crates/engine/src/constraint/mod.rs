@@ -177,7 +177,10 @@ impl ConstraintEnv {
                 }
             }
         }
-        let grammar = TopLevelGrammar::from_json_schema(format.schema()?);
+        let grammar = match format {
+            OutputFormat::Json => TopLevelGrammar::from_lark(JSON_OBJECT_LARK.to_string()),
+            OutputFormat::JsonSchema(_) => TopLevelGrammar::from_json_schema(format.schema()?),
+        };
         let parser = self
             .factory
             .create_parser(grammar)
@@ -198,3 +201,6 @@ impl ConstraintEnv {
 
 #[cfg(test)]
 mod tests;
+
+mod json_object;
+use json_object::JSON_OBJECT_LARK;

@@ -69,6 +69,30 @@ fn json_object_is_compact_and_completes() {
 }
 
 #[test]
+fn json_numbers_have_bounded_length() {
+    let env = env();
+    let mut g = Guide::new(&env, &OutputFormat::Json, None).expect("json");
+    assert!(!feed(&mut g, r#"{"x": -3.1415926535897932"#));
+    // Sixteen fraction digits: no seventeenth, the number must end.
+    assert!(refuses(&mut g, b'7'));
+    assert!(feed(&mut g, "e-123}"));
+    let mut g = Guide::new(&env, &OutputFormat::Json, None).expect("json");
+    assert!(!feed(&mut g, r#"{"x": 1234567890123456"#));
+    assert!(refuses(&mut g, b'7'));
+}
+
+#[test]
+fn json_objects_and_arrays_have_bounded_width() {
+    let env = env();
+    let mut g = Guide::new(&env, &OutputFormat::Json, None).expect("json");
+    let members: Vec<String> = (0..64).map(|i| format!("\"k{i}\": [{}]", vec!["0"; 256].join(", "))).collect();
+    assert!(!feed(&mut g, &format!("{{{}", members.join(", "))));
+    // The 64th member is the last: the object must close.
+    assert!(refuses(&mut g, b','));
+    assert!(feed(&mut g, "}"));
+}
+
+#[test]
 fn no_free_whitespace() {
     let env = env();
     let mut g = Guide::new(&env, &OutputFormat::Json, None).expect("json");
