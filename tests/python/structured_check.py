@@ -149,10 +149,7 @@ def generate_one(job):
 # 60 generations, 6 schemas x 10 (half streamed, both models, four at a time).
 jobs = [(i, name, models[i % len(models)]) for name in SCHEMAS for i in range(10)]
 with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    results = []
-    for r in pool.map(generate_one, jobs):
-        print("gen", r, flush=True)
-        results.append(r)
+    results = list(pool.map(generate_one, jobs))
 valid = 0
 for name, text, reason in results:
     try:
@@ -165,8 +162,8 @@ check("60 schema generations parse and validate", valid == 60 and len(results) =
 
 # format "json": always a JSON object.
 for i, model in enumerate(models * 3):
-    r = client.generate(model=model, prompt="List three fruits as JSON.", format="json",
-                        options={"temperature": 0.8, "seed": i})
+    r = client.generate(model=model, prompt="Describe a person as a JSON object with the keys name, age and city.",
+                        format="json", options={"temperature": 0.8, "seed": i})
     try:
         value = json.loads(r.response)
     except ValueError as e:

@@ -68,8 +68,10 @@ impl Template {
     pub fn tool_call_format(&self) -> Option<ToolCallFormat> {
         match self {
             // A Jinja template that renders tools but no sample call: Hermes-style tags.
-            Template::Jinja(t) => ToolCallFormat::from_jinja(t)
-                .or_else(|| t.supports_tools().then(|| ToolCallFormat::new("<tool_call>"))),
+            Template::Jinja(t) => ToolCallFormat::from_jinja(t).or_else(|| {
+                t.supports_tools()
+                    .then(|| ToolCallFormat::new("<tool_call>"))
+            }),
             Template::Go(t) => Some(t.tool_call_format()),
         }
     }
