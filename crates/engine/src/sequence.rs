@@ -454,11 +454,6 @@ impl Sequence {
         }
     }
 
-    /// Whether the grammar of this sequence's `format` applies to its next token.
-    pub fn is_constrained(&self) -> bool {
-        self.guide.as_ref().is_some_and(Guide::is_active)
-    }
-
     /// Drop half of the tokens after `num_keep` (Ollama's context shift).
     fn shift_context(&mut self) {
         let keep = self.num_keep;
