@@ -104,16 +104,23 @@ fn run(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>) -> 
     steps
 }
 
-/// Tokens per second of `n` rows per step, from the median step time of `runs` runs.
-fn rate(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>, runs: usize) -> f64 {
-    let mut steps: Vec<Duration> = (0..runs)
-        .flat_map(|_| run(model, n, tokens, format.clone()))
-        .collect();
-    steps.sort();
-    match steps.get(steps.len() / 2) {
-        Some(median) => n as f64 / median.as_secs_f64(),
-        None => f64::NAN,
+/// Tokens per second of `n` rows per step, plain and with `format`, from the median
+/// step time of `runs` runs of each, interleaved so that other load on the machine
+/// falls on both alike.
+fn rates(model: &Model, n: usize, tokens: usize, format: &OutputFormat, runs: usize) -> (f64, f64) {
+    let (mut plain, mut schema) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.extend(run(model, n, tokens, None));
+        schema.extend(run(model, n, tokens, Some(format.clone())));
     }
+    let rate = |mut steps: Vec<Duration>| {
+        steps.sort();
+        match steps.get(steps.len() / 2) {
+            Some(median) => n as f64 / median.as_secs_f64(),
+            None => f64::NAN,
+        }
+    };
+    (rate(plain), rate(schema))
 }
 
 fn main() {
@@ -137,8 +144,7 @@ fn main() {
     );
     for n in ns {
         run(&model, n, 8, None); // warm up
-        let plain = rate(&model, n, tokens, None, 3);
-        let schema = rate(&model, n, tokens, Some(format.clone()), 3);
+        let (plain, schema) = rates(&model, n, tokens, &format, 5);
         println!(
             "{n:>3} {plain:>12.1} {schema:>12.1} {:>8.3}",
             schema / plain
