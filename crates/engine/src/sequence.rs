@@ -55,7 +55,8 @@ pub struct GenerationRequest {
 pub enum DoneReason {
     /// End-of-generation token or a stop string.
     Stop,
-    /// `num_predict` reached (a structured answer may be cut short), or the context filled up with shifting disabled.
+    /// `num_predict` reached, or the context filled up with shifting disabled (a
+    /// structured answer may be cut short).
     Length,
 }
 
