@@ -2,8 +2,9 @@
 //! does (one forward pass per step over all of them).
 //!
 //! Usage: cargo run --release -p wick-engine --example structured_bench -- MODEL.gguf [N,..] [TOKENS]
-//! Prints steady-state decode tokens/s (prefill excluded) per N, plain and with a
-//! schema, and their ratio.
+//! Prints decode tokens/s per N, plain and with a schema, and their ratio, from the
+//! median time of the steps where all N sequences decode (prefill and the tail where
+//! some have ended are left out, so the batch size is the same in both).
 
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,9 @@ fn schema() -> serde_json::Value {
     })
 }
 
-/// Decode tokens and decode time of `n` sequences run together for `tokens` each.
-fn run(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>) -> (usize, Duration) {
+/// Step times of `n` sequences run together for `tokens` each, for the steps where all
+/// of them decode.
+fn run(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>) -> Vec<Duration> {
     let prompt = model
         .tokenizer
         .encode(
@@ -67,7 +69,7 @@ fn run(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>) -> 
             Sequence::new(model, req).expect("sequence")
         })
         .collect();
-    let (mut decoded, mut decode_time) = (0, Duration::ZERO);
+    let mut steps = Vec::new();
     while seqs.iter().any(|s| !s.is_finished()) {
         let mut planned = Vec::new();
         let mut prefilling = false;
@@ -95,12 +97,30 @@ fn run(model: &Model, n: usize, tokens: usize, format: Option<OutputFormat>) -> 
         for (&i, l) in planned.iter().zip(logits) {
             let _ = seqs[i].accept(model, l.as_deref(), Duration::ZERO);
         }
-        if !prefilling {
-            decoded += planned.len();
-            decode_time += start.elapsed();
+        if !prefilling && planned.len() == n {
+            steps.push(start.elapsed());
         }
     }
-    (decoded, decode_time)
+    steps
+}
+
+/// Tokens per second of `n` rows per step, plain and with `format`, from the median
+/// step time of `runs` runs of each, interleaved so that other load on the machine
+/// falls on both alike.
+fn rates(model: &Model, n: usize, tokens: usize, format: &OutputFormat, runs: usize) -> (f64, f64) {
+    let (mut plain, mut schema) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.extend(run(model, n, tokens, None));
+        schema.extend(run(model, n, tokens, Some(format.clone())));
+    }
+    let rate = |mut steps: Vec<Duration>| {
+        steps.sort();
+        match steps.get(steps.len() / 2) {
+            Some(median) => n as f64 / median.as_secs_f64(),
+            None => f64::NAN,
+        }
+    };
+    (rate(plain), rate(schema))
 }
 
 fn main() {
@@ -124,10 +144,7 @@ fn main() {
     );
     for n in ns {
         run(&model, n, 8, None); // warm up
-        let (pt, pd) = run(&model, n, tokens, None);
-        let (st, sd) = run(&model, n, tokens, Some(format.clone()));
-        let plain = pt as f64 / pd.as_secs_f64();
-        let schema = st as f64 / sd.as_secs_f64();
+        let (plain, schema) = rates(&model, n, tokens, &format, 5);
         println!(
             "{n:>3} {plain:>12.1} {schema:>12.1} {:>8.3}",
             schema / plain

@@ -55,7 +55,8 @@ pub struct GenerationRequest {
 pub enum DoneReason {
     /// End-of-generation token or a stop string.
     Stop,
-    /// `num_predict` reached (a structured answer may be cut short), or the context filled up with shifting disabled.
+    /// `num_predict` reached, or the context filled up with shifting disabled (a
+    /// structured answer may be cut short).
     Length,
 }
 
@@ -452,11 +453,6 @@ impl Sequence {
             error: Some(e),
             ..StepOutput::default()
         }
-    }
-
-    /// Whether the grammar of this sequence's `format` applies to its next token.
-    pub fn is_constrained(&self) -> bool {
-        self.guide.as_ref().is_some_and(Guide::is_active)
     }
 
     /// Drop half of the tokens after `num_keep` (Ollama's context shift).

@@ -93,11 +93,16 @@ impl Guide {
             },
             _ => Phase::Active,
         };
-        Ok(Self {
+        let mut guide = Self {
             phase,
             slot: Slot::Idle(matcher),
             worker: None,
-        })
+        };
+        if guide.is_active() {
+            // The first mask is computed while the prompt is evaluated.
+            guide.prefetch();
+        }
+        Ok(guide)
     }
 
     /// Whether the grammar applies to the next token.

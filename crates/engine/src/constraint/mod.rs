@@ -97,7 +97,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// A model's vocabulary as llguidance sees it, and its compiled formats.
-pub struct ConstraintEnv {
+pub(crate) struct ConstraintEnv {
     factory: ParserFactory,
     /// Fresh parsers of recently compiled formats, least recently used first.
     compiled: Mutex<VecDeque<(String, TokenParser)>>,
@@ -106,7 +106,7 @@ pub struct ConstraintEnv {
 impl ConstraintEnv {
     /// Build the token trie from every token's bytes (special tokens marked) and the
     /// end-of-generation set.
-    pub fn new(tokenizer: &GgufTokenizer) -> Result<Self> {
+    pub(crate) fn new(tokenizer: &GgufTokenizer) -> Result<Self> {
         let n = tokenizer.vocab_size();
         let words: Vec<Vec<u8>> = (0..n as u32)
             .map(|id| {
@@ -194,7 +194,7 @@ impl ConstraintEnv {
     }
 
     /// Compile `format`, keeping it for the sequence that will use it.
-    pub fn check(&self, format: &OutputFormat) -> Result<()> {
+    pub(crate) fn check(&self, format: &OutputFormat) -> Result<()> {
         self.parser(format).map(drop)
     }
 }
