@@ -53,7 +53,11 @@ impl OutputFormat {
                     "the schema `false` accepts no value".into(),
                 ))
             }
-            OutputFormat::JsonSchema(v @ Value::Object(_)) => v.clone(),
+            OutputFormat::JsonSchema(v @ Value::Object(_)) => {
+                let mut v = v.clone();
+                close_objects(&mut v, false);
+                v
+            }
             OutputFormat::JsonSchema(other) => {
                 return Err(EngineError::InvalidFormat(format!(
                     "a JSON schema must be an object, not {}",
@@ -81,6 +85,42 @@ impl OutputFormat {
         match self {
             OutputFormat::Json => "\"json\"".into(),
             OutputFormat::JsonSchema(v) => v.to_string(),
+        }
+    }
+}
+
+/// Objects with `properties` and no `additionalProperties` take no other members, as
+/// llama.cpp's schema grammars (and so Ollama's structured outputs) read them:
+/// otherwise a model may keep inventing members (pydantic's schemas never say
+/// `additionalProperties`). The direct branches of an `allOf` are left open, since
+/// each names only part of the members.
+fn close_objects(schema: &mut Value, in_all_of: bool) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    if !in_all_of
+        && map.contains_key("properties")
+        && !map.contains_key("additionalProperties")
+        && !map.contains_key("patternProperties")
+        && !map.contains_key("unevaluatedProperties")
+    {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, sub) in map.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" | "patternProperties" => {
+                if let Value::Object(children) = sub {
+                    children.values_mut().for_each(|c| close_objects(c, false));
+                }
+            }
+            "anyOf" | "oneOf" | "prefixItems" | "allOf" => {
+                let all_of = key == "allOf";
+                if let Value::Array(children) = sub {
+                    children.iter_mut().for_each(|c| close_objects(c, all_of));
+                }
+            }
+            "items" | "additionalProperties" | "not" | "contains" => close_objects(sub, false),
+            _ => {}
         }
     }
 }

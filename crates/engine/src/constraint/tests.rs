@@ -236,3 +236,24 @@ fn compiled_formats_are_reused() {
     let cache = env.compiled.lock().expect("lock");
     assert_eq!(cache.len(), 1);
 }
+
+#[test]
+fn objects_without_additional_properties_are_closed() {
+    let env = env();
+    let schema = json!({
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "object", "properties": {"c": {"type": "boolean"}}}},
+        "required": ["a"],
+    });
+    let mut g = guide(&env, schema);
+    assert!(!feed(&mut g, r#"{"a": 1, "b": {"c": true"#));
+    // Nothing but the end of `b`: no invented member.
+    assert!(refuses(&mut g, b','));
+    assert!(feed(&mut g, "}}"));
+    // An explicit `additionalProperties: true` is kept.
+    let mut g = guide(
+        &env,
+        json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": true}),
+    );
+    assert!(!feed(&mut g, r#"{"a": 1, "x""#));
+}
