@@ -29,8 +29,9 @@ type IdFn = fn() -> String;
 
 /// Tool calls out of generated text in the template's syntax. A model whose template
 /// tags its calls (Qwen's `<tool_call>`) may still answer with a bare JSON call naming
-/// an offered tool (small models often leave out the tags): an answer that starts
-/// with `{` is held back until it ends, then read as bare calls if it is one.
+/// an offered tool, or such a call in a Markdown code fence (small models often leave
+/// out the tags): an answer that starts with `{` or a fence is held back until it
+/// ends, then read as bare calls if it is one.
 pub(crate) struct ToolCalls {
     parser: ToolCallParser<IdFn>,
     names: Vec<String>,
@@ -54,8 +55,7 @@ impl ToolCalls {
             return self.parser.push(text);
         };
         held.push_str(text);
-        let start = held.trim_start();
-        if start.is_empty() || start.starts_with('{') {
+        if may_be_bare_call(held) {
             return StreamChunk::default();
         }
         let held = self.held.take().unwrap_or_default();
@@ -66,13 +66,13 @@ impl ToolCalls {
         let Some(held) = self.held.take() else {
             return self.parser.finish();
         };
-        if held.trim_start().starts_with('{') {
+        if let Some(json) = unfenced(&held) {
             let mut bare = ToolCallParser::new(
                 ToolCallFormat::new("{"),
                 self.names.clone(),
                 new_call_id as IdFn,
             );
-            let mut out = bare.push(&held);
+            let mut out = bare.push(json);
             let rest = bare.finish();
             out.content.push_str(&rest.content);
             out.tool_calls.extend(rest.tool_calls);
@@ -90,6 +90,36 @@ impl ToolCalls {
         out.tool_calls.extend(rest.tool_calls);
         out
     }
+}
+
+const FENCES: [&str; 2] = ["```json", "```"];
+
+/// Whether an answer that starts like this may still turn out to be an untagged call:
+/// `{`, or a code fence (plain or `json`) whose code may start with `{`.
+fn may_be_bare_call(held: &str) -> bool {
+    let start = held.trim_start();
+    if start.is_empty() || start.starts_with('{') || "```".starts_with(start) {
+        return true;
+    }
+    let Some(rest) = start.strip_prefix("```") else {
+        return false;
+    };
+    if "json".starts_with(rest) {
+        return true;
+    }
+    let code = rest.strip_prefix("json").unwrap_or(rest).trim_start();
+    code.is_empty() || code.starts_with('{')
+}
+
+/// The JSON of an answer that is a bare call, with or without a code fence around it.
+fn unfenced(held: &str) -> Option<&str> {
+    let text = held.trim();
+    if text.starts_with('{') {
+        return Some(text);
+    }
+    let inner = FENCES.iter().find_map(|f| text.strip_prefix(f))?;
+    let inner = inner.strip_suffix("```").unwrap_or(inner).trim();
+    inner.starts_with('{').then_some(inner)
 }
 
 /// Splits a generation's text into thinking (when the model thinks), content, and
@@ -204,6 +234,21 @@ mod tests {
         assert_eq!(a.content, "{\"name\": \"other\", \"arguments\": {}}");
         let a = run(&mut qwen_tools(), &["{\"a\": 1}"]);
         assert_eq!(a.content, "{\"a\": 1}");
+
+        // A bare call in a Markdown fence.
+        let a = run(
+            &mut qwen_tools(),
+            &["``", "`json\n{\"name\": \"get_weather\", ", "\"arguments\": {}}\n``", "`"],
+        );
+        assert_eq!((a.content.as_str(), a.tool_calls.len()), ("", 1));
+        // Other fenced code is content, and streams at once.
+        let mut p = qwen_tools();
+        assert_eq!(p.push("```py").content, "```py");
+        let a = run(&mut qwen_tools(), &["```python\n", "print(1)\n```"]);
+        assert_eq!(
+            (a.content.as_str(), a.tool_calls.len()),
+            ("```python\nprint(1)\n```", 0)
+        );
     }
 
     #[test]
