@@ -238,7 +238,12 @@ mod tests {
         // A bare call in a Markdown fence.
         let a = run(
             &mut qwen_tools(),
-            &["``", "`json\n{\"name\": \"get_weather\", ", "\"arguments\": {}}\n``", "`"],
+            &[
+                "``",
+                "`json\n{\"name\": \"get_weather\", ",
+                "\"arguments\": {}}\n``",
+                "`",
+            ],
         );
         assert_eq!((a.content.as_str(), a.tool_calls.len()), ("", 1));
         // Other fenced code is content, and streams at once.
