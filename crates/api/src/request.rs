@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use wick_engine::{GenerationRequest, OutputFormat};
+use wick_engine::{GenerationRequest, OutputFormat, MAX_TOP_LOGPROBS};
 use wick_scheduler::KeepAlive;
 use wick_store::{ModelName, ResolvedModel};
 use wick_templating::Think;
@@ -19,9 +19,6 @@ use crate::options::{OptionsPatch, RunOptions};
 use crate::run::{self, Held, LoadReply};
 use crate::wire;
 use crate::AppState;
-
-/// The most alternatives `top_logprobs` may ask for (Ollama's and OpenAI's limit).
-pub(crate) const MAX_TOP_LOGPROBS: i64 = 20;
 
 /// Ollama's `ThinkValue`: `true`, `false`, or one of its levels.
 fn parse_think(v: &Value) -> Result<Option<Think>> {
@@ -110,7 +107,7 @@ impl CommonFields<'_> {
             None => None,
         };
         let top = self.top_logprobs.unwrap_or(0);
-        if !(0..=MAX_TOP_LOGPROBS).contains(&top) {
+        if !(0..=MAX_TOP_LOGPROBS as i64).contains(&top) {
             return Err(ApiError::bad("top_logprobs must be between 0 and 20"));
         }
         let logprobs = match self.logprobs {
