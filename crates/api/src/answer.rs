@@ -32,6 +32,7 @@ type IdFn = fn() -> String;
 /// an offered tool, or such a call in a Markdown code fence (small models often leave
 /// out the tags): an answer that starts with `{` or a fence is held back until it
 /// ends, then read as bare calls if it is one.
+#[derive(Clone)]
 pub(crate) struct ToolCalls {
     parser: ToolCallParser<IdFn>,
     names: Vec<String>,
@@ -124,15 +125,28 @@ fn unfenced(held: &str) -> Option<&str> {
 
 /// Splits a generation's text into thinking (when the model thinks), content, and
 /// tool calls (when tools were offered).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct AnswerParser {
     thinking: Option<ThinkingParser>,
     tools: Option<ToolCalls>,
+    /// Calls still to be read when they are limited (OpenAI's
+    /// `parallel_tool_calls: false` reads one).
+    calls_left: Option<usize>,
 }
 
 impl AnswerParser {
     pub fn new(thinking: Option<ThinkingParser>, tools: Option<ToolCalls>) -> Self {
-        AnswerParser { thinking, tools }
+        AnswerParser {
+            thinking,
+            tools,
+            calls_left: None,
+        }
+    }
+
+    /// Read at most one tool call when `one` (later calls are not reported).
+    pub fn at_most_one_call(mut self, one: bool) -> Self {
+        self.calls_left = one.then_some(1);
+        self
     }
 
     pub fn push(&mut self, text: &str) -> Answer {
@@ -164,6 +178,10 @@ impl AnswerParser {
             let rest = tools.finish();
             chunk.content.push_str(&rest.content);
             chunk.tool_calls.extend(rest.tool_calls);
+        }
+        if let Some(left) = &mut self.calls_left {
+            chunk.tool_calls.truncate(*left);
+            *left -= chunk.tool_calls.len();
         }
         Answer {
             thinking,
@@ -254,6 +272,14 @@ mod tests {
             (a.content.as_str(), a.tool_calls.len()),
             ("```python\nprint(1)\n```", 0)
         );
+    }
+
+    #[test]
+    fn one_call_when_parallel_calls_are_off() {
+        let two = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+        assert_eq!(run(&mut qwen_tools(), &[two]).tool_calls.len(), 2);
+        let mut p = qwen_tools().at_most_one_call(true);
+        assert_eq!(run(&mut p, &[two]).tool_calls.len(), 1);
     }
 
     #[test]

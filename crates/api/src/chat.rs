@@ -16,6 +16,7 @@ use crate::models;
 use crate::prompt::{self, Template};
 use crate::request::{no_vision, prepare, Common, CommonFields, Prepared};
 use crate::run::{self, Framing, Generation, Responder, Start};
+use crate::tool_choice::ToolChoice;
 use crate::wire::{self, Metrics};
 use crate::AppState;
 
@@ -42,6 +43,12 @@ pub struct ValidChatRequest {
     pub(crate) common: Common,
     pub(crate) messages: Vec<Message>,
     pub(crate) tools: Vec<Tool>,
+    /// OpenAI's `tool_choice` (Ollama's chat: `auto`).
+    pub(crate) tool_choice: ToolChoice,
+    /// OpenAI's `parallel_tool_calls: false`: at most one call is read.
+    pub(crate) one_call: bool,
+    /// OpenAI's `n`: answers sampled from one prefill (Ollama's chat: 1).
+    pub(crate) choices: usize,
 }
 
 impl ChatRequest {
@@ -86,6 +93,9 @@ impl ChatRequest {
             common,
             messages,
             tools,
+            tool_choice: ToolChoice::Auto,
+            one_call: false,
+            choices: 1,
         })
     }
 }
@@ -132,7 +142,12 @@ impl Responder for ChatResponder {
     type Chunk = ChatChunk;
     type Whole = ChatChunk;
 
-    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<ChatChunk> {
+    fn text(
+        &mut self,
+        _choice: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Vec<ChatChunk> {
         let a = self.answer.push(&text);
         if a.is_empty() && logprobs.is_empty() {
             return Vec::new();
@@ -142,7 +157,13 @@ impl Responder for ChatResponder {
         vec![chunk]
     }
 
-    fn done(&mut self, reason: DoneReason, metrics: Metrics, _context: Vec<u32>) -> Vec<ChatChunk> {
+    fn done(
+        &mut self,
+        _choice: usize,
+        reason: DoneReason,
+        metrics: Metrics,
+        _context: Vec<u32>,
+    ) -> Vec<ChatChunk> {
         let mut out = Vec::new();
         let a = self.answer.finish();
         if !a.is_empty() {
@@ -222,7 +243,7 @@ fn render_fitting(
 
 /// Load the model, render and tokenize the conversation, and submit the generation.
 /// A running chat comes with the parser that splits its answer into thinking, content
-/// and tool calls.
+/// and tool calls (one per choice; cloned from the first).
 pub(crate) async fn start(state: &AppState, req: &ValidChatRequest) -> Result<Start<AnswerParser>> {
     let c = &req.common;
     let (resolved, held, opts) = match prepare(state, c, "chat", req.messages.is_empty()).await? {
@@ -236,7 +257,8 @@ pub(crate) async fn start(state: &AppState, req: &ValidChatRequest) -> Result<St
         resolved.template.as_deref(),
         model.facts.chat_template.as_deref(),
     )?;
-    let tools = (!req.tools.is_empty()).then_some(req.tools.as_slice());
+    let tools = (!req.tools.is_empty() && req.tool_choice != ToolChoice::None)
+        .then_some(req.tools.as_slice());
     if tools.is_some() && !template.as_ref().is_some_and(Template::supports_tools) {
         return Err(ApiError::bad(format!(
             "\"{}\" does not support tools",
@@ -276,16 +298,43 @@ pub(crate) async fn start(state: &AppState, req: &ValidChatRequest) -> Result<St
         }
         _ => None,
     };
-    let tool_calls = match (
-        tools,
-        template.as_ref().and_then(Template::tool_call_format),
-    ) {
+    let call_format = tools.and(template.as_ref().and_then(Template::tool_call_format));
+    let forced = match (&call_format, tools) {
+        (Some(format), Some(tools)) => req.tool_choice.grammar(tools, format)?,
+        (None, Some(_)) if req.tool_choice != ToolChoice::Auto => {
+            return Err(ApiError::bad(format!(
+                "\"tool_choice\": the template of \"{}\" has no tool-call syntax to enforce",
+                c.model
+            )))
+        }
+        _ => None,
+    };
+    if forced.is_some() && c.format.is_some() {
+        return Err(ApiError::bad(
+            "\"tool_choice\" that requires a call cannot be combined with a response format",
+        ));
+    }
+    let tool_calls = match (tools, call_format) {
         (Some(tools), Some(format)) => Some(ToolCalls::new(format, tools)),
         _ => None,
     };
     let close_tag = thinking.as_ref().and(tags.map(|(_, close)| close));
-    let gen = Generation::submit(held, c.request(tokens, opts, close_tag))?;
-    Ok(Start::Running(gen, AnswerParser::new(thinking, tool_calls)))
+    let mut gen_req = c.request(tokens, opts, close_tag.clone());
+    if let Some(grammar) = forced {
+        let model = held.lease.shared_model();
+        let check = grammar.clone();
+        models::blocking(move || {
+            model
+                .check_format(&check)
+                .map_err(|e| ApiError::bad(format!("invalid tool parameters: {e}")))
+        })
+        .await?;
+        gen_req.format = Some(grammar);
+        gen_req.format_after = close_tag;
+    }
+    let gen = Generation::submit_choices(held, gen_req, req.choices)?;
+    let answer = AnswerParser::new(thinking, tool_calls).at_most_one_call(req.one_call);
+    Ok(Start::Running(gen, answer))
 }
 
 pub(crate) async fn chat(

@@ -52,6 +52,8 @@ pub struct ValidGenerateRequest {
     pub(crate) template: Option<String>,
     pub(crate) context: Option<Vec<u32>>,
     pub(crate) raw: bool,
+    /// OpenAI's `n`: answers sampled from one prefill (Ollama's generate: 1).
+    pub(crate) choices: usize,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -105,6 +107,7 @@ impl GenerateRequest {
             template,
             context,
             raw,
+            choices: 1,
         })
     }
 }
@@ -155,7 +158,12 @@ impl Responder for GenerateResponder {
     type Chunk = GenerateChunk;
     type Whole = GenerateChunk;
 
-    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<GenerateChunk> {
+    fn text(
+        &mut self,
+        _choice: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Vec<GenerateChunk> {
         let a = self.answer.push(&text);
         if a.is_empty() && logprobs.is_empty() {
             return Vec::new();
@@ -167,6 +175,7 @@ impl Responder for GenerateResponder {
 
     fn done(
         &mut self,
+        _choice: usize,
         reason: DoneReason,
         metrics: Metrics,
         context: Vec<u32>,
@@ -282,7 +291,7 @@ pub(crate) async fn start(
         _ => None,
     };
     let close_tag = thinking.as_ref().and(tags.map(|(_, close)| close));
-    let gen = Generation::submit(held, c.request(tokens, opts, close_tag))?;
+    let gen = Generation::submit_choices(held, c.request(tokens, opts, close_tag), req.choices)?;
     Ok(Start::Running(gen, AnswerParser::new(thinking, None)))
 }
 

@@ -23,6 +23,7 @@ mod request;
 mod run;
 mod security;
 mod show;
+mod tool_choice;
 
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ApiConfig>,
     templates: prompt::TemplateCache,
+    /// Responses of `/v1/responses`, for `previous_response_id`.
+    responses: openai::ResponseStore,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             templates: prompt::TemplateCache::default(),
+            responses: openai::ResponseStore::default(),
         }
     }
 }
@@ -98,6 +102,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/responses", post(openai::create_response))
+        .route("/v1/responses/{id}", get(openai::get_response))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
         .fallback(not_found)

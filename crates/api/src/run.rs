@@ -48,23 +48,68 @@ pub(crate) async fn acquire(
     })
 }
 
-/// A submitted generation: its events, and the lease that keeps the model loaded.
+/// A submitted generation: the events of each of its choices (one unless OpenAI's
+/// `n` asked for more), and the lease that keeps the model loaded.
 pub(crate) struct Generation {
-    rx: UnboundedReceiver<Event>,
+    rx: Vec<UnboundedReceiver<Event>>,
+    /// Choices that have ended.
+    ended: Vec<bool>,
     started: Instant,
     load_duration: Duration,
-    _lease: Lease,
+    _leases: Vec<Lease>,
 }
 
 impl Generation {
-    pub fn submit(held: Held, req: GenerationRequest) -> Result<Self> {
-        let rx = held.lease.submit(req)?;
+    /// `choices` generations of one prompt, evaluated once (see
+    /// [`Lease::submit_choices`]).
+    pub fn submit_choices(held: Held, req: GenerationRequest, choices: usize) -> Result<Self> {
+        let rx = held.lease.submit_choices(req, choices)?;
         Ok(Generation {
+            ended: vec![false; rx.len()],
             rx,
             started: held.started,
             load_duration: held.load_duration,
-            _lease: held.lease,
+            _leases: vec![held.lease],
         })
+    }
+
+    /// Several generations answered as one (OpenAI's completions with a list of
+    /// prompts): their choices in order, timed from the first one's start.
+    pub fn join(gens: Vec<Generation>) -> Option<Generation> {
+        let mut gens = gens.into_iter();
+        let mut all = gens.next()?;
+        for g in gens {
+            all.rx.extend(g.rx);
+            all.ended.extend(g.ended);
+            all.load_duration = all.load_duration.max(g.load_duration);
+            all._leases.extend(g._leases);
+        }
+        Some(all)
+    }
+
+    /// How many choices this generation runs.
+    pub fn choices(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// The next event of any choice still running, with the choice's index; `None`
+    /// as the event when that choice's channel closed.
+    async fn recv(&mut self) -> (usize, Option<Event>) {
+        if let [rx] = self.rx.as_mut_slice() {
+            return (0, rx.recv().await);
+        }
+        std::future::poll_fn(|cx| {
+            for (i, rx) in self.rx.iter_mut().enumerate() {
+                if self.ended[i] {
+                    continue;
+                }
+                if let std::task::Poll::Ready(ev) = rx.poll_recv(cx) {
+                    return std::task::Poll::Ready((i, ev));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 
@@ -73,12 +118,24 @@ pub(crate) trait Responder: Send + 'static {
     type Chunk: Serialize + Send + 'static;
     /// The one object of a `stream: false` answer.
     type Whole: Serialize;
-    /// Chunks for a piece of generated text and the log probabilities of the tokens
-    /// that completed it (empty unless asked for; possibly no chunks).
-    fn text(&mut self, text: String, logprobs: Vec<TokenLogprob>) -> Vec<Self::Chunk>;
-    /// The last chunks; the final one has `done: true`.
-    fn done(&mut self, reason: DoneReason, metrics: Metrics, context: Vec<u32>)
-        -> Vec<Self::Chunk>;
+    /// Chunks for a piece of generated text of choice `choice` (0 unless the request
+    /// asked for several) and the log probabilities of the tokens that completed it
+    /// (empty unless asked for; possibly no chunks).
+    fn text(
+        &mut self,
+        choice: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Vec<Self::Chunk>;
+    /// The last chunks of choice `choice`; the final one of the last choice to end
+    /// has `done: true`.
+    fn done(
+        &mut self,
+        choice: usize,
+        reason: DoneReason,
+        metrics: Metrics,
+        context: Vec<u32>,
+    ) -> Vec<Self::Chunk>;
     /// All chunks of a generation as one response (`stream: false`).
     fn merge(chunks: Vec<Self::Chunk>) -> Option<Self::Whole>;
 }
@@ -90,21 +147,34 @@ pub(crate) enum Framing {
     Ndjson,
     /// OpenAI's server-sent events: `data: {json}` blocks, then `data: [DONE]`.
     Sse,
+    /// Typed server-sent events (OpenAI's Responses API): `event: <type>` then
+    /// `data: {json}` for each chunk, whose `type` names the event; no `[DONE]`.
+    SseEvents,
 }
 
 impl Framing {
     fn content_type(self) -> &'static str {
         match self {
             Framing::Ndjson => "application/x-ndjson",
-            Framing::Sse => "text/event-stream",
+            Framing::Sse | Framing::SseEvents => "text/event-stream",
         }
     }
 
     fn frame<T: Serialize>(self, v: &T) -> Bytes {
+        if self == Framing::SseEvents {
+            return match serde_json::to_value(v) {
+                Ok(v) => self.wrap_event(v["type"].as_str().unwrap_or("message"), &v),
+                Err(e) => self.error(&format!("encoding a response: {e}")),
+            };
+        }
         match serde_json::to_vec(v) {
             Ok(json) => self.wrap(json),
             Err(e) => self.error(&format!("encoding a response: {e}")),
         }
+    }
+
+    fn wrap_event(self, kind: &str, v: &serde_json::Value) -> Bytes {
+        Bytes::from(format!("event: {kind}\ndata: {v}\n\n"))
     }
 
     fn wrap(self, json: Vec<u8>) -> Bytes {
@@ -114,7 +184,7 @@ impl Framing {
                 out.extend(json);
                 out.push(b'\n');
             }
-            Framing::Sse => {
+            Framing::Sse | Framing::SseEvents => {
                 out.extend_from_slice(b"data: ");
                 out.extend(json);
                 out.extend_from_slice(b"\n\n");
@@ -131,6 +201,12 @@ impl Framing {
             Framing::Sse => serde_json::json!({
                 "error": { "message": msg, "type": "api_error", "param": null, "code": null }
             }),
+            Framing::SseEvents => {
+                let v = serde_json::json!({
+                    "type": "error", "code": "server_error", "message": msg, "param": null,
+                });
+                return self.wrap_event("error", &v);
+            }
         };
         self.wrap(serde_json::to_vec(&v).unwrap_or_default())
     }
@@ -138,7 +214,7 @@ impl Framing {
     /// What follows the last chunk.
     fn end(self) -> Option<Bytes> {
         match self {
-            Framing::Ndjson => None,
+            Framing::Ndjson | Framing::SseEvents => None,
             Framing::Sse => Some(Bytes::from_static(b"data: [DONE]\n\n")),
         }
     }
@@ -151,19 +227,31 @@ enum Step<C> {
     Failed(String),
 }
 
-fn step<R: Responder>(gen: &Generation, r: &mut R, ev: Option<Event>) -> Step<R::Chunk> {
+fn step<R: Responder>(
+    gen: &mut Generation,
+    r: &mut R,
+    (choice, ev): (usize, Option<Event>),
+) -> Step<R::Chunk> {
     match ev {
         Some(Event::Text { text, logprobs }) if text.is_empty() && logprobs.is_empty() => {
             Step::Chunks(Vec::new())
         }
-        Some(Event::Text { text, logprobs }) => Step::Chunks(r.text(text, logprobs)),
+        Some(Event::Text { text, logprobs }) => Step::Chunks(r.text(choice, text, logprobs)),
         Some(Event::Done {
             reason,
             stats,
             context,
         }) => {
             let metrics = Metrics::new(gen.started.elapsed(), gen.load_duration, &stats);
-            Step::Finished(r.done(reason, metrics, context))
+            let chunks = r.done(choice, reason, metrics, context);
+            if let Some(e) = gen.ended.get_mut(choice) {
+                *e = true;
+            }
+            if gen.ended.iter().all(|&e| e) {
+                Step::Finished(chunks)
+            } else {
+                Step::Chunks(chunks)
+            }
         }
         Some(Event::Error(e)) => Step::Failed(e),
         None => Step::Failed(SchedError::RunnerGone.to_string()),
@@ -203,8 +291,8 @@ pub(crate) async fn respond<R: Responder>(
     if !stream {
         let mut chunks = Vec::new();
         loop {
-            let ev = gen.rx.recv().await;
-            match step(&gen, &mut r, ev) {
+            let ev = gen.recv().await;
+            match step(&mut gen, &mut r, ev) {
                 Step::Chunks(c) => chunks.extend(c),
                 Step::Finished(c) => {
                     chunks.extend(c);
@@ -226,9 +314,9 @@ pub(crate) async fn respond<R: Responder>(
         framing,
     };
     while pending.frames.is_empty() && !pending.finished {
-        let ev = gen.rx.recv().await;
+        let ev = gen.recv().await;
         pending
-            .take(step(&gen, &mut r, ev))
+            .take(step(&mut gen, &mut r, ev))
             .map_err(ApiError::Internal)?;
     }
 
@@ -242,8 +330,8 @@ pub(crate) async fn respond<R: Responder>(
                 if pending.finished {
                     return None;
                 }
-                let ev = gen.rx.recv().await;
-                if let Err(e) = pending.take(step(&gen, &mut r, ev)) {
+                let ev = gen.recv().await;
+                if let Err(e) = pending.take(step(&mut gen, &mut r, ev)) {
                     tracing::error!(error = %e, "generation failed after streaming began");
                     pending.frames.push_back(pending.framing.error(&e));
                     pending.finished = true;

@@ -165,6 +165,10 @@ pub struct Metrics {
     pub prompt_eval_duration: u64,
     pub eval_count: usize,
     pub eval_duration: u64,
+    /// Prompt tokens served from a cached prefix (OpenAI's `cached_tokens`; not a
+    /// field of Ollama's answers).
+    #[serde(skip)]
+    pub prompt_cached: usize,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -180,6 +184,7 @@ impl Metrics {
             prompt_eval_duration: nanos(stats.prompt_eval_duration),
             eval_count: stats.eval_count,
             eval_duration: nanos(stats.eval_duration),
+            prompt_cached: stats.prompt_cached,
         }
     }
 }

@@ -72,7 +72,13 @@ impl DoneReason {
 /// Counts and timings for the final response.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Every prompt token, those served from a cached prefix included (as Ollama and
+    /// OpenAI report a prompt's length).
     pub prompt_eval_count: usize,
+    /// Of those, the tokens taken from a cached prefix instead of evaluated
+    /// (OpenAI's `prompt_tokens_details.cached_tokens`).
+    pub prompt_cached: usize,
+    /// Time spent evaluating the prompt tokens that were not cached.
     pub prompt_eval_duration: Duration,
     pub eval_count: usize,
     pub eval_duration: Duration,
@@ -118,6 +124,15 @@ impl CachedPrefix {
     }
 }
 
+/// What a fork of a sequence starts afresh with (see [`Sequence::fork`]).
+struct ForkSpec {
+    sampling: SamplingOptions,
+    stop: Vec<String>,
+    format: Option<OutputFormat>,
+    format_after: Option<String>,
+    logprobs: Option<usize>,
+}
+
 pub struct Sequence {
     cache: KvCache,
     /// Tokens in the cache's order (prompt after truncation/shifting, then generated).
@@ -138,6 +153,7 @@ pub struct Sequence {
     shift: bool,
     state: State,
     pub stats: Stats,
+    fork_spec: ForkSpec,
 }
 
 /// What a sequence wants from the next batched step.
@@ -155,8 +171,8 @@ impl Sequence {
     }
 
     /// Start a sequence, taking over `prefix`'s cache when its tokens begin the prompt.
-    /// The prompt's shared tokens are not evaluated again; `prompt_eval_count` counts
-    /// only the tokens that are.
+    /// The prompt's shared tokens are not evaluated again: they count in
+    /// `prompt_eval_count` and `prompt_cached`, not in `prompt_eval_duration`.
     pub fn reusing(
         model: &Model,
         req: GenerationRequest,
@@ -216,8 +232,8 @@ impl Sequence {
             tokens: prompt,
             pending_from: 0,
             feeding: None,
-            sampler: Sampler::new(req.sampling),
-            stream: TextStream::new(req.stop),
+            sampler: Sampler::new(req.sampling.clone()),
+            stream: TextStream::new(req.stop.clone()),
             guide,
             logprobs: req.logprobs.map(LogprobQueue::new),
             num_predict: req.num_predict,
@@ -225,7 +241,70 @@ impl Sequence {
             num_ctx,
             shift: req.shift,
             state: State::Prefilling { done },
-            stats: Stats::default(),
+            stats: Stats {
+                prompt_eval_count: done,
+                prompt_cached: done,
+                ..Stats::default()
+            },
+            fork_spec: ForkSpec {
+                sampling: req.sampling,
+                stop: req.stop,
+                format: req.format,
+                format_after: req.format_after,
+                logprobs: req.logprobs,
+            },
+        })
+    }
+
+    /// Whether the planned step feeds the last prompt tokens (its logits give the
+    /// first generated token): the point where [`fork`](Self::fork) shares a prefill.
+    pub fn completes_prefill(&self) -> bool {
+        matches!(self.state, State::Prefilling { .. })
+            && self.stats.eval_count == 0
+            && self.feeding.is_some_and(|(_, to)| to == self.tokens.len())
+    }
+
+    /// Another choice of the same request: a copy of this sequence's cache, tokens,
+    /// planned step and counts, with a fresh sampler (seed `seed + index`, or a random
+    /// one when the request has no seed), text stream, grammar and log-probability
+    /// queue. Made when [`completes_prefill`](Self::completes_prefill), before
+    /// [`accept`](Self::accept), so `n` choices run one prefill and sample `n` times
+    /// from its logits.
+    pub fn fork(&self, model: &Model, index: u64) -> Result<Sequence> {
+        let spec = &self.fork_spec;
+        let mut sampling = spec.sampling.clone();
+        sampling.seed = sampling.seed.map(|s| s.wrapping_add(index));
+        let guide = match &spec.format {
+            Some(format) => Some(Guide::new(
+                model.constraint_env()?,
+                format,
+                spec.format_after.as_deref(),
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            cache: self.cache.try_clone()?,
+            tokens: self.tokens.clone(),
+            context: self.context.clone(),
+            pending_from: self.pending_from,
+            feeding: self.feeding,
+            sampler: Sampler::new(sampling.clone()),
+            stream: TextStream::new(spec.stop.clone()),
+            guide,
+            logprobs: spec.logprobs.map(LogprobQueue::new),
+            num_predict: self.num_predict,
+            num_keep: self.num_keep,
+            num_ctx: self.num_ctx,
+            shift: self.shift,
+            state: self.state,
+            stats: self.stats.clone(),
+            fork_spec: ForkSpec {
+                sampling,
+                stop: spec.stop.clone(),
+                format: spec.format.clone(),
+                format_after: spec.format_after.clone(),
+                logprobs: spec.logprobs,
+            },
         })
     }
 

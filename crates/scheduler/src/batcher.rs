@@ -39,6 +39,16 @@ const ASSUMED_GENERATION: usize = 256;
 pub(crate) struct Job {
     pub req: GenerationRequest,
     pub events: UnboundedSender<Event>,
+    /// The channels of the request's other choices (`n` > 1): forks of this job's
+    /// sequence made once its prompt is evaluated, so all choices share one prefill.
+    pub forks: Vec<UnboundedSender<Event>>,
+}
+
+impl Job {
+    /// Sequences this job runs (each counts as pending until it ends).
+    fn sequences(&self) -> usize {
+        1 + self.forks.len()
+    }
 }
 
 /// Limits of one model's batcher.
@@ -56,6 +66,8 @@ struct Active {
     threads: Option<usize>,
     /// Planned into the current step.
     planned: bool,
+    /// Channels of the choices still to fork from this sequence (see [`Job::forks`]).
+    forks: Vec<UnboundedSender<Event>>,
 }
 
 /// One sequence's sampling task of a step: the sequence and its logits.
@@ -148,10 +160,17 @@ impl Batcher {
     /// A client that hung up frees its place in the queue or its slot (and its cache)
     /// at once.
     fn drop_cancelled(&mut self) {
-        let before = self.waiting.len() + self.active.len();
-        self.waiting.retain(|j| !j.events.is_closed());
-        self.active.retain(|a| !a.events.is_closed());
-        let gone = before - self.waiting.len() - self.active.len();
+        let mut gone = 0;
+        self.waiting.retain(|j| {
+            let closed = j.events.is_closed();
+            gone += if closed { j.sequences() } else { 0 };
+            !closed
+        });
+        self.active.retain(|a| {
+            let closed = a.events.is_closed();
+            gone += if closed { 1 + a.forks.len() } else { 0 };
+            !closed
+        });
         if gone > 0 {
             tracing::debug!(gone, "clients went away; their sequences were cancelled");
             self.pending.fetch_sub(gone, Ordering::SeqCst);
@@ -164,7 +183,7 @@ impl Batcher {
             let Some(job) = self.waiting.front() else {
                 return;
             };
-            let bytes = self.estimate_bytes(&job.req);
+            let bytes = self.estimate_bytes(&job.req) * job.sequences();
             while self.model.kv_bytes_in_use() + bytes > self.limits.kv_budget
                 && !self.prefixes.is_empty()
             {
@@ -186,10 +205,13 @@ impl Batcher {
                     events: job.events,
                     threads,
                     planned: false,
+                    forks: job.forks,
                 }),
                 Err(e) => {
-                    let _ = job.events.send(Event::Error(e.to_string()));
-                    self.leave();
+                    for tx in std::iter::once(&job.events).chain(&job.forks) {
+                        let _ = tx.send(Event::Error(e.to_string()));
+                        self.leave();
+                    }
                 }
             }
         }
@@ -283,7 +305,10 @@ impl Batcher {
             self.prompt_rate.record(full_budget - budget, elapsed);
         }
         match result {
-            Ok(logits) => {
+            Ok(mut logits) => {
+                if self.active.iter().any(|a| !a.forks.is_empty()) {
+                    self.fork_choices(&mut logits);
+                }
                 // Sample every sequence of the step in parallel on the model's workers
                 // (large vocabularies make sampling a real cost at 8-16 sequences).
                 let mut logits = logits.into_iter();
@@ -323,6 +348,41 @@ impl Batcher {
             }
         }
         self.deliver(finished);
+    }
+
+    /// Fork the other choices of each sequence whose prompt this step completed: each
+    /// copies the cache and samples from the same logits (appended, in the order of
+    /// the planned sequences, so `logits` stays aligned with them).
+    fn fork_choices(&mut self, logits: &mut Vec<Option<Vec<f32>>>) {
+        let planned: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].planned)
+            .collect();
+        for (k, i) in planned.into_iter().enumerate() {
+            if self.active[i].forks.is_empty() || !self.active[i].seq.completes_prefill() {
+                continue;
+            }
+            let forks = std::mem::take(&mut self.active[i].forks);
+            let threads = self.active[i].threads;
+            for (j, events) in forks.into_iter().enumerate() {
+                match self.active[i].seq.fork(&self.model, j as u64 + 1) {
+                    Ok(seq) => {
+                        let l = logits.get(k).cloned().flatten();
+                        self.active.push(Active {
+                            seq,
+                            events,
+                            threads,
+                            planned: true,
+                            forks: Vec::new(),
+                        });
+                        logits.push(l);
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Error(e.to_string()));
+                        self.leave();
+                    }
+                }
+            }
+        }
     }
 
     /// Send each sequence's new text, and `Done` for those that ended; finished ones

@@ -378,13 +378,28 @@ impl Lease {
         &self,
         req: wick_engine::GenerationRequest,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, SchedError> {
+        let mut rx = self.submit_choices(req, 1)?;
+        rx.pop().ok_or(SchedError::RunnerGone)
+    }
+
+    /// Queue `choices` generations of one prompt (OpenAI's `n`): the prompt is
+    /// evaluated once and its cache copied for each choice, choice `i` sampling with
+    /// seed `seed + i`. One channel per choice; the queue counts each choice.
+    pub fn submit_choices(
+        &self,
+        req: wick_engine::GenerationRequest,
+        choices: usize,
+    ) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, SchedError> {
+        let choices = choices.max(1);
         let max = self.scheduler.config.max_queue;
         let pending = &self.scheduler.pending;
-        if pending.fetch_add(1, Ordering::SeqCst) >= max {
-            pending.fetch_sub(1, Ordering::SeqCst);
+        if pending.fetch_add(choices, Ordering::SeqCst) + choices > max {
+            pending.fetch_sub(choices, Ordering::SeqCst);
             return Err(SchedError::QueueFull);
         }
-        self.runner.submit(req)
+        self.runner.submit(req, choices).inspect_err(|_| {
+            pending.fetch_sub(choices, Ordering::SeqCst);
+        })
     }
 }
 

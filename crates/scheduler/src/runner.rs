@@ -75,14 +75,24 @@ impl Runner {
         self.model.weights_bytes() + self.model.kv_bytes_in_use() as u64
     }
 
+    /// Queue `choices` (at least 1) generations of one prompt, evaluated once; each
+    /// choice's events come on its own channel.
     pub(crate) fn submit(
         &self,
         req: GenerationRequest,
-    ) -> Result<UnboundedReceiver<Event>, SchedError> {
+        choices: usize,
+    ) -> Result<Vec<UnboundedReceiver<Event>>, SchedError> {
         let (events, rx) = unbounded_channel();
+        let mut receivers = vec![rx];
+        let mut forks = Vec::new();
+        for _ in 1..choices {
+            let (tx, rx) = unbounded_channel();
+            forks.push(tx);
+            receivers.push(rx);
+        }
         self.jobs
-            .send(Job { req, events })
+            .send(Job { req, events, forks })
             .map_err(|_| SchedError::RunnerGone)?;
-        Ok(rx)
+        Ok(receivers)
     }
 }

@@ -142,7 +142,7 @@ enum State {
 }
 
 /// Splits a streamed response into content and tool calls (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ToolCallParser<F> {
     format: ToolCallFormat,
     tool_names: Vec<String>,

@@ -40,6 +40,15 @@ pub enum OutputFormat {
     /// A JSON Schema the answer must validate against (Ollama's `format: {...}`,
     /// OpenAI's `response_format: {"type": "json_schema", ...}`).
     JsonSchema(Value),
+    /// A tool call in the model's own syntax: the literal `prefix` (the model's
+    /// tool-call tag, e.g. `<tool_call>\n`; may be empty), one JSON value matching
+    /// `schema` (the call's `{"name", "arguments"}`), then the literal `suffix`.
+    /// OpenAI's `tool_choice: "required"` or a named function.
+    Wrapped {
+        prefix: String,
+        schema: Value,
+        suffix: String,
+    },
 }
 
 impl OutputFormat {
@@ -47,6 +56,9 @@ impl OutputFormat {
     fn schema(&self) -> Result<Value> {
         let mut schema = match self {
             OutputFormat::Json => json!({ "type": "object" }),
+            OutputFormat::Wrapped { schema, .. } => {
+                return OutputFormat::JsonSchema(schema.clone()).schema()
+            }
             OutputFormat::JsonSchema(Value::Bool(true)) => json!({}),
             OutputFormat::JsonSchema(Value::Bool(false)) => {
                 return Err(EngineError::InvalidFormat(
@@ -85,7 +97,33 @@ impl OutputFormat {
         match self {
             OutputFormat::Json => "\"json\"".into(),
             OutputFormat::JsonSchema(v) => v.to_string(),
+            OutputFormat::Wrapped {
+                prefix,
+                schema,
+                suffix,
+            } => json!([prefix, schema, suffix]).to_string(),
         }
+    }
+
+    /// A Lark grammar: the literals around the JSON value (`%json` embeds a schema).
+    fn wrapped_lark(&self) -> Result<Option<String>> {
+        let OutputFormat::Wrapped { prefix, suffix, .. } = self else {
+            return Ok(None);
+        };
+        let literal = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                // A JSON string is a valid Lark string literal.
+                Value::String(s.to_string()).to_string()
+            }
+        };
+        Ok(Some(format!(
+            "start: {} value {}\nvalue: %json {}\n",
+            literal(prefix),
+            literal(suffix),
+            self.schema()?
+        )))
     }
 }
 
@@ -220,6 +258,9 @@ impl ConstraintEnv {
         let grammar = match format {
             OutputFormat::Json => TopLevelGrammar::from_lark(JSON_OBJECT_LARK.to_string()),
             OutputFormat::JsonSchema(_) => TopLevelGrammar::from_json_schema(format.schema()?),
+            OutputFormat::Wrapped { .. } => {
+                TopLevelGrammar::from_lark(format.wrapped_lark()?.unwrap_or_default())
+            }
         };
         let parser = self
             .factory

@@ -257,3 +257,29 @@ fn objects_without_additional_properties_are_closed() {
     );
     assert!(!feed(&mut g, r#"{"a": 1, "x""#));
 }
+
+#[test]
+fn a_wrapped_tool_call_has_its_tag_and_matching_arguments() {
+    let env = env();
+    let format = OutputFormat::Wrapped {
+        prefix: "<tool_call>\n".into(),
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "name": {"const": "get_weather"},
+                "arguments": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+            "required": ["name", "arguments"],
+        }),
+        suffix: "\n</tool_call>".into(),
+    };
+    let mut g = Guide::new(&env, &format, None).expect("grammar compiles");
+    assert!(refuses(&mut g, b'{'), "the tag comes first");
+    assert!(feed(
+        &mut g,
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"
+    ));
+    let mut g = Guide::new(&env, &format, None).expect("grammar compiles");
+    feed(&mut g, "<tool_call>\n{\"name\": \"");
+    assert!(refuses(&mut g, b'x'), "only the offered name");
+}

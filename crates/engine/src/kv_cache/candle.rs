@@ -94,4 +94,18 @@ impl CandleKvCache {
     pub fn advance(&mut self, t: usize) {
         self.len += t;
     }
+
+    /// A deep copy (new buffers) with the same positions.
+    pub fn try_clone(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| -> Result<(Tensor, Tensor)> { Ok((k.copy()?, v.copy()?)) })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+            capacity: self.capacity,
+        })
+    }
 }

@@ -160,6 +160,29 @@ impl CpuKvCache {
     pub fn advance(&mut self, t: usize) {
         self.len = (self.len + t).min(self.reserved);
     }
+
+    /// A copy with the same positions and reservation, reported to the same usage.
+    pub fn duplicate(&self) -> Self {
+        let copy = Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerKv {
+                    k: l.k.clone(),
+                    v: l.v.clone(),
+                })
+                .collect(),
+            row: self.row,
+            len: self.len,
+            reserved: self.reserved,
+            capacity: self.capacity,
+            usage: self.usage.clone(),
+        };
+        self.usage
+            .bytes
+            .fetch_add(copy.reserved_bytes(), Ordering::Relaxed);
+        copy
+    }
 }
 
 impl Drop for CpuKvCache {
@@ -190,6 +213,20 @@ mod tests {
         assert!(c.reserve(1001).is_err());
         drop(c);
         assert_eq!(usage.bytes(), 0);
+    }
+
+    #[test]
+    fn a_duplicate_holds_the_same_rows_and_counts_its_bytes() {
+        let usage = Arc::new(KvUsage::default());
+        let mut c = CpuKvCache::new(1, 1, 2, 16, usage.clone());
+        c.reserve(1).unwrap();
+        c.write(0, 0, &[1.0, 2.0], &[3.0, 4.0]).unwrap();
+        c.advance(1);
+        let d = c.duplicate();
+        assert_eq!(usage.bytes(), 2 * c.reserved_bytes());
+        assert_eq!((d.len(), d.layer(0, 1)), (1, c.layer(0, 1)));
+        drop(d);
+        assert_eq!(usage.bytes(), c.reserved_bytes());
     }
 
     #[test]

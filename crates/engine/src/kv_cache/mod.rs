@@ -41,4 +41,13 @@ impl KvCache {
             KvCache::Candle(c) => c.truncate(len),
         }
     }
+
+    /// A deep copy holding the same positions, for a sequence forked from this one
+    /// (`n` choices of one prompt share its prefill). Counts toward the model's usage.
+    pub fn try_clone(&self) -> crate::error::Result<KvCache> {
+        Ok(match self {
+            KvCache::Cpu(c) => KvCache::Cpu(c.duplicate()),
+            KvCache::Candle(c) => KvCache::Candle(c.try_clone()?),
+        })
+    }
 }
