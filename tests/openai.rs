@@ -366,15 +366,23 @@ fn tool_choice_is_enforced_and_responses_continue_conversations() {
             "/v1/responses",
             &json!({"model": QWEN, "previous_response_id": first["id"], "tools": tools,
                     "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "Sunny, 24 C"}],
-                    "temperature": 0, "max_output_tokens": 40}),
+                    "tool_choice": "none", "temperature": 0, "max_output_tokens": 40}),
         )
         .expect("responses");
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["previous_response_id"], first["id"]);
-    assert!(
-        second["usage"]["input_tokens"].as_u64().unwrap()
-            > first["usage"]["input_tokens"].as_u64().unwrap()
-    );
+    let text = &second["output"][0]["content"][0]["text"];
+    assert!(text.as_str().is_some_and(|t| !t.is_empty()), "{second}");
+    // The previous conversation is part of the prompt: longer than the output alone.
+    let (_, alone) = server
+        .post(
+            "/v1/responses",
+            &json!({"model": QWEN, "tools": tools, "tool_choice": "none", "max_output_tokens": 1,
+                    "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "Sunny, 24 C"}]}),
+        )
+        .expect("responses");
+    let tokens = |v: &Value| v["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(tokens(&second) > tokens(&alone), "{second} {alone}");
     let (status, got) = server.get(&format!("/v1/responses/{}", second["id"].as_str().unwrap()));
     assert_eq!((status, &got["id"]), (200, &second["id"]));
 

@@ -206,6 +206,7 @@ second = oa.responses.create(
     previous_response_id=first.id,
     input=[{"type": "function_call_output", "call_id": fc[0].call_id, "output": "Sunny, 24 C"}],
     tools=rtools,
+    tool_choice="none",
     temperature=0,
     max_output_tokens=60,
 )

@@ -51,6 +51,25 @@ impl ToolChoice {
         }
     }
 
+    /// A named function must be one of `tools`; `required` needs a tool.
+    pub fn check_offered(&self, tools: &[Tool]) -> Result<()> {
+        match self {
+            ToolChoice::Required if tools.is_empty() => Err(ApiError::bad(
+                "\"tool_choice\" \"required\" needs at least one tool in \"tools\"",
+            )),
+            ToolChoice::Function(name)
+                if !tools
+                    .iter()
+                    .any(|t| function(t).and_then(|f| f.get("name")?.as_str()) == Some(name)) =>
+            {
+                Err(ApiError::bad(format!(
+                    "invalid \"tool_choice\": no tool named {name:?} is offered"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The grammar of the one call `required` or a named function asks for; `None`
     /// when the model chooses (`auto`, `none`).
     pub fn grammar(&self, tools: &[Tool], format: &ToolCallFormat) -> Result<Option<OutputFormat>> {

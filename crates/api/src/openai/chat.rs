@@ -128,9 +128,11 @@ pub(crate) fn to_messages(model: &str, msgs: Vec<OaMessage>) -> Result<Vec<Messa
                     match p.get("type").and_then(Value::as_str) {
                         Some("text") => match p.get("text") {
                             Some(Value::String(t)) => texts.push(t.clone()),
-                            _ => return Err(ApiError::bad(format!(
+                            _ => {
+                                return Err(ApiError::bad(format!(
                                 "messages[{i}].content[{j}]: a text part needs a string \"text\""
-                            ))),
+                            )))
+                            }
                         },
                         Some("image_url") | Some("input_audio") | Some("file") => {
                             return Err(no_vision(model))
@@ -380,6 +382,12 @@ pub(crate) async fn chat_completions(
         error: e,
         param: Some("tool_choice".into()),
     })?;
+    tool_choice
+        .check_offered(req.tools.as_deref().unwrap_or_default())
+        .map_err(|e| OpenAiError {
+            error: e,
+            param: Some("tool_choice".into()),
+        })?;
     let choices = req.sampling.choices()?;
     let messages = to_messages(
         req.model.as_deref().unwrap_or_default(),

@@ -376,6 +376,10 @@ pub(crate) async fn create_response(
         param: Some("tool_choice".into()),
     })?;
     let tools = chat_tools(req.tools.clone().unwrap_or_default())?;
+    tool_choice.check_offered(&tools).map_err(|e| OpenAiError {
+        error: e,
+        param: Some("tool_choice".into()),
+    })?;
     let sampling = Sampling {
         max_tokens: req.max_output_tokens,
         temperature: req.temperature,
