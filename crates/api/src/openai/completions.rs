@@ -150,7 +150,7 @@ impl Responder for CompletionResponder {
             out.push(self.chunk(choice, text, None));
         }
         out.push(self.chunk(choice, String::new(), Some(reason.as_str())));
-        if choice % self.n.max(1) == 0 {
+        if choice.is_multiple_of(self.n.max(1)) {
             self.usage.add_prompt(&metrics);
         } else {
             self.usage.completion += metrics.eval_count;
