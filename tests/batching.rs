@@ -158,17 +158,45 @@ fn a_repeated_prefix_is_not_evaluated_again() {
     let first = generate(&s, base, greedy(8));
     let full = first["prompt_eval_count"].as_u64().expect("count");
     assert!(full > 10, "{first}");
-    // The same prompt again: only its last token is evaluated, the text is the same.
+    // The same prompt again: only its last token is evaluated, the text is the same;
+    // the whole prompt still counts (as Ollama reports it), the reused part is
+    // OpenAI's `cached_tokens`.
     let again = generate(&s, base, greedy(8));
-    assert_eq!(again["prompt_eval_count"], 1, "{again}");
+    assert_eq!(again["prompt_eval_count"].as_u64(), Some(full), "{again}");
     assert_eq!(text(&first), text(&again));
+    let cached = |prompt: &str| {
+        let (status, v) = s
+            .post(
+                "/v1/completions",
+                &json!({"model": SMOLLM2, "prompt": prompt, "max_tokens": 8, "temperature": 0}),
+            )
+            .expect("completions");
+        assert_eq!(status, 200, "{v}");
+        let u = &v["usage"];
+        (
+            u["prompt_tokens"].as_u64().expect("prompt_tokens"),
+            u["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .expect("cached_tokens"),
+        )
+    };
+    // Through /v1/completions (the prompt in the chat template) the same holds.
+    let (whole, _) = cached(base);
+    assert!(whole > full);
+    assert_eq!(cached(base), (whole, whole - 1));
     // A longer prompt that starts the same way evaluates only what is new.
     let longer = format!("{base} continues through");
-    let grown = generate(&s, &longer, greedy(8));
-    let evaluated = grown["prompt_eval_count"].as_u64().expect("count");
+    let (grown_whole, reused) = cached(&longer);
     assert!(
-        evaluated < full,
-        "evaluated {evaluated} of a {full}+ token prompt"
+        grown_whole > whole && reused > full / 2 && reused < grown_whole,
+        "{grown_whole} {reused}"
+    );
+    let grown = generate(&s, &longer, greedy(8));
+    assert!(
+        grown["prompt_eval_count"]
+            .as_u64()
+            .is_some_and(|n| n > full),
+        "{grown}"
     );
     // ...and generates what a fresh server generates for it.
     let fresh = Server::with_smollm2();
