@@ -755,12 +755,6 @@ pub(crate) async fn get_model(
     Ok(Json(model_object(&m)))
 }
 
-pub(crate) async fn embeddings() -> OpenAiError {
-    OpenAiError(ApiError::NotImplemented(
-        "embeddings are not supported yet".into(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,34 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// LayerNorm in place for every row of `weight.len()` values: `(x - mean) / sqrt(var +
+/// eps) * weight + bias`, the sums in f64.
+pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let d = weight.len();
+    for row in x.chunks_exact_mut(d) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / d as f64;
+        let scale = (1.0 / (var + eps as f64).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = (*v - mean) * scale * w + b;
+        }
+    }
+}
+
+/// GELU in place, with the tanh approximation ggml uses.
+pub fn gelu(x: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for v in x.iter_mut() {
+        let a = *v;
+        *v = 0.5 * a * (1.0 + (SQRT_2_OVER_PI * a * (1.0 + 0.044715 * a * a)).tanh());
+    }
+}
+
 /// `x += y`.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -96,6 +124,27 @@ mod tests {
             rope_row(&mut row, 4, &cos, &sin, neox);
             let norm: f32 = row.iter().map(|v| v * v).sum();
             assert!((norm - 30.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn layer_norm_centers_and_scales() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        layer_norm(&mut x, &[1.0; 4], &[0.5; 4], 0.0);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        assert!((mean - 0.5).abs() < 1e-6);
+        let var: f32 = x.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f32>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn gelu_is_close_to_the_exact_one() {
+        let mut x = [-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        gelu(&mut x);
+        // x * Phi(x) from tables of the normal distribution.
+        let exact = [-0.004_049_6f32, -0.158_655_3, 0.0, 0.345_731_4, 1.954_5];
+        for (a, b) in x.iter().zip(exact) {
+            assert!((a - b).abs() < 2e-3, "{a} vs {b}");
         }
     }
 
