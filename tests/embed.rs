@@ -76,7 +76,10 @@ fn norm(a: &[f64]) -> f64 {
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 const SENTENCES: &[&str] = &[
@@ -193,13 +196,22 @@ fn api_embed_fields_and_errors_follow_ollama() {
 
     // Bad fields are 400s naming them.
     let (status, r) = embed(&s, json!({"input": [1, 2]}));
-    assert_eq!((status, r["error"].clone()), (400, json!("invalid input type")));
+    assert_eq!(
+        (status, r["error"].clone()),
+        (400, json!("invalid input type"))
+    );
     let (status, r) = embed(&s, json!({"input": "x", "truncate": "no"}));
     assert_eq!(status, 400);
-    assert!(r["error"].as_str().is_some_and(|e| e.contains("truncate")), "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("truncate")),
+        "{r}"
+    );
     let (status, r) = embed(&s, json!({"input": "x", "options": {"num_ctx": "big"}}));
     assert_eq!(status, 400);
-    assert!(r["error"].as_str().is_some_and(|e| e.contains("num_ctx")), "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("num_ctx")),
+        "{r}"
+    );
     let (status, r) = embed(&s, json!({"input": "x", "keep_alive": "soon"}));
     assert_eq!(status, 400, "{r}");
     let (status, r) = s
@@ -239,7 +251,10 @@ fn api_embed_fields_and_errors_follow_ollama() {
     let (status, r) = s
         .post("/api/embeddings", &json!({"prompt": "x"}))
         .expect("embeddings");
-    assert_eq!((status, r["error"].clone()), (400, json!("model is required")));
+    assert_eq!(
+        (status, r["error"].clone()),
+        (400, json!("model is required"))
+    );
 
     // An embedding model cannot chat.
     let (status, r) = s
@@ -281,7 +296,10 @@ fn v1_embeddings_float_base64_tokens_and_errors() {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            assert_eq!((d["object"].clone(), d["index"].clone()), (json!("embedding"), json!(i)));
+            assert_eq!(
+                (d["object"].clone(), d["index"].clone()),
+                (json!("embedding"), json!(i))
+            );
             vectors(&json!([d["embedding"]])).remove(0)
         })
         .collect();
@@ -304,7 +322,12 @@ fn v1_embeddings_float_base64_tokens_and_errors() {
     }
 
     // Token ids: "hello world" as [CLS] hello world [SEP] is the same input.
-    let ids = json!([vocab_id("[CLS]"), vocab_id("hello"), vocab_id("world"), vocab_id("[SEP]")]);
+    let ids = json!([
+        vocab_id("[CLS]"),
+        vocab_id("hello"),
+        vocab_id("world"),
+        vocab_id("[SEP]")
+    ]);
     for input in [ids.clone(), json!([ids])] {
         let (status, r) = post(json!({"model": MINILM, "input": input}));
         assert_eq!(status, 200, "{r}");
@@ -373,7 +396,10 @@ fn a_generative_model_does_not_embed() {
         .post("/api/embed", &json!({"model": SMOLLM2, "input": "hi"}))
         .expect("embed");
     assert_eq!(status, 400, "{r}");
-    assert_eq!(r["error"], format!("\"{SMOLLM2}\" does not support embeddings"));
+    assert_eq!(
+        r["error"],
+        format!("\"{SMOLLM2}\" does not support embeddings")
+    );
     let (status, r) = s
         .post("/v1/embeddings", &json!({"model": SMOLLM2, "input": "hi"}))
         .expect("v1");

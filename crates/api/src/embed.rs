@@ -125,7 +125,7 @@ fn tokens_of(
         Input::Text(text) => model
             .tokenizer
             .encode_for_embedding(text, limit, truncate)
-            .map_err(|e| ApiError::internal(e))?
+            .map_err(ApiError::internal)?
             .map(|(ids, _)| ids)
             .ok_or_else(|| ApiError::bad(TOO_LONG)),
         Input::Tokens(ids) => cut_tokens(ids, limit, truncate),

@@ -92,7 +92,10 @@ fn minilm_tokenizes_like_its_tokenizer_json_and_embeds_like_the_reference() {
     for v in &vectors {
         assert_eq!(v.len(), 384);
         let norm: f64 = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "bert output is unit length: {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "bert output is unit length: {norm}"
+        );
     }
     // sentence-transformers gives 0.755 for this pair.
     let related = cosine(&vectors[0], &vectors[1]);

@@ -44,7 +44,7 @@ pub(crate) struct Job {
 
 /// What the batcher thread is asked to do.
 pub(crate) enum Work {
-    Generate(Job),
+    Generate(Box<Job>),
     Embed(EmbedJob),
 }
 
@@ -157,7 +157,7 @@ impl Batcher {
 
     fn take(&mut self, work: Work) {
         match work {
-            Work::Generate(job) => self.waiting.push_back(job),
+            Work::Generate(job) => self.waiting.push_back(*job),
             Work::Embed(job) => self.embeds.push(job),
         }
     }

@@ -61,7 +61,8 @@ pub(crate) fn run_jobs(model: &Model, jobs: Vec<EmbedJob>) -> usize {
             let duration = start.elapsed();
             let mut vectors = vectors.into_iter();
             for job in jobs {
-                let embeddings: Vec<Vec<f32>> = vectors.by_ref().take(job.req.inputs.len()).collect();
+                let embeddings: Vec<Vec<f32>> =
+                    vectors.by_ref().take(job.req.inputs.len()).collect();
                 let prompt_tokens = job.req.inputs.iter().map(Vec::len).sum();
                 let _ = job.reply.send(Ok(EmbedOutput {
                     embeddings,

@@ -82,7 +82,7 @@ impl Runner {
     ) -> Result<UnboundedReceiver<Event>, SchedError> {
         let (events, rx) = unbounded_channel();
         self.jobs
-            .send(Work::Generate(Job { req, events }))
+            .send(Work::Generate(Box::new(Job { req, events })))
             .map_err(|_| SchedError::RunnerGone)?;
         Ok(rx)
     }

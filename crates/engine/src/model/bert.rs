@@ -109,7 +109,7 @@ impl EncoderConfig {
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(!nomic);
         let head_dim = n_embd / n_head;
-        if nomic && head_dim % 2 != 0 {
+        if nomic && !head_dim.is_multiple_of(2) {
             return Err(EngineError::InvalidModel(
                 "rotary positions need an even head size".into(),
             ));
@@ -320,7 +320,10 @@ impl EncoderModel {
 
     /// Longest sequence: the trained context, and the learned position table's rows.
     pub fn max_positions(&self) -> usize {
-        let table = self.position_embd.as_ref().map_or(usize::MAX, QMatrix::rows);
+        let table = self
+            .position_embd
+            .as_ref()
+            .map_or(usize::MAX, QMatrix::rows);
         self.config.context_length.min(table)
     }
 
@@ -332,7 +335,8 @@ impl EncoderModel {
         while start < inputs.len() {
             let mut end = start;
             let mut rows = 0;
-            while end < inputs.len() && (end == start || rows + inputs[end].len() <= EMBED_BATCH_TOKENS)
+            while end < inputs.len()
+                && (end == start || rows + inputs[end].len() <= EMBED_BATCH_TOKENS)
             {
                 rows += inputs[end].len();
                 end += 1;
@@ -431,7 +435,10 @@ impl EncoderModel {
                 .forward(&run, &x, rows, &mut [&mut q, &mut k, &mut v])?;
             if let Some((cos, sin)) = &rope {
                 for r in 0..rows {
-                    let (cr, sr) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+                    let (cr, sr) = (
+                        &cos[r * half..(r + 1) * half],
+                        &sin[r * half..(r + 1) * half],
+                    );
                     ops::rope_row(&mut q[r * d..(r + 1) * d], hd, cr, sr, true);
                     ops::rope_row(&mut k[r * d..(r + 1) * d], hd, cr, sr, true);
                 }
@@ -495,8 +502,10 @@ fn attend_within_sequences(
     let tasks: Vec<(usize, usize)> = (0..lens.len())
         .flat_map(|s| (0..n_head).map(move |h| (s, h)))
         .collect();
-    let results: Vec<std::sync::Mutex<Vec<f32>>> =
-        tasks.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    let results: Vec<std::sync::Mutex<Vec<f32>>> = tasks
+        .iter()
+        .map(|_| std::sync::Mutex::new(Vec::new()))
+        .collect();
     let scale = 1.0 / (hd as f32).sqrt();
     run.pool.run(run.threads, tasks.len(), &|task| {
         let (s, h) = tasks[task];

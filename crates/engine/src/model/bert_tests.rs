@@ -27,7 +27,9 @@ fn random_weights(nomic: bool, seed: u64) -> Weights {
     let mut w = Weights::new();
     let mut put = |name: &str, shape: Vec<usize>, scale: f32, offset: f32| {
         let n = shape.iter().product();
-        let values = (0..n).map(|_| offset + scale * rng.range(-1.0, 1.0)).collect();
+        let values = (0..n)
+            .map(|_| offset + scale * rng.range(-1.0, 1.0))
+            .collect();
         w.insert(name.to_string(), (shape, values));
     };
     put("token_embd.weight", vec![VOCAB, D], 1.0, 0.0);
@@ -99,9 +101,12 @@ fn write_gguf(arch: &str, pooling: u32, weights: &Weights, path: &std::path::Pat
     let tensors: Vec<(String, QTensor)> = weights
         .iter()
         .map(|(name, (shape, values))| {
-            let t = Tensor::from_vec(values.clone(), shape.as_slice(), &Device::Cpu)
-                .expect("tensor");
-            (name.clone(), QTensor::quantize(&t, GgmlDType::F32).expect("q"))
+            let t =
+                Tensor::from_vec(values.clone(), shape.as_slice(), &Device::Cpu).expect("tensor");
+            (
+                name.clone(),
+                QTensor::quantize(&t, GgmlDType::F32).expect("q"),
+            )
         })
         .collect();
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -115,12 +120,15 @@ fn load(arch: &str, pooling: u32, weights: &Weights) -> (EncoderModel, tempfile:
     let path = dir.path().join("m.gguf");
     write_gguf(arch, pooling, weights, &path);
     let mut gguf = GgufFile::open(&path).expect("open");
-    (EncoderModel::from_gguf(&mut gguf, arch, 2).expect("load"), dir)
+    (
+        EncoderModel::from_gguf(&mut gguf, arch, 2).expect("load"),
+        dir,
+    )
 }
 
 // ---- the f64 reference ------------------------------------------------------------
 
-fn get<'a>(w: &'a Weights, name: &str) -> Vec<f64> {
+fn get(w: &Weights, name: &str) -> Vec<f64> {
     w[name].1.iter().map(|&v| v as f64).collect()
 }
 
@@ -141,7 +149,10 @@ fn linear(w: &Weights, name: &str, x: &[f64]) -> Vec<f64> {
 }
 
 fn norm(w: &Weights, name: &str, x: &[f64]) -> Vec<f64> {
-    let (g, b) = (get(w, &format!("{name}.weight")), get(w, &format!("{name}.bias")));
+    let (g, b) = (
+        get(w, &format!("{name}.weight")),
+        get(w, &format!("{name}.bias")),
+    );
     let mean = x.iter().sum::<f64>() / x.len() as f64;
     let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / x.len() as f64;
     x.iter()
@@ -190,7 +201,11 @@ fn reference(w: &Weights, nomic: bool, tokens: &[u32], pooling: Pooling) -> Vec<
         for (pos, row) in x.iter().enumerate() {
             let (mut qi, mut ki, vi) = if nomic {
                 let all = linear(w, &format!("{p}.attn_qkv"), row);
-                (all[..D].to_vec(), all[D..2 * D].to_vec(), all[2 * D..].to_vec())
+                (
+                    all[..D].to_vec(),
+                    all[D..2 * D].to_vec(),
+                    all[2 * D..].to_vec(),
+                )
             } else {
                 (
                     linear(w, &format!("{p}.attn_q"), row),
@@ -275,7 +290,11 @@ fn max_diff(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-const INPUTS: &[&[u32]] = &[&[2, 7, 9, 11, 3], &[2, 5, 3], &[2, 30, 31, 32, 33, 34, 35, 3]];
+const INPUTS: &[&[u32]] = &[
+    &[2, 7, 9, 11, 3],
+    &[2, 5, 3],
+    &[2, 30, 31, 32, 33, 34, 35, 3],
+];
 
 #[test]
 fn bert_matches_an_f64_forward_for_every_pooling() {
@@ -334,7 +353,9 @@ fn unknown_pooling_is_a_load_error() {
     let path = dir.path().join("m.gguf");
     write_gguf("bert", 4, &random_weights(false, 1), &path);
     let mut gguf = GgufFile::open(&path).expect("open");
-    let e = EncoderModel::from_gguf(&mut gguf, "bert", 1).err().expect("refused");
+    let e = EncoderModel::from_gguf(&mut gguf, "bert", 1)
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("pooling type 4"), "{e}");
 }
 

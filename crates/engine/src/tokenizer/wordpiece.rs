@@ -108,11 +108,7 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer> {
 
     let id = |key: &str| gguf.get(key).and_then(|v| v.to_u32().ok());
     let id_of_text = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
-    let flag = |key: &str| {
-        gguf.get(key)
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(true)
-    };
+    let flag = |key: &str| gguf.get(key).and_then(|v| v.to_bool().ok()).unwrap_or(true);
     let cls = id("tokenizer.ggml.cls_token_id")
         .or_else(|| id("tokenizer.ggml.bos_token_id"))
         .or_else(|| id_of_text("[CLS]"));
