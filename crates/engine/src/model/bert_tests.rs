@@ -255,11 +255,13 @@ fn reference(w: &Weights, nomic: bool, tokens: &[u32], pooling: Pooling) -> Vec<
                     .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
                     .collect()
             } else {
-                // GELU, tanh form (as ggml).
+                // GELU, tanh form, input and result rounded to f16 (as ggml's table).
+                let f16 = |v: f64| half::f16::from_f64(v).to_f64();
                 up.iter()
                     .map(|&u| {
+                        let u = f16(u);
                         let c = (2.0 / std::f64::consts::PI).sqrt();
-                        0.5 * u * (1.0 + (c * (u + 0.044715 * u.powi(3))).tanh())
+                        f16(0.5 * u * (1.0 + (c * (u + 0.044715 * u.powi(3))).tanh()))
                     })
                     .collect()
             };
