@@ -390,6 +390,41 @@ fn decode_base64(s: &str) -> Vec<u8> {
 }
 
 #[test]
+fn a_full_queue_answers_503_and_the_server_stays_usable() {
+    let s = Server::start_with_env(&[("OLLAMA_MAX_QUEUE", "1")]);
+    import_minilm(&s);
+    let inputs: Vec<String> = (0..64)
+        .map(|i| format!("sentence number {i} about a rather long topic ").repeat(8))
+        .collect();
+    let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (s, inputs) = (&s, &inputs);
+                scope.spawn(move || embed(s, json!({ "input": inputs })))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("request thread"))
+            .collect()
+    });
+    assert!(statuses.iter().any(|(st, _)| *st == 200), "{statuses:?}");
+    let busy: Vec<&Value> = statuses
+        .iter()
+        .filter(|(st, _)| *st == 503)
+        .map(|(_, r)| r)
+        .collect();
+    assert!(!busy.is_empty(), "no request was refused");
+    assert!(statuses.iter().all(|(st, _)| *st == 200 || *st == 503));
+    assert_eq!(
+        busy[0]["error"],
+        "server busy, please try again.  maximum pending requests exceeded"
+    );
+    // Nothing stays counted: the queue takes requests again.
+    assert_eq!(embed_ok(&s, json!("after")).len(), 1);
+}
+
+#[test]
 fn a_generative_model_does_not_embed() {
     let s = Server::with_smollm2();
     let (status, r) = s
