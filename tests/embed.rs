@@ -219,6 +219,11 @@ fn api_embed_fields_and_errors_follow_ollama() {
         .expect("embed");
     assert_eq!(status, 404, "{r}");
     assert_eq!(r["error"], "model 'nope:1' not found");
+    let (status, r) = s.post("/api/embed", &json!({"input": "x"})).expect("embed");
+    assert_eq!(
+        (status, r["error"].clone()),
+        (404, json!("model '' not found"))
+    );
 
     // keep_alive 0 unloads after the request.
     let (status, _) = embed(&s, json!({"input": "x", "keep_alive": 0}));

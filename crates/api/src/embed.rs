@@ -228,6 +228,15 @@ fn options(map: Option<&Map<String, Value>>) -> Result<OptionsPatch> {
     map.map_or(Ok(OptionsPatch::default()), OptionsPatch::from_map)
 }
 
+/// The model of `/api/embed` and `/v1/embeddings`: when missing, Ollama's 404
+/// `model '' not found` (the legacy route says `model is required`).
+pub(crate) fn embed_model_name(model: Option<&str>) -> Result<ModelName> {
+    match model.map(str::trim) {
+        None | Some("") => Err(ApiError::NotFound("model '' not found".into())),
+        Some(_) => wire::model_name(model, None),
+    }
+}
+
 /// `POST /api/embed`.
 pub(crate) async fn embed(
     State(state): State<AppState>,
@@ -236,7 +245,7 @@ pub(crate) async fn embed(
     let started = Instant::now();
     let model = req.model.clone().unwrap_or_default();
     let call = EmbedCall {
-        name: wire::model_name(req.model.as_deref(), None)?,
+        name: embed_model_name(req.model.as_deref())?,
         keep_alive: wire::parse_keep_alive(req.keep_alive.as_ref())?,
         options: options(req.options.as_ref())?,
         inputs: parse_input(req.input.as_ref())?,

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::embed::{embed_inputs, finish, EmbedCall, Input};
+use crate::embed::{embed_inputs, embed_model_name, finish, EmbedCall, Input};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::openai::OpenAiError;
@@ -102,7 +102,7 @@ pub(crate) async fn embeddings(
     let inputs = parse_input(req.input.as_ref())?;
     let model = req.model.clone().unwrap_or_default();
     let call = EmbedCall {
-        name: wire::model_name(req.model.as_deref(), None)?,
+        name: embed_model_name(req.model.as_deref())?,
         keep_alive: wire::parse_keep_alive(req.keep_alive.as_ref())?,
         options: match &req.options {
             Some(m) => OptionsPatch::from_map(m)?,
