@@ -144,8 +144,11 @@ impl Batcher {
                 self.take(work);
             }
             if !self.embeds.is_empty() {
-                let done = embed::run_jobs(&self.model, std::mem::take(&mut self.embeds));
-                self.pending.fetch_sub(done, Ordering::SeqCst);
+                let pending = &self.pending;
+                let leave = || {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                };
+                embed::run_jobs(&self.model, std::mem::take(&mut self.embeds), &leave);
             }
             self.drop_cancelled();
             self.admit();

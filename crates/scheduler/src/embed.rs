@@ -36,13 +36,22 @@ pub(crate) struct EmbedJob {
     pub reply: EmbedReply,
 }
 
-/// Run `jobs` as one forward pass, and answer each; returns how many were answered or
-/// dropped (each leaves the queue).
-pub(crate) fn run_jobs(model: &Model, jobs: Vec<EmbedJob>) -> usize {
-    let total = jobs.len();
-    let jobs: Vec<EmbedJob> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+/// Run `jobs` as one forward pass, and answer each. `leave` is called once per job
+/// (answered, or dropped because its client went away) before its answer is sent, so
+/// a client that has its answer is no longer counted in the queue.
+pub(crate) fn run_jobs(model: &Model, jobs: Vec<EmbedJob>, leave: &dyn Fn()) {
+    let jobs: Vec<EmbedJob> = jobs
+        .into_iter()
+        .filter(|j| {
+            let closed = j.reply.is_closed();
+            if closed {
+                leave();
+            }
+            !closed
+        })
+        .collect();
     if jobs.is_empty() {
-        return total;
+        return;
     }
     let threads = |js: &[EmbedJob]| {
         js.iter()
@@ -64,6 +73,7 @@ pub(crate) fn run_jobs(model: &Model, jobs: Vec<EmbedJob>) -> usize {
                 let embeddings: Vec<Vec<f32>> =
                     vectors.by_ref().take(job.req.inputs.len()).collect();
                 let prompt_tokens = job.req.inputs.iter().map(Vec::len).sum();
+                leave();
                 let _ = job.reply.send(Ok(EmbedOutput {
                     embeddings,
                     prompt_tokens,
@@ -73,15 +83,15 @@ pub(crate) fn run_jobs(model: &Model, jobs: Vec<EmbedJob>) -> usize {
         }
         Err(e) if jobs.len() == 1 => {
             if let Some(job) = jobs.into_iter().next() {
+                leave();
                 let _ = job.reply.send(Err(SchedError::Engine(e)));
             }
         }
         Err(_) => {
             // Find out whose inputs failed: each job alone.
             for job in jobs {
-                run_jobs(model, vec![job]);
+                run_jobs(model, vec![job], leave);
             }
         }
     }
-    total
 }
