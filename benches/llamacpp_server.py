@@ -16,7 +16,9 @@ Two ways to run the server:
 
 llama.cpp splits n_ctx evenly across its n_parallel slots (kv_unified off), so callers
 give the total: n_ctx = n_parallel * per-slot context. Continuous batching is on
-(llama.cpp's default). Threads: 2 for decode and for batch (prefill).
+(llama.cpp's default). Threads: 2 for decode and for batch (prefill). `embedding=True`
+starts it in embedding mode (`--embedding`), pooled as the GGUF says, for
+/v1/embeddings.
 
     from llamacpp_server import LlamaCppServer
     srv = LlamaCppServer(path, n_ctx=4096, n_parallel=4)
@@ -124,10 +126,13 @@ def fmt_mib(kb: int | None) -> str:
 
 
 # --------------------------------------------------------------------------- the server
-def _params(model: str, n_ctx: int, n_parallel: int, threads: int, verbosity: int):
+def _params(model: str, n_ctx: int, n_parallel: int, threads: int, verbosity: int,
+            embedding: bool = False):
     import xllamacpp
 
     p = xllamacpp.CommonParams()
+    if embedding:
+        p.embedding = True  # pooling_type stays -1: the GGUF's <arch>.pooling_type
     p.model.path = str(model)
     p.n_ctx = n_ctx
     p.n_parallel = n_parallel
@@ -151,9 +156,11 @@ class LlamaCppServer:
     """llama.cpp's llama-server on one GGUF file, on a loopback port."""
 
     def __init__(self, model: Path | str, n_ctx: int = 4096, n_parallel: int = 1,
-                 threads: int = N_THREADS, in_process: bool = False, verbosity: int = 0):
+                 threads: int = N_THREADS, in_process: bool = False, verbosity: int = 0,
+                 embedding: bool = False):
         self.model = Path(model)
         self.n_ctx, self.n_parallel, self.threads = n_ctx, n_parallel, threads
+        self.embedding = embedding
         self.proc: subprocess.Popen | None = None
         self.server = None
         self.log_path: Path | None = None
@@ -165,7 +172,7 @@ class LlamaCppServer:
             import xllamacpp
 
             self.server = xllamacpp.Server(_params(str(self.model), n_ctx, n_parallel,
-                                                   threads, verbosity))
+                                                   threads, verbosity, embedding))
             base = self.server.listening_address
             self.version, self.build_info = _version()
             self._set_base(base)
@@ -179,7 +186,7 @@ class LlamaCppServer:
         cmd = [sys.executable, str(Path(__file__).resolve()), "serve", "--model",
                str(self.model), "--n-ctx", str(self.n_ctx), "--parallel",
                str(self.n_parallel), "--threads", str(self.threads), "--verbosity",
-               str(verbosity)]
+               str(verbosity)] + (["--embedding"] if self.embedding else [])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd, text=True)
         os.close(fd)
         # The child prints exactly one JSON line once the server listens.
@@ -291,11 +298,13 @@ def _serve(argv: list[str]) -> int:
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--threads", type=int, default=N_THREADS)
     ap.add_argument("--verbosity", type=int, default=0)
+    ap.add_argument("--embedding", action="store_true")
     a = ap.parse_args(argv)
     import xllamacpp
 
     baseline = proc_status_kb(os.getpid(), "VmRSS")
-    server = xllamacpp.Server(_params(a.model, a.n_ctx, a.parallel, a.threads, a.verbosity))
+    server = xllamacpp.Server(_params(a.model, a.n_ctx, a.parallel, a.threads, a.verbosity,
+                                      a.embedding))
     version, build = _version()
     print(json.dumps({"address": server.listening_address, "version": version,
                       "build_info": build, "baseline_rss_kb": baseline}), flush=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create <repo>/.venv-bench with xllamacpp (llama.cpp's llama-server embedded in
-# a prebuilt CPU wheel) and requests, for benches/*.py (single_stream.py, load.py,
+# a prebuilt CPU wheel), requests and the ollama client (embed.py), for benches/*.py (single_stream.py, load.py,
 # the shared helpers llamacpp_server.py and wick_server.py) and
 # scripts/record_llamacpp_fixtures.py. Idempotent: reuses an existing venv and
 # only installs what is missing. The load benchmark's clients use only the standard
@@ -30,10 +30,10 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-if ! "$VENV/bin/python" -c 'import xllamacpp, requests' 2>/dev/null; then
-  echo "setup-bench-venv: installing xllamacpp and requests" >&2
+if ! "$VENV/bin/python" -c 'import xllamacpp, requests, ollama' 2>/dev/null; then
+  echo "setup-bench-venv: installing xllamacpp, requests and ollama" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --only-binary=xllamacpp xllamacpp requests
+    --only-binary=xllamacpp xllamacpp requests 'ollama==0.6.3'
 fi
 
 "$VENV/bin/python" - "$REPO/benches" <<'PY'

@@ -14,6 +14,8 @@ mod answer;
 mod blobs;
 mod chat;
 mod create;
+mod embed;
+mod embed_openai;
 mod generate;
 mod manage;
 mod models;
@@ -87,6 +89,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/version", get(manage::version))
         .route("/api/generate", post(generate::generate))
         .route("/api/chat", post(chat::chat))
+        .route("/api/embed", post(embed::embed))
+        .route("/api/embeddings", post(embed::embeddings))
         .route("/api/tags", get(manage::tags))
         .route("/api/ps", get(manage::ps))
         .route("/api/show", post(show::show))
@@ -101,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/push", post(manage::push))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/embeddings", post(embed_openai::embeddings))
         .route("/v1/responses", post(openai::create_response))
         .route("/v1/responses/{id}", get(openai::get_response))
         .route("/v1/models", get(openai::list_models))

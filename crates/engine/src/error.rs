@@ -20,6 +20,9 @@ pub enum EngineError {
     /// The grammar of a constrained generation failed while it ran.
     #[error("constrained decoding failed: {0}")]
     Constraint(String),
+    /// Embeddings asked of a model that has no embedding output.
+    #[error("this model does not support embeddings")]
+    NoEmbeddings,
     #[error("io error on {path}: {source}")]
     Io {
         path: String,

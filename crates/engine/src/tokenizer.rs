@@ -3,7 +3,8 @@
 //!
 //! `gpt2`-type vocabularies become a byte-level BPE from `tokens` + `merges`, with the
 //! pre-tokenizer chosen by `tokenizer.ggml.pre`; control and user-defined tokens become
-//! special added tokens so they are matched whole inside prompts.
+//! special added tokens so they are matched whole inside prompts. `bert`-type
+//! vocabularies (sentence-embedding encoders) become a WordPiece ([`wordpiece`]).
 
 use std::collections::HashSet;
 
@@ -17,6 +18,8 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
+
+mod wordpiece;
 
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -69,16 +72,24 @@ pub struct GgufTokenizer {
     pub end_of_generation: HashSet<u32>,
     /// Texts of the FIM tokens when the vocabulary has them.
     pub fim_tokens: Option<(String, String, String)>,
+    /// The tokens an embedding input starts and ends with (BERT's `[CLS]` and `[SEP]`;
+    /// a decoder's BOS, and its EOS when the GGUF asks for one).
+    pub embedding_ends: (Option<u32>, Option<u32>),
 }
 
 impl GgufTokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let model = gguf.get_str("tokenizer.ggml.model").unwrap_or("");
-        if model != "gpt2" {
-            return Err(EngineError::Tokenizer(format!(
-                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE)"
-            )));
+        match gguf.get_str("tokenizer.ggml.model").unwrap_or("") {
+            "gpt2" => Self::byte_level_bpe(gguf),
+            "bert" => wordpiece::from_gguf(gguf),
+            model => Err(EngineError::Tokenizer(format!(
+                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE and \
+                 'bert' WordPiece)"
+            ))),
         }
+    }
+
+    fn byte_level_bpe(gguf: &GgufFile) -> Result<Self> {
         let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
         let merges = string_array(gguf, "tokenizer.ggml.merges")?;
         let mut token_types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
@@ -178,6 +189,14 @@ impl GgufTokenizer {
                     "<|fim_middle|>".to_string(),
                 )
             });
+        let add_eos = gguf
+            .get("tokenizer.ggml.add_eos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let embedding_ends = (
+            bos_token_id.filter(|_| add_bos),
+            eos_token_id.filter(|_| add_eos),
+        );
         Ok(Self {
             inner,
             token_bytes,
@@ -187,7 +206,36 @@ impl GgufTokenizer {
             add_bos,
             end_of_generation,
             fim_tokens,
+            embedding_ends,
         })
+    }
+
+    /// The tokens of one embedding input: its text between [`Self::embedding_ends`],
+    /// the text cut to `max_len` tokens in all when `truncate` (else `None` when it is
+    /// longer). Returns the tokens and whether the text was cut.
+    pub fn encode_for_embedding(
+        &self,
+        text: &str,
+        max_len: usize,
+        truncate: bool,
+    ) -> Result<Option<(Vec<u32>, bool)>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let (start, end) = self.embedding_ends;
+        let ends = start.is_some() as usize + end.is_some() as usize;
+        let room = max_len.saturating_sub(ends);
+        let body = enc.get_ids();
+        if body.len() > room && !truncate {
+            return Ok(None);
+        }
+        let cut = body.len() > room;
+        let mut ids = Vec::with_capacity(body.len().min(room) + ends);
+        ids.extend(start);
+        ids.extend_from_slice(&body[..body.len().min(room)]);
+        ids.extend(end);
+        Ok(Some((ids, cut)))
     }
 
     /// Token ids for `text`, special tokens matched whole; BOS added when the model asks

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use wick_engine::{CachedPrefix, GenerationRequest, Model, Plan, Sequence, StepOutput};
 
+use crate::embed::{self, EmbedJob};
 use crate::runner::Event;
 
 /// Prompt tokens evaluated per step across all prefilling sequences (Ollama's default
@@ -51,6 +52,12 @@ impl Job {
     }
 }
 
+/// What the batcher thread is asked to do.
+pub(crate) enum Work {
+    Generate(Box<Job>),
+    Embed(EmbedJob),
+}
+
 /// Limits of one model's batcher.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchLimits {
@@ -78,6 +85,8 @@ pub(crate) struct Batcher {
     limits: BatchLimits,
     pending: Arc<AtomicUsize>,
     waiting: VecDeque<Job>,
+    /// Embedding jobs received since the last pass; they all run in the next one.
+    embeds: Vec<EmbedJob>,
     active: Vec<Active>,
     /// Caches of finished sequences, least recently used first.
     prefixes: VecDeque<CachedPrefix>,
@@ -127,6 +136,7 @@ impl Batcher {
             limits,
             pending,
             waiting: VecDeque::new(),
+            embeds: Vec::new(),
             active: Vec::new(),
             prefixes: VecDeque::new(),
             prompt_rate: PromptRate::default(),
@@ -134,22 +144,36 @@ impl Batcher {
     }
 
     /// Serve jobs until every sender is gone and nothing is left to run.
-    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
+    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Work>) {
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
                 match jobs.recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(work) => self.take(work),
                     Err(_) => return,
                 }
             }
-            while let Ok(job) = jobs.try_recv() {
-                self.waiting.push_back(job);
+            while let Ok(work) = jobs.try_recv() {
+                self.take(work);
+            }
+            if !self.embeds.is_empty() {
+                let pending = &self.pending;
+                let leave = || {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                };
+                embed::run_jobs(&self.model, std::mem::take(&mut self.embeds), &leave);
             }
             self.drop_cancelled();
             self.admit();
             if !self.active.is_empty() {
                 self.step();
             }
+        }
+    }
+
+    fn take(&mut self, work: Work) {
+        match work {
+            Work::Generate(job) => self.waiting.push_back(*job),
+            Work::Embed(job) => self.embeds.push(job),
         }
     }
 

@@ -6,6 +6,7 @@
 //! receiver cancels the sequence.
 
 mod batcher;
+mod embed;
 mod error;
 mod keep_alive;
 mod memory;
@@ -21,6 +22,7 @@ use wick_engine::{Device, Model};
 
 use batcher::BatchLimits;
 pub use batcher::STEP_TOKEN_BUDGET;
+pub use embed::{EmbedOutput, EmbedRequest};
 pub use error::SchedError;
 pub use keep_alive::KeepAlive;
 pub use runner::Event;
@@ -400,6 +402,26 @@ impl Lease {
         self.runner.submit(req, choices).inspect_err(|_| {
             pending.fetch_sub(choices, Ordering::SeqCst);
         })
+    }
+
+    /// Embed a request's inputs on the model's batcher thread, in one pass with the
+    /// other embedding requests waiting then. Full queue: 503. Dropping the future
+    /// cancels the job if it has not run yet.
+    pub async fn embed(&self, req: EmbedRequest) -> Result<EmbedOutput, SchedError> {
+        let max = self.scheduler.config.max_queue;
+        let pending = &self.scheduler.pending;
+        if pending.fetch_add(1, Ordering::SeqCst) >= max {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(SchedError::QueueFull);
+        }
+        let rx = match self.runner.embed(req) {
+            Ok(rx) => rx,
+            Err(e) => {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        rx.await.map_err(|_| SchedError::RunnerGone)?
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use wick_engine::{DoneReason, GenerationRequest, Model, Stats, TokenLogprob};
 
-use crate::batcher::{BatchLimits, Batcher, Job};
+use crate::batcher::{BatchLimits, Batcher, Job, Work};
+use crate::embed::{EmbedJob, EmbedOutput, EmbedRequest};
 use crate::SchedError;
 
 /// What a submitted generation reports, in order: text chunks, then `Done` or `Error`.
@@ -33,7 +34,7 @@ pub enum Event {
 /// The handle the scheduler keeps on a loaded model; its batcher thread does the work.
 pub(crate) struct Runner {
     model: Arc<Model>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     num_ctx: usize,
 }
 
@@ -45,7 +46,7 @@ impl Runner {
         pending: Arc<AtomicUsize>,
     ) -> Result<Self, SchedError> {
         let model = Arc::new(model);
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Work>();
         let batcher = Batcher::new(model.clone(), limits, pending);
         std::thread::Builder::new()
             .name("wick-batcher".into())
@@ -91,8 +92,19 @@ impl Runner {
             receivers.push(rx);
         }
         self.jobs
-            .send(Job { req, events, forks })
+            .send(Work::Generate(Box::new(Job { req, events, forks })))
             .map_err(|_| SchedError::RunnerGone)?;
         Ok(receivers)
+    }
+
+    pub(crate) fn embed(
+        &self,
+        req: EmbedRequest,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<EmbedOutput, SchedError>>, SchedError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Work::Embed(EmbedJob { req, reply }))
+            .map_err(|_| SchedError::RunnerGone)?;
+        Ok(rx)
     }
 }

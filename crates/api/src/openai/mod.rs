@@ -1,7 +1,7 @@
 //! OpenAI-compatible routes, translated onto the native ones as Ollama's middleware
 //! does: `/v1/chat/completions` ([`chat`]), `/v1/completions` ([`completions`]),
 //! `/v1/responses` ([`responses`]; server-sent events when streaming, plain or
-//! typed), `/v1/models` and `/v1/models/{model}`. Errors use OpenAI's shape
+//! typed), `/v1/models` and `/v1/models/{model}` (`/v1/embeddings` is in `embed_openai`). Errors use OpenAI's shape
 //! `{"error": {"message", "type", "param", "code"}}` with the native status codes;
 //! a field wick does not implement is a 400 naming it ([`error`]).
 //!
@@ -21,10 +21,10 @@ use wick_store::ModelName;
 
 pub(crate) use chat::chat_completions;
 pub(crate) use completions::completions;
-use error::{OaResult, OpenAiError};
+use error::OaResult;
+pub(crate) use error::OpenAiError;
 pub(crate) use responses::{create_response, get_response, ResponseStore};
 
-use crate::error::ApiError;
 use crate::models::blocking;
 use crate::AppState;
 
@@ -55,10 +55,4 @@ pub(crate) async fn get_model(
     })
     .await?;
     Ok(Json(model_object(&m)))
-}
-
-pub(crate) async fn embeddings() -> OpenAiError {
-    OpenAiError::from(ApiError::NotImplemented(
-        "embeddings are not supported yet".into(),
-    ))
 }

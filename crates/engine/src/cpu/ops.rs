@@ -15,6 +15,53 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// LayerNorm in place for every row of `weight.len()` values: `(x - mean) / sqrt(var +
+/// eps) * weight + bias`, the sums in f64.
+pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let d = weight.len();
+    for row in x.chunks_exact_mut(d) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / d as f64;
+        let scale = (1.0 / (var + eps as f64).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = (*v - mean) * scale * w + b;
+        }
+    }
+}
+
+/// GELU in place as ggml's CPU backend computes it: the tanh approximation, looked up
+/// by the input rounded to f16 in a table of f16 results (inputs beyond +-10: identity
+/// and zero). A lookup is far cheaper than `tanh`, and it keeps llama.cpp's rounding.
+pub fn gelu(x: &mut [f32]) {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let v = half::f16::from_bits(bits).to_f32();
+                half::f16::from_f32(gelu_tanh(v)).to_f32()
+            })
+            .collect()
+    });
+    for v in x.iter_mut() {
+        if *v <= -10.0 {
+            *v = 0.0;
+        } else if *v < 10.0 {
+            *v = table[half::f16::from_f32(*v).to_bits() as usize];
+        }
+    }
+}
+
+/// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))`.
+pub fn gelu_tanh(a: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * a * (1.0 + (SQRT_2_OVER_PI * a * (1.0 + 0.044715 * a * a)).tanh())
+}
+
 /// `x += y`.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -96,6 +143,28 @@ mod tests {
             rope_row(&mut row, 4, &cos, &sin, neox);
             let norm: f32 = row.iter().map(|v| v * v).sum();
             assert!((norm - 30.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn layer_norm_centers_and_scales() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        layer_norm(&mut x, &[1.0; 4], &[0.5; 4], 0.0);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        assert!((mean - 0.5).abs() < 1e-6);
+        let var: f32 = x.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f32>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn gelu_is_close_to_the_exact_one() {
+        let mut x = [-3.0f32, -1.0, 0.0, 0.5, 2.0, -12.0, 11.0];
+        gelu(&mut x);
+        assert_eq!(x[5..], [0.0, 11.0]);
+        // x * Phi(x) from tables of the normal distribution.
+        let exact = [-0.004_049_6f32, -0.158_655_3, 0.0, 0.345_731_4, 1.954_5];
+        for (a, b) in x.iter().zip(exact) {
+            assert!((a - b).abs() < 2e-3, "{a} vs {b}");
         }
     }
 

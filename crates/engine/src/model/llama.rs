@@ -353,7 +353,7 @@ fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
 }
 
 /// A 2-D weight as a kernel matrix.
-fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
+pub(crate) fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
     let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
     let kind = quant_kind(dtype).ok_or_else(|| {
         EngineError::InvalidModel(format!(
@@ -370,7 +370,7 @@ fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
 }
 
 /// A 1-D f32 (or f16) tensor such as a norm weight or a bias.
-fn vector(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>> {
+pub(crate) fn vector(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>> {
     let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
     if dims.len() != 1 {
         return Err(EngineError::InvalidModel(format!(

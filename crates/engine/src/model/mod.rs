@@ -1,5 +1,6 @@
 //! Loaded models, one file per architecture family, behind one [`Model`] type.
 
+pub mod bert;
 mod linear;
 pub mod llama;
 mod llama_candle;
@@ -18,6 +19,7 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CandleKvCache, CpuKvCache, KvCache, KvUsage};
 use crate::tokenizer::GgufTokenizer;
 
+use bert::EncoderModel;
 use llama::{CpuBatchInput, LlamaModel};
 use llama_candle::CandleLlama;
 
@@ -29,6 +31,13 @@ enum Network {
     },
     /// candle tensors on a GPU device; batch inputs run one after another.
     Candle(CandleLlama),
+    /// A sentence-embedding encoder (BERT class) on wick's own kernels, on any device.
+    Encoder(EncoderModel),
+}
+
+/// Why a model cannot embed: the message for the client.
+fn no_generation() -> EngineError {
+    EngineError::InvalidRequest("an embedding model cannot generate text".into())
 }
 
 /// One sequence's part of a [`Model::forward_batch`] call.
@@ -69,6 +78,9 @@ impl Model {
             arch @ ("llama" | "qwen2") => {
                 Network::Candle(CandleLlama::from_gguf(&mut gguf, arch, device)?)
             }
+            arch @ ("bert" | "nomic-bert") => {
+                Network::Encoder(EncoderModel::from_gguf(&mut gguf, arch, threads)?)
+            }
             other => return Err(EngineError::UnsupportedArchitecture(other.to_string())),
         };
         if network_vocab_mismatch(&network, tokenizer.vocab_size()) {
@@ -78,6 +90,7 @@ impl Model {
         }
         let weights_bytes = match &network {
             Network::Cpu { model, .. } => model.weights_bytes() as u64,
+            Network::Encoder(model) => model.weights_bytes() as u64,
             Network::Candle(_) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         };
         Ok(Self {
@@ -153,6 +166,7 @@ impl Model {
                 }
                 model.forward_batch(&mut inputs, threads)
             }
+            Network::Encoder(_) => Err(no_generation()),
             Network::Candle(m) => batch
                 .iter_mut()
                 .map(|b| {
@@ -177,6 +191,7 @@ impl Model {
     pub fn parallel_for(&self, threads: usize, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         match &self.network {
             Network::Cpu { model, .. } => model.pool().run(threads, n_tasks, f),
+            Network::Encoder(model) => model.pool().run(threads, n_tasks, f),
             Network::Candle(_) => (0..n_tasks).for_each(f),
         }
     }
@@ -185,6 +200,7 @@ impl Model {
     pub fn max_threads(&self) -> usize {
         match &self.network {
             Network::Cpu { model, .. } => model.max_threads(),
+            Network::Encoder(model) => model.max_threads(),
             Network::Candle(_) => 1,
         }
     }
@@ -213,6 +229,7 @@ impl Model {
                     m.device(),
                 )?))
             }
+            Network::Encoder(_) => Err(no_generation()),
         }
     }
 
@@ -227,6 +244,7 @@ impl Model {
                 let c = &m.config;
                 CandleKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
             }
+            Network::Encoder(_) => 0,
         }
     }
 
@@ -234,7 +252,7 @@ impl Model {
     pub fn kv_bytes_in_use(&self) -> usize {
         match &self.network {
             Network::Cpu { kv_usage, .. } => kv_usage.bytes(),
-            Network::Candle(_) => 0,
+            Network::Candle(_) | Network::Encoder(_) => 0,
         }
     }
 
@@ -248,6 +266,23 @@ impl Model {
         match &self.network {
             Network::Cpu { model, .. } => model.config.context_length,
             Network::Candle(m) => m.config.context_length,
+            Network::Encoder(m) => m.max_positions(),
+        }
+    }
+
+    /// Whether this is a sentence-embedding encoder (it cannot generate text).
+    pub fn is_encoder(&self) -> bool {
+        matches!(self.network, Network::Encoder(_))
+    }
+
+    /// One vector per input, as the model's runner gives it (Ollama's "runner output"):
+    /// pooled as the GGUF says, and unit length when the model normalizes its own
+    /// output (`bert`; not `nomic-bert`). Each input is whole: its tokens from
+    /// [`GgufTokenizer::encode_for_embedding`]. All inputs run as one batch.
+    pub fn embed(&self, inputs: &[&[u32]], threads: usize) -> Result<Vec<Vec<f32>>> {
+        match &self.network {
+            Network::Encoder(m) => m.embed(inputs, threads),
+            Network::Cpu { .. } | Network::Candle(_) => Err(EngineError::NoEmbeddings),
         }
     }
 }
@@ -255,6 +290,7 @@ impl Model {
 fn network_vocab_mismatch(network: &Network, tokenizer_vocab: usize) -> bool {
     match network {
         Network::Cpu { model, .. } => tokenizer_vocab > model.vocab(),
+        Network::Encoder(model) => tokenizer_vocab > model.vocab(),
         Network::Candle(_) => false,
     }
 }
