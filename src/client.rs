@@ -4,11 +4,26 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::host::Host;
 use crate::CliError;
+
+/// `Authorization: Bearer <key>` for a server started with `WICK_API_KEY` (the same
+/// variable); nothing when it is unset or empty.
+fn auth_headers(key: Option<&str>) -> Result<HeaderMap, CliError> {
+    let mut headers = HeaderMap::new();
+    let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Ok(headers);
+    };
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| CliError::Other("WICK_API_KEY holds characters a header cannot".into()))?;
+    value.set_sensitive(true);
+    headers.insert(AUTHORIZATION, value);
+    Ok(headers)
+}
 
 /// An HTTP client bound to one server.
 pub struct Client {
@@ -20,6 +35,7 @@ impl Client {
     pub fn new(host: &Host) -> Result<Client, CliError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("wick/", env!("CARGO_PKG_VERSION")))
+            .default_headers(auth_headers(std::env::var("WICK_API_KEY").ok().as_deref())?)
             .build()
             .map_err(|e| CliError::Other(format!("building the HTTP client: {e}")))?;
         Ok(Client {
@@ -402,4 +418,19 @@ pub fn no_registry(verb: &str) -> CliError {
     CliError::Other(format!(
         "{verb} is not supported yet: no registry is reachable. Import a GGUF file with `wick create <name> -f Modelfile`"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_goes_in_a_bearer_header() {
+        assert!(auth_headers(None).unwrap().is_empty());
+        assert!(auth_headers(Some("  ")).unwrap().is_empty());
+        let h = auth_headers(Some(" k3y ")).unwrap();
+        assert_eq!(h[AUTHORIZATION], "Bearer k3y");
+        assert!(h[AUTHORIZATION].is_sensitive());
+        assert!(auth_headers(Some("bad\nkey")).is_err());
+    }
 }

@@ -6,6 +6,8 @@
 mod client;
 mod host;
 mod import;
+mod listen;
+mod logging;
 mod modelfile;
 mod repl;
 mod serve;

@@ -1,15 +1,16 @@
 //! `wick serve`: wire the settings to the store, the scheduler and the API, and listen.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use wick_api::{ApiConfig, AppState};
+use wick_api::{ApiConfig, ApiKey, AppState};
 use wick_engine::Device;
 use wick_scheduler::{KeepAlive, Scheduler, SchedulerConfig};
 use wick_store::Store;
 
 use crate::host::Host;
-use crate::CliError;
+use crate::{listen, logging, CliError};
 
 /// Server settings, each from a flag or Ollama's environment variable.
 #[derive(Debug, Clone, Args)]
@@ -56,9 +57,31 @@ pub struct ServeConfig {
     #[arg(long, env = "OLLAMA_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
 
-    /// Debug logging (RUST_LOG overrides)
-    #[arg(long, env = "OLLAMA_DEBUG", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
-    pub debug: bool,
+    /// Log level as Ollama reads it: 1 or true is debug, 2 trace, 0 or false info;
+    /// -1 warnings and -2 errors only (RUST_LOG overrides)
+    #[arg(long, env = "OLLAMA_DEBUG", num_args = 0..=1, default_missing_value = "1")]
+    pub debug: Option<String>,
+
+    /// API key clients must send as `Authorization: Bearer <key>` on every route but
+    /// `/` and `/api/version` (the `wick` CLI sends it from the same variable); unset:
+    /// no key
+    #[arg(long, env = "WICK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest request body in bytes; larger ones get 413 (blob uploads are exempt
+    /// and streamed to disk) [default: 64 MiB]
+    #[arg(long, env = "WICK_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Wall-clock cap per request, a Go duration ("2m", "90s") or seconds: a late
+    /// answer is a 504, a stream ends with an error line; unset, 0 or negative: none
+    #[arg(long, env = "WICK_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+
+    /// How long a client may take to send a request's headers (HTTP/1; also how long
+    /// an idle keep-alive connection stays open), a Go duration or seconds
+    #[arg(long, env = "WICK_HEADER_TIMEOUT", default_value = "30s")]
+    pub header_timeout: String,
 }
 
 const GIB: usize = 1 << 30;
@@ -97,19 +120,29 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-fn init_tracing(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+/// A duration setting (Go duration or seconds); `None` when zero or negative.
+fn duration_setting(name: &str, value: &str) -> Result<Option<Duration>, CliError> {
+    match KeepAlive::parse(value) {
+        Ok(KeepAlive::For(d)) if !d.is_zero() => Ok(Some(d)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(CliError::Other(format!("invalid {name} {value:?}: {e}"))),
+    }
 }
 
 pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
-    init_tracing(cfg.debug);
+    logging::init(logging::level_from_ollama_debug(cfg.debug.as_deref()));
+    let request_timeout = match cfg.request_timeout.as_deref() {
+        Some(v) if !v.trim().is_empty() => duration_setting("WICK_REQUEST_TIMEOUT", v)?,
+        _ => None,
+    };
+    let header_timeout = duration_setting("WICK_HEADER_TIMEOUT", &cfg.header_timeout)?
+        .ok_or_else(|| CliError::Other("WICK_HEADER_TIMEOUT must be positive".into()))?;
+    if cfg.max_body_bytes == Some(0) {
+        return Err(CliError::Other(
+            "WICK_MAX_BODY_BYTES must be positive".into(),
+        ));
+    }
+    let api_key = cfg.api_key.as_deref().and_then(ApiKey::new);
     let keep_alive = KeepAlive::parse(&cfg.keep_alive).unwrap_or_else(|e| {
         tracing::warn!(value = %cfg.keep_alive, error = %e, "invalid OLLAMA_KEEP_ALIVE, using 5m");
         KeepAlive::For(std::time::Duration::from_secs(300))
@@ -161,6 +194,9 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
         models = %store.root().display(),
         ?keep_alive,
         kv_budget_bytes,
+        api_key = api_key.is_some(),
+        max_body_bytes = cfg.max_body_bytes.unwrap_or(wick_api::DEFAULT_MAX_BODY_BYTES),
+        ?request_timeout,
         "starting wick"
     );
     let (bind_host, port) = host.bind_addr();
@@ -183,16 +219,17 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
                 .collect(),
             loopback_only: addr.ip().is_loopback(),
             hostname: hostname(),
+            api_key,
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout,
         },
     );
     let app = wick_api::app(state);
     // Tests that start the server on port 0 read the real address from this line.
     println!("Listening on {addr} (version {})", wick_api::OLLAMA_VERSION);
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| CliError::Other(format!("server error: {e}")))
+    listen::serve(listener, app, header_timeout, shutdown_signal()).await;
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM. Stores are written atomically, so stopping at once is safe;

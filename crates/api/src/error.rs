@@ -28,6 +28,18 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    /// `WICK_API_KEY` is set and the request did not bring it: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The body is larger than `WICK_MAX_BODY_BYTES`: 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A method the route does not take: 405 (gin's text).
+    #[error("405 method not allowed")]
+    MethodNotAllowed,
+    /// `WICK_REQUEST_TIMEOUT` passed before the answer was ready: 504.
+    #[error("request timed out after {0:?} (WICK_REQUEST_TIMEOUT)")]
+    Timeout(std::time::Duration),
     /// A whole route wick does not implement (pull/push without a registry): 501.
     #[error("{0}")]
     NotImplemented(String),
@@ -45,6 +57,10 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::Unsupported(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Store(e) => match e.kind() {
                 ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
                 ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -67,13 +83,51 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        ErrorShape::Ollama.response(&self)
+    }
+}
+
+/// Which error body a route speaks: Ollama's `{"error": "..."}`, or OpenAI's
+/// `{"error": {"message", "type", "param", "code"}}` under `/v1/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    Ollama,
+    OpenAi,
+}
+
+impl ErrorShape {
+    pub fn of_path(path: &str) -> Self {
+        if path == "/v1" || path.starts_with("/v1/") {
+            ErrorShape::OpenAi
         } else {
-            tracing::debug!(error = %self, %status, "request rejected");
+            ErrorShape::Ollama
         }
-        (status, error_body(&self.to_string())).into_response()
+    }
+
+    /// The response for `e` in this shape (for errors raised outside the handlers:
+    /// the key check, body limits, timeouts, unknown routes). Server errors are logged
+    /// at once; every error's reason is in the request's log line.
+    pub fn response(self, e: &ApiError) -> Response {
+        let status = e.status();
+        let msg = e.to_string();
+        let msg = without_backtrace(&msg);
+        if status.is_server_error() && !matches!(e, ApiError::Timeout(_)) {
+            tracing::error!(error = %msg, "request failed");
+        }
+        match self {
+            ErrorShape::Ollama => (status, error_body(msg)).into_response(),
+            ErrorShape::OpenAi => {
+                let (kind, code) = match status {
+                    StatusCode::UNAUTHORIZED => ("invalid_request_error", Some("invalid_api_key")),
+                    s if s.is_client_error() => ("invalid_request_error", None),
+                    _ => ("api_error", None),
+                };
+                let body = serde_json::json!({ "error": {
+                    "message": msg, "type": kind, "param": null, "code": code,
+                }});
+                (status, axum::Json(body)).into_response()
+            }
+        }
     }
 }
 

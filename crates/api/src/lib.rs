@@ -7,16 +7,20 @@
 
 pub mod error;
 mod extract;
+pub mod metrics;
 pub mod options;
 pub mod wire;
 
+mod access_log;
 mod answer;
+mod auth;
 mod blobs;
 mod chat;
 mod create;
 mod embed;
 mod embed_openai;
 mod generate;
+mod limits;
 mod manage;
 mod models;
 mod openai;
@@ -28,22 +32,23 @@ mod show;
 mod tool_choice;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{get, head, post};
 use axum::Router;
 use wick_scheduler::Scheduler;
 use wick_store::Store;
 
+pub use auth::ApiKey;
 pub use error::ApiError;
+pub use limits::DEFAULT_MAX_BODY_BYTES;
+pub use metrics::ServerMetrics;
 
 /// The Ollama version wick reports (clients gate features on it).
 pub const OLLAMA_VERSION: &str = "0.13.5";
-
-/// Largest JSON request body accepted (long chat histories; blobs are streamed and not
-/// limited by this).
-const MAX_JSON_BODY: usize = 256 * 1024 * 1024;
 
 /// Settings of the API layer.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +62,20 @@ pub struct ApiConfig {
     pub loopback_only: bool,
     /// This machine's host name (accepted as a `Host` by the guard).
     pub hostname: Option<String>,
+    /// `WICK_API_KEY`: when set, every route but `/` and `/api/version` needs it.
+    pub api_key: Option<ApiKey>,
+    /// `WICK_MAX_BODY_BYTES`: largest request body (blob uploads excepted); `None` is
+    /// [`DEFAULT_MAX_BODY_BYTES`].
+    pub max_body_bytes: Option<usize>,
+    /// `WICK_REQUEST_TIMEOUT`: wall-clock cap per request (blob uploads excepted).
+    pub request_timeout: Option<Duration>,
+}
+
+impl ApiConfig {
+    /// The body size limit in force.
+    pub fn body_limit(&self) -> usize {
+        self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
+    }
 }
 
 /// What every handler can reach.
@@ -65,6 +84,7 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub store: Store,
     pub config: Arc<ApiConfig>,
+    pub metrics: Arc<ServerMetrics>,
     templates: prompt::TemplateCache,
     /// Responses of `/v1/responses`, for `previous_response_id`.
     responses: openai::ResponseStore,
@@ -72,10 +92,16 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(scheduler: Arc<Scheduler>, store: Store, config: ApiConfig) -> Self {
+        let metrics = Arc::new(ServerMetrics::new());
+        let on_load = metrics.clone();
+        scheduler.set_load_observer(Arc::new(move |model: &str, took: Duration| {
+            on_load.observe_load(model, took)
+        }));
         AppState {
             scheduler,
             store,
             config: Arc::new(config),
+            metrics,
             templates: prompt::TemplateCache::default(),
             responses: openai::ResponseStore::default(),
         }
@@ -110,19 +136,33 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/responses/{id}", get(openai::get_response))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(axum::middleware::from_fn_with_state(
+        .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: limits, then the key, the host guard, the log line (which
+        // sees every answer, refusals included), CORS (answers preflights itself).
+        .layer(DefaultBodyLimit::max(state.config.body_limit()))
+        .layer(from_fn_with_state(state.clone(), limits::cap_request))
+        .layer(from_fn_with_state(state.config.clone(), auth::require_key))
+        .layer(from_fn_with_state(
             state.config.clone(),
             security::guard_hosts,
         ))
+        .layer(from_fn_with_state(state.clone(), access_log::observe))
         .layer(security::cors(&state.config))
         .with_state(state)
 }
 
-/// gin's default for unknown routes.
-async fn not_found() -> (StatusCode, &'static str) {
-    (StatusCode::NOT_FOUND, "404 page not found")
+/// Unknown routes: gin's text, in the route's JSON error shape.
+async fn not_found(req: Request) -> Response {
+    let shape = error::ErrorShape::of_path(req.uri().path());
+    shape.response(&ApiError::NotFound("404 page not found".into()))
+}
+
+/// A route called with a method it does not take: gin's text, as JSON.
+async fn method_not_allowed(req: Request) -> Response {
+    let shape = error::ErrorShape::of_path(req.uri().path());
+    shape.response(&ApiError::MethodNotAllowed)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use wick_store::{go_quote, ModelName, StoreError};
 
@@ -82,7 +83,6 @@ pub(crate) async fn ps(State(state): State<AppState>) -> Result<Json<serde_json:
     let running = state.scheduler.running();
     let store = state.store.clone();
     let models = blocking(move || {
-        let far_future = chrono::Utc::now() + chrono::Duration::nanoseconds(i64::MAX);
         Ok(running
             .into_iter()
             .map(|r| {
@@ -91,19 +91,14 @@ pub(crate) async fn ps(State(state): State<AppState>) -> Result<Json<serde_json:
                     .and_then(|n| store.resolve(&n).ok())
                     .map(|m| Details::from_config(&m.config, m.parent_model.as_deref()))
                     .unwrap_or_default();
-                let expires_at = match (r.forever, r.expires_at) {
-                    (false, Some(at)) => at,
-                    _ => far_future,
-                };
                 RunningModel {
                     model: r.name.clone(),
                     name: r.name,
                     size: r.size,
                     digest: r.digest,
                     details,
-                    expires_at: wire::go_time(&expires_at),
-                    // wick runs on the CPU.
-                    size_vram: 0,
+                    expires_at: expires_at(r.expires_at, r.forever, &chrono::Local),
+                    size_vram: r.size_vram,
                     context_length: r.context_length,
                 }
             })
@@ -111,6 +106,20 @@ pub(crate) async fn ps(State(state): State<AppState>) -> Result<Json<serde_json:
     })
     .await?;
     Ok(Json(serde_json::json!({ "models": models })))
+}
+
+/// `expires_at` as Ollama prints it: Go's `time.Time` in JSON, local time with its
+/// offset and nanoseconds (`2026-12-02T18:40:12.123456789+01:00`); a model kept
+/// forever expires at `time.Now().Add(math.MaxInt64)`, as in Ollama.
+fn expires_at<Tz: TimeZone>(at: Option<DateTime<Utc>>, forever: bool, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let at = match (forever, at) {
+        (false, Some(at)) => at,
+        _ => Utc::now() + chrono::Duration::nanoseconds(i64::MAX),
+    };
+    wire::go_time(&at.with_timezone(tz))
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,4 +191,35 @@ fn not_implemented(what: &str) -> ApiError {
     ApiError::NotImplemented(format!(
         "{what} models is not supported yet: no registry is reachable; import GGUF files with /api/create"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    #[test]
+    fn expires_at_is_local_time_with_its_offset() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 17, 40, 12).unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        let paris = FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(
+            expires_at(Some(at), false, &paris),
+            "2026-12-02T18:40:12.123456789+01:00"
+        );
+        let new_york = FixedOffset::west_opt(5 * 3600).unwrap();
+        assert_eq!(
+            expires_at(Some(at), false, &new_york),
+            "2026-12-02T12:40:12.123456789-05:00"
+        );
+        // Go trims trailing zeros of the fraction and writes a zero offset as `Z`.
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 17, 40, 12).unwrap()
+            + chrono::Duration::milliseconds(500);
+        assert_eq!(expires_at(Some(at), false, &Utc), "2026-12-02T17:40:12.5Z");
+        // Kept forever: about 292 years from now, in the local zone.
+        let forever = expires_at(None, true, &paris);
+        let year: i32 = forever[..4].parse().unwrap();
+        assert!(year >= 2026 + 292, "{forever}");
+        assert!(forever.ends_with("+01:00"), "{forever}");
+    }
 }

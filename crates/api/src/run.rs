@@ -19,7 +19,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use wick_engine::{DoneReason, GenerationRequest, TokenLogprob};
 use wick_scheduler::{Event, KeepAlive, Lease, ModelSpec, SchedError};
 
+use crate::access_log::RequestRecord;
 use crate::error::{ApiError, Result};
+use crate::metrics::GenerationMeter;
 use crate::wire::Metrics;
 use crate::AppState;
 
@@ -29,6 +31,7 @@ pub(crate) struct Held {
     pub started: Instant,
     /// Time spent getting the model (loading it, or waiting for it).
     pub load_duration: Duration,
+    meter: GenerationMeter,
 }
 
 /// Load (or find) the model and hold it for this request.
@@ -39,13 +42,25 @@ pub(crate) async fn acquire(
     started: Instant,
 ) -> Result<Held> {
     let t = Instant::now();
+    note_model(spec);
     let lease = state.scheduler.acquire(spec, keep_alive).await?;
     let load_duration = lease.load_duration.max(t.elapsed());
+    if let Some(r) = RequestRecord::current() {
+        r.load(load_duration);
+    }
     Ok(Held {
         lease,
         started,
         load_duration,
+        meter: GenerationMeter::new(state.metrics.clone(), &spec.name, started),
     })
+}
+
+/// Name the model in the request's log line.
+fn note_model(spec: &ModelSpec) {
+    if let Some(r) = RequestRecord::current() {
+        r.model(&spec.name);
+    }
 }
 
 /// A submitted generation: the events of each of its choices (one unless OpenAI's
@@ -56,6 +71,9 @@ pub(crate) struct Generation {
     ended: Vec<bool>,
     started: Instant,
     load_duration: Duration,
+    /// One meter per joined generation; `meter_of[choice]` indexes it.
+    meters: Vec<GenerationMeter>,
+    meter_of: Vec<usize>,
     _leases: Vec<Lease>,
 }
 
@@ -66,9 +84,11 @@ impl Generation {
         let rx = held.lease.submit_choices(req, choices)?;
         Ok(Generation {
             ended: vec![false; rx.len()],
+            meter_of: vec![0; rx.len()],
             rx,
             started: held.started,
             load_duration: held.load_duration,
+            meters: vec![held.meter],
             _leases: vec![held.lease],
         })
     }
@@ -82,6 +102,9 @@ impl Generation {
             all.rx.extend(g.rx);
             all.ended.extend(g.ended);
             all.load_duration = all.load_duration.max(g.load_duration);
+            let base = all.meters.len();
+            all.meter_of.extend(g.meter_of.iter().map(|i| base + i));
+            all.meters.extend(g.meters);
             all._leases.extend(g._leases);
         }
         Some(all)
@@ -153,6 +176,13 @@ pub(crate) enum Framing {
 }
 
 impl Framing {
+    /// The framing of a streamed response, from its `Content-Type`.
+    pub fn of_content_type(ct: &str) -> Option<Framing> {
+        [Framing::Ndjson, Framing::Sse]
+            .into_iter()
+            .find(|f| ct.starts_with(f.content_type()))
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             Framing::Ndjson => "application/x-ndjson",
@@ -194,7 +224,7 @@ impl Framing {
     }
 
     /// The last frame of a stream that failed after it began.
-    fn error(self, msg: &str) -> Bytes {
+    pub fn error(self, msg: &str) -> Bytes {
         let msg = crate::error::without_backtrace(msg);
         let v = match self {
             Framing::Ndjson => serde_json::json!({ "error": msg }),
@@ -236,12 +266,30 @@ fn step<R: Responder>(
         Some(Event::Text { text, logprobs }) if text.is_empty() && logprobs.is_empty() => {
             Step::Chunks(Vec::new())
         }
-        Some(Event::Text { text, logprobs }) => Step::Chunks(r.text(choice, text, logprobs)),
+        Some(Event::Text { text, logprobs }) => {
+            if !text.is_empty() {
+                if let Some(m) = gen
+                    .meter_of
+                    .get(choice)
+                    .and_then(|&i| gen.meters.get_mut(i))
+                {
+                    m.text();
+                }
+            }
+            Step::Chunks(r.text(choice, text, logprobs))
+        }
         Some(Event::Done {
             reason,
             stats,
             context,
         }) => {
+            if let Some(m) = gen
+                .meter_of
+                .get(choice)
+                .and_then(|&i| gen.meters.get_mut(i))
+            {
+                m.done(&stats);
+            }
             let metrics = Metrics::new(gen.started.elapsed(), gen.load_duration, &stats);
             let chunks = r.done(choice, reason, metrics, context);
             if let Some(e) = gen.ended.get_mut(choice) {
@@ -388,6 +436,7 @@ pub(crate) async fn load_or_unload(
         state.scheduler.unload(&spec.key);
         return Ok(LoadReply::Unload);
     }
+    note_model(spec);
     let lease = state.scheduler.acquire(spec, keep_alive).await?;
     drop(lease);
     Ok(LoadReply::Load)

@@ -84,6 +84,8 @@ pub(crate) struct Batcher {
     model: Arc<Model>,
     limits: BatchLimits,
     pending: Arc<AtomicUsize>,
+    /// Sequences in slots now, for `/metrics` (written by this thread only).
+    running: Arc<AtomicUsize>,
     waiting: VecDeque<Job>,
     /// Embedding jobs received since the last pass; they all run in the next one.
     embeds: Vec<EmbedJob>,
@@ -130,11 +132,17 @@ impl PromptRate {
 }
 
 impl Batcher {
-    pub(crate) fn new(model: Arc<Model>, limits: BatchLimits, pending: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        model: Arc<Model>,
+        limits: BatchLimits,
+        pending: Arc<AtomicUsize>,
+        running: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
             model,
             limits,
             pending,
+            running,
             waiting: VecDeque::new(),
             embeds: Vec::new(),
             active: Vec::new(),
@@ -164,9 +172,11 @@ impl Batcher {
             }
             self.drop_cancelled();
             self.admit();
+            self.running.store(self.active.len(), Ordering::Relaxed);
             if !self.active.is_empty() {
                 self.step();
             }
+            self.running.store(self.active.len(), Ordering::Relaxed);
         }
     }
 
@@ -413,13 +423,34 @@ impl Batcher {
     /// leave their slot and keep their cache as a reusable prefix.
     fn deliver(&mut self, outputs: Vec<(usize, StepOutput)>) {
         let mut done = vec![false; self.active.len()];
+        for (i, out) in &outputs {
+            if let Some(d) = done.get_mut(*i) {
+                *d = out.error.is_some() || out.finished.is_some();
+            }
+        }
+        // Counters first: a client that got its last event no longer counts as
+        // queued or running (`/metrics`, the queue limit).
+        // A sequence that ends before its prompt completes takes its unforked
+        // choices with it.
+        let ending_slots = done.iter().filter(|d| **d).count();
+        let ending: usize = self
+            .active
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| **d)
+            .map(|(a, _)| 1 + a.forks.len())
+            .sum();
+        self.running
+            .store(self.active.len() - ending_slots, Ordering::Relaxed);
+        self.pending.fetch_sub(ending, Ordering::SeqCst);
         for (i, out) in outputs {
             let Some(a) = self.active.get(i) else {
                 continue;
             };
             if let Some(e) = out.error {
-                let _ = a.events.send(Event::Error(e.to_string()));
-                done[i] = true;
+                for tx in std::iter::once(&a.events).chain(&a.forks) {
+                    let _ = tx.send(Event::Error(e.to_string()));
+                }
                 continue;
             }
             if (!out.text.is_empty() || !out.logprobs.is_empty())
@@ -430,7 +461,7 @@ impl Batcher {
                     })
                     .is_err()
             {
-                continue; // cancelled; dropped on the next turn
+                continue; // cancelled (dropped below if it ended, else on the next turn)
             }
             if let Some(reason) = out.finished {
                 let _ = a.events.send(Event::Done {
@@ -438,13 +469,11 @@ impl Batcher {
                     stats: a.seq.stats.clone(),
                     context: a.seq.context().to_vec(),
                 });
-                done[i] = true;
             }
         }
         let active = std::mem::take(&mut self.active);
         for (i, a) in active.into_iter().enumerate() {
             if done.get(i).copied().unwrap_or(false) {
-                self.leave();
                 self.keep_prefix(a.seq.into_prefix());
             } else {
                 self.active.push(a);

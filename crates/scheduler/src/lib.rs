@@ -11,6 +11,7 @@ mod error;
 mod keep_alive;
 mod memory;
 mod runner;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use error::SchedError;
 pub use keep_alive::KeepAlive;
 pub use runner::Event;
 use runner::Runner;
+pub use stats::{LoadObserver, ModelStats, SchedulerStats};
 
 /// How the scheduler behaves; built from `OLLAMA_*` settings by the server.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct RunningModel {
     pub digest: String,
     pub size: u64,
     pub context_length: usize,
+    /// Bytes of `size` on a GPU device (0 on the CPU).
+    pub size_vram: u64,
     /// `None` while in use or kept forever.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub forever: bool,
@@ -85,6 +89,7 @@ pub struct Scheduler {
     state: Mutex<State>,
     load_lock: tokio::sync::Mutex<()>,
     pending: Arc<AtomicUsize>,
+    on_load: Mutex<Option<LoadObserver>>,
 }
 
 /// A hold on a loaded model for one request; the model stays loaded while leased and its
@@ -105,6 +110,7 @@ impl Scheduler {
             }),
             load_lock: tokio::sync::Mutex::new(()),
             pending: Arc::new(AtomicUsize::new(0)),
+            on_load: Mutex::new(None),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -120,6 +126,32 @@ impl Scheduler {
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
+    }
+
+    /// Call `observer` after every model load from now on (replaces an earlier one).
+    pub fn set_load_observer(&self, observer: LoadObserver) {
+        *self.on_load.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    /// The queue and the loaded models, now (for `/metrics`).
+    pub fn stats(&self) -> SchedulerStats {
+        let state = self.lock();
+        let mut models: Vec<ModelStats> = state
+            .loaded
+            .values()
+            .map(|l| ModelStats {
+                name: l.spec.name.clone(),
+                running_sequences: l.runner.running_sequences(),
+                kv_bytes: l.runner.kv_bytes(),
+                weights_bytes: l.runner.model().weights_bytes(),
+            })
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        SchedulerStats {
+            pending: self.pending.load(Ordering::SeqCst),
+            kv_budget_bytes: self.config.kv_budget_bytes as u64,
+            models,
+        }
     }
 
     /// Load `spec` unless it is loaded, and hold it for one request. `keep_alive` of
@@ -146,7 +178,16 @@ impl Scheduler {
             .await
             .map_err(|e| SchedError::Load(format!("loader crashed: {e}")))??;
         let num_ctx = self.default_num_ctx(&model);
-        tracing::info!(model = %spec.name, num_ctx, "model loaded in {:?}", start.elapsed());
+        let took = start.elapsed();
+        tracing::info!(model = %spec.name, num_ctx, "model loaded in {took:?}");
+        let observer = self
+            .on_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(observe) = observer {
+            observe(&spec.name, took);
+        }
         let limits = BatchLimits {
             parallel: self.num_parallel(&model),
             kv_budget: self.config.kv_budget_bytes,
@@ -187,6 +228,7 @@ impl Scheduler {
         let state = self.lock();
         let now = Instant::now();
         let utc_now = chrono::Utc::now();
+        let on_gpu = !self.config.device.is_cpu();
         let mut out: Vec<RunningModel> = state
             .loaded
             .values()
@@ -199,11 +241,14 @@ impl Scheduler {
                 }
                 .and_then(|d| chrono::Duration::from_std(d).ok())
                 .map(|d| utc_now + d);
+                let size = l.runner.memory_bytes();
                 RunningModel {
                     name: l.spec.name.clone(),
                     digest: l.spec.digest.clone(),
-                    size: l.runner.memory_bytes(),
+                    size,
                     context_length: l.runner.num_ctx(),
+                    // On a GPU device the weights and the KV cache live on it.
+                    size_vram: if on_gpu { size } else { 0 },
                     expires_at,
                     forever,
                 }

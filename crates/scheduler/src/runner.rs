@@ -2,7 +2,7 @@
 //! sequences, batched together (see [`crate::batcher`]); each job's events go back on its
 //! own channel.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -36,6 +36,8 @@ pub(crate) struct Runner {
     model: Arc<Model>,
     jobs: mpsc::Sender<Work>,
     num_ctx: usize,
+    /// Sequences the batcher has in slots now.
+    running: Arc<AtomicUsize>,
 }
 
 impl Runner {
@@ -47,7 +49,8 @@ impl Runner {
     ) -> Result<Self, SchedError> {
         let model = Arc::new(model);
         let (jobs, rx) = mpsc::channel::<Work>();
-        let batcher = Batcher::new(model.clone(), limits, pending);
+        let running = Arc::new(AtomicUsize::new(0));
+        let batcher = Batcher::new(model.clone(), limits, pending, running.clone());
         std::thread::Builder::new()
             .name("wick-batcher".into())
             .spawn(move || batcher.run(rx))
@@ -56,6 +59,7 @@ impl Runner {
             model,
             jobs,
             num_ctx,
+            running,
         })
     }
 
@@ -69,6 +73,16 @@ impl Runner {
 
     pub(crate) fn num_ctx(&self) -> usize {
         self.num_ctx
+    }
+
+    /// Sequences running now (admitted into a slot, not waiting).
+    pub(crate) fn running_sequences(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of KV cache held now, reusable prefixes included.
+    pub(crate) fn kv_bytes(&self) -> u64 {
+        self.model.kv_bytes_in_use() as u64
     }
 
     /// Weights plus the KV cache the model's sequences hold now.
