@@ -18,6 +18,27 @@ pub struct AttnDims {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub head_dim: usize,
+    /// Multiplier of `q . k` (usually `1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// `cap * tanh(score / cap)` on the scaled scores (gemma2).
+    pub softcap: Option<f32>,
+    /// A query at position `p` sees keys `p - window + 1 ..= p` only (sliding-window
+    /// layers); `None` sees every earlier position.
+    pub window: Option<usize>,
+}
+
+impl AttnDims {
+    /// Plain causal attention with the usual `1 / sqrt(head_dim)` scale.
+    pub fn causal(n_head: usize, n_kv_head: usize, head_dim: usize) -> Self {
+        Self {
+            n_head,
+            n_kv_head,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
 }
 
 /// One sequence's part of a batched attention call.
@@ -124,7 +145,6 @@ fn attend_head(
     let width = dims.n_head * hd;
     let kv_width = dims.n_kv_head * hd;
     let kv_head = head / (dims.n_head / dims.n_kv_head);
-    let scale = 1.0 / (hd as f32).sqrt();
     let t = job.q.len() / width;
     let positions = job.start + t;
     let Scratch {
@@ -163,14 +183,25 @@ fn attend_head(
     };
     q16.resize(hd, 0.0);
     acc.resize(hd, 0.0);
+    // With a soft-cap the scale goes inside the tanh, as llama.cpp folds it.
+    let (scale, cap) = match dims.softcap {
+        Some(cap) if cap > 0.0 => (dims.scale / cap, Some(cap)),
+        _ => (dims.scale, None),
+    };
     for r in 0..t {
         let n = job.start + r + 1;
+        let first = dims.window.map_or(0, |w| n.saturating_sub(w));
         let q = &job.q[r * width + head * hd..][..hd];
         for (dst, &src) in q16.iter_mut().zip(q) {
             *dst = f16::from_f32(src).to_f32();
         }
-        scores.resize(n, 0.0);
-        key_scores(q16, k_rows, scale, scores);
+        scores.resize(n - first, 0.0);
+        key_scores(q16, k_rows.skip(first), scale, scores);
+        if let Some(cap) = cap {
+            for s in scores.iter_mut() {
+                *s = cap * s.tanh();
+            }
+        }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for s in scores.iter_mut() {
@@ -178,7 +209,7 @@ fn attend_head(
             sum += *s;
         }
         acc.fill(0.0);
-        weighted_values(scores, v_rows, acc);
+        weighted_values(scores, v_rows.skip(first), acc);
         let inv = 1.0 / sum;
         for a in acc.iter_mut() {
             *a *= inv;
@@ -212,7 +243,21 @@ pub enum KvRows<'a> {
     F32 { data: &'a [f32], stride: usize },
 }
 
-impl KvRows<'_> {
+impl<'a> KvRows<'a> {
+    /// The rows from row `first` on.
+    fn skip(self, first: usize) -> KvRows<'a> {
+        match self {
+            KvRows::F16 { data, stride } => KvRows::F16 {
+                data: &data[(first * stride).min(data.len())..],
+                stride,
+            },
+            KvRows::F32 { data, stride } => KvRows::F32 {
+                data: &data[(first * stride).min(data.len())..],
+                stride,
+            },
+        }
+    }
+
     /// Whether `n` rows of `hd` values exist.
     fn holds(&self, n: usize, hd: usize) -> bool {
         let (len, stride) = match self {
@@ -570,14 +615,26 @@ mod tests {
         }
     }
 
-    /// Two query heads share one KV head; compare with a direct softmax computation.
+    /// Two query heads share one KV head; compare with a direct softmax computation,
+    /// plain, with a sliding window, and with a soft-cap on the scores.
     #[test]
     fn matches_reference_softmax_attention() {
-        let dims = AttnDims {
-            n_head: 2,
-            n_kv_head: 1,
-            head_dim: 16,
+        let plain = AttnDims::causal(2, 1, 16);
+        let windowed = AttnDims {
+            window: Some(2),
+            ..plain
         };
+        let capped = AttnDims {
+            softcap: Some(0.3),
+            scale: 0.5,
+            ..plain
+        };
+        for dims in [plain, windowed, capped] {
+            check_against_reference(dims);
+        }
+    }
+
+    fn check_against_reference(dims: AttnDims) {
         let positions = 5;
         let k: Vec<f32> = (0..positions * 16)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
@@ -607,12 +664,19 @@ mod tests {
                     .map(|&x| f16::from_f32(x).to_f32())
                     .collect();
                 let n = 3 + r + 1;
+                let first = dims.window.map_or(0, |w| n.saturating_sub(w));
                 let s: Vec<f32> = (0..n)
                     .map(|j| {
-                        (0..16)
+                        let dot = (0..16)
                             .map(|d| qh[d] * kh[j * 16 + d].to_f32())
-                            .sum::<f32>()
-                            / 4.0
+                            .sum::<f32>();
+                        let x = dot * dims.scale;
+                        let x = dims.softcap.map_or(x, |c| c * (x / c).tanh());
+                        if j < first {
+                            f32::NEG_INFINITY
+                        } else {
+                            x
+                        }
                     })
                     .collect();
                 let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -631,11 +695,7 @@ mod tests {
     /// bit-identical outputs.
     #[test]
     fn chunk_and_single_rows_agree_exactly() {
-        let dims = AttnDims {
-            n_head: 4,
-            n_kv_head: 2,
-            head_dim: 64,
-        };
+        let dims = AttnDims::causal(4, 2, 64);
         let positions = 9;
         let kv: Vec<f32> = (0..positions * 128)
             .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)

@@ -86,11 +86,28 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// Rotary position embedding angles for one position: `cos`, `sin` of `pos * base^(-2i/d)`
 /// for `i < d/2`, the angle advanced by repeated multiplication as ggml does.
 pub fn rope_angles(pos: usize, head_dim: usize, base: f32, cos: &mut [f32], sin: &mut [f32]) {
-    let theta_scale = base.powf(-2.0 / head_dim as f32);
+    rope_angles_scaled(pos, head_dim, base, 1.0, None, cos, sin);
+}
+
+/// [`rope_angles`] with ggml's linear position scaling and per-frequency divisors
+/// (llama 3's `rope_freqs`): angle `i` is `freq_scale * theta_i / factors[i]`, where
+/// `theta_i` advances by repeated multiplication.
+pub fn rope_angles_scaled(
+    pos: usize,
+    dims: usize,
+    base: f32,
+    freq_scale: f32,
+    factors: Option<&[f32]>,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    let theta_scale = base.powf(-2.0 / dims as f32);
     let mut theta = pos as f32;
-    for (c, s) in cos.iter_mut().zip(sin.iter_mut()) {
-        *c = theta.cos();
-        *s = theta.sin();
+    for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+        let divisor = factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
+        let angle = freq_scale * (theta / divisor);
+        *c = angle.cos();
+        *s = angle.sin();
         theta *= theta_scale;
     }
 }
@@ -98,7 +115,20 @@ pub fn rope_angles(pos: usize, head_dim: usize, base: f32, cos: &mut [f32], sin:
 /// Rotate every head of one row in place. `neox` pairs `x[i]` with `x[i + d/2]` (Qwen);
 /// otherwise adjacent pairs `x[2i], x[2i+1]` (llama).
 pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
-    let half = head_dim / 2;
+    rope_row_partial(row, head_dim, head_dim, cos, sin, neox);
+}
+
+/// [`rope_row`] rotating only the first `dims` values of each head (the rest pass
+/// through), as `rope.dimension_count` asks.
+pub fn rope_row_partial(
+    row: &mut [f32],
+    head_dim: usize,
+    dims: usize,
+    cos: &[f32],
+    sin: &[f32],
+    neox: bool,
+) {
+    let half = dims / 2;
     for head in row.chunks_exact_mut(head_dim) {
         for i in 0..half {
             let (a, b) = if neox {
@@ -110,6 +140,41 @@ pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox
             head[a] = x0 * cos[i] - x1 * sin[i];
             head[b] = x0 * sin[i] + x1 * cos[i];
         }
+    }
+}
+
+/// [`rms_norm`] in place.
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    for row in x.chunks_exact_mut(d) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = (*v * scale) * w;
+        }
+    }
+}
+
+/// `gate = gelu(gate) * up`, GEGLU's elementwise half, with [`gelu`]'s rounding.
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    gelu(gate);
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g *= u;
+    }
+}
+
+/// `x *= factor`.
+pub fn scale(x: &mut [f32], factor: f32) {
+    for v in x.iter_mut() {
+        *v *= factor;
+    }
+}
+
+/// `x = cap * tanh(x / cap)`.
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = cap * (*v / cap).tanh();
     }
 }
 
@@ -144,6 +209,37 @@ mod tests {
             let norm: f32 = row.iter().map(|v| v * v).sum();
             assert!((norm - 30.0).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn scaled_angles_reduce_to_plain_ones_and_divide_by_factors() {
+        let (mut c0, mut s0) = ([0.0; 4], [0.0; 4]);
+        let (mut c1, mut s1) = ([0.0; 4], [0.0; 4]);
+        rope_angles(5, 8, 10_000.0, &mut c0, &mut s0);
+        rope_angles_scaled(5, 8, 10_000.0, 1.0, None, &mut c1, &mut s1);
+        assert_eq!((c0, s0), (c1, s1));
+        rope_angles_scaled(
+            5,
+            8,
+            10_000.0,
+            0.5,
+            Some(&[1.0, 2.0, 4.0, 8.0]),
+            &mut c1,
+            &mut s1,
+        );
+        let theta1 = 5.0f32 * 10_000f32.powf(-2.0 / 8.0);
+        assert!((s1[0] - 2.5f32.sin()).abs() < 1e-6);
+        assert!((s1[1] - (0.5 * theta1 / 2.0).sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn partial_rope_leaves_the_tail_alone() {
+        let (mut c, mut s) = ([0.0; 1], [0.0; 1]);
+        rope_angles(3, 2, 10_000.0, &mut c, &mut s);
+        let mut row = [1.0f32, 2.0, 3.0, 4.0];
+        rope_row_partial(&mut row, 4, 2, &c, &s, true);
+        assert_eq!(row[2..], [3.0, 4.0]);
+        assert!((row[0] - (3.0f32.cos() - 2.0 * 3.0f32.sin())).abs() < 1e-6);
     }
 
     #[test]

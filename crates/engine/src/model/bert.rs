@@ -11,7 +11,7 @@
 use wick_kernels::{QMatrix, ThreadPool};
 
 use super::linear::{Linear, Projections, Run};
-use super::llama::{matrix, vector};
+use super::tensors::{matrix, vector};
 use crate::cpu::ops;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;

@@ -1,5 +1,5 @@
 //! The llama-family decoder on candle tensors, for GPU devices (`cuda`/`metal` features).
-//! The CPU runs [`super::llama::LlamaModel`] on wick's own kernels instead.
+//! The CPU runs [`super::decoder::DecoderModel`] on wick's own kernels instead.
 //!
 //! The KV cache is not inside the model: `forward` takes the sequence's own cache, so one
 //! loaded model serves many sequences (one after another on this path).
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::llama_config::LlamaConfig;
+use super::decoder_spec::DecoderSpec;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::CandleKvCache as KvCache;
@@ -47,7 +47,7 @@ struct Block {
 
 /// A loaded llama-family model: weights plus rotary tables; stateless between calls.
 pub struct CandleLlama {
-    pub config: LlamaConfig,
+    pub config: DecoderSpec,
     embed: Arc<QTensor>,
     blocks: Vec<Block>,
     output_norm: Tensor,
@@ -59,7 +59,12 @@ pub struct CandleLlama {
 
 impl CandleLlama {
     pub fn from_gguf(gguf: &mut GgufFile, arch: &str, device: &Device) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(gguf, arch)?;
+        let config = DecoderSpec::from_gguf(gguf, arch)?;
+        if !config.is_plain() {
+            return Err(EngineError::UnsupportedArchitecture(format!(
+                "{arch} on a GPU device (the candle path runs llama and qwen2 for now)"
+            )));
+        }
         let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
         let output = if gguf.has_tensor("output.weight") {
             QMatMul::from_qtensor(gguf.tensor("output.weight", device)?)?
@@ -202,7 +207,7 @@ impl CandleLlama {
         let v = project(&attn.wv, &attn.bv, c.n_kv_head)?;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
-        let (q, k) = if c.neox_rope {
+        let (q, k) = if c.rope.neox {
             (
                 candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
                 candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
@@ -251,10 +256,10 @@ fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Option<Tensor>> 
     Ok(Some(Tensor::from_vec(data, (t, total), device)?))
 }
 
-fn rotary_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rotary_tables(c: &DecoderSpec, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / c.rope_base.powf(2.0 * i as f32 / c.head_dim as f32))
+        .map(|i| 1.0 / c.rope.base.powf(2.0 * i as f32 / c.head_dim as f32))
         .collect();
     let positions = c.context_length.max(1);
     let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;

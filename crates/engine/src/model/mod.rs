@@ -1,10 +1,11 @@
 //! Loaded models, one file per architecture family, behind one [`Model`] type.
 
 pub mod bert;
+pub mod decoder;
+pub mod decoder_spec;
 mod linear;
-pub mod llama;
 mod llama_candle;
-pub mod llama_config;
+mod tensors;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -20,13 +21,14 @@ use crate::kv_cache::{CandleKvCache, CpuKvCache, KvCache, KvUsage};
 use crate::tokenizer::GgufTokenizer;
 
 use bert::EncoderModel;
-use llama::{CpuBatchInput, LlamaModel};
+use decoder::{CpuBatchInput, DecoderModel};
+use decoder_spec::DECODER_ARCHITECTURES;
 use llama_candle::CandleLlama;
 
 enum Network {
     /// wick's own kernels; batches run together.
     Cpu {
-        model: LlamaModel,
+        model: DecoderModel,
         kv_usage: Arc<KvUsage>,
     },
     /// candle tensors on a GPU device; batch inputs run one after another.
@@ -71,11 +73,11 @@ impl Model {
         let facts = GgufFacts::from_gguf(&gguf, false)?;
         let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
         let network = match facts.architecture.as_str() {
-            arch @ ("llama" | "qwen2") if device.is_cpu() => Network::Cpu {
-                model: LlamaModel::from_gguf(&mut gguf, arch, threads)?,
+            arch if DECODER_ARCHITECTURES.contains(&arch) && device.is_cpu() => Network::Cpu {
+                model: DecoderModel::from_gguf(&mut gguf, arch, threads)?,
                 kv_usage: Arc::new(KvUsage::default()),
             },
-            arch @ ("llama" | "qwen2") => {
+            arch if DECODER_ARCHITECTURES.contains(&arch) => {
                 Network::Candle(CandleLlama::from_gguf(&mut gguf, arch, device)?)
             }
             arch @ ("bert" | "nomic-bert") => {
@@ -210,7 +212,7 @@ impl Model {
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         match &self.network {
             Network::Cpu { model, kv_usage } => {
-                let c = &model.config;
+                let c = &model.spec;
                 Ok(KvCache::Cpu(CpuKvCache::new(
                     c.n_layer,
                     c.n_kv_head,
@@ -237,7 +239,7 @@ impl Model {
     pub fn kv_bytes_per_position(&self) -> usize {
         match &self.network {
             Network::Cpu { model, .. } => {
-                let c = &model.config;
+                let c = &model.spec;
                 CpuKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
             }
             Network::Candle(m) => {
@@ -264,7 +266,7 @@ impl Model {
     /// The longest context the model was trained for.
     pub fn context_length(&self) -> usize {
         match &self.network {
-            Network::Cpu { model, .. } => model.config.context_length,
+            Network::Cpu { model, .. } => model.spec.context_length,
             Network::Candle(m) => m.config.context_length,
             Network::Encoder(m) => m.max_positions(),
         }

@@ -1,0 +1,465 @@
+//! The decoder-only transformer every generating family runs (`llama`, `qwen2`,
+//! `qwen3`, `gemma2`, `gemma3`, `olmo2`, `granite`), on wick's own CPU kernels. What
+//! differs between the families is data: the [`DecoderSpec`] read from the GGUF's keys,
+//! and the optional tensors each block holds (biases, q/k norms, pre- and post-norms).
+//!
+//! One call runs a whole batch: the rows of every sequence in it (a prefill chunk or one
+//! decoded token each) go through each weight matrix together, so a weight is read once
+//! per step however many sequences run; only attention is per sequence, against that
+//! sequence's own f16 [`CpuKvCache`]. Each row's result depends on that row alone, so a
+//! sequence computes the same logits whatever runs beside it.
+
+use wick_kernels::{QMatrix, ThreadPool};
+
+use super::decoder_spec::{Activation, DecoderSpec};
+use super::linear::{Linear, Projections, Run};
+use super::tensors::{matrix, vector};
+use crate::cpu::attention::{attend, AttnDims, AttnJob};
+use crate::cpu::ops;
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::kv_cache::CpuKvCache;
+
+/// One sequence's part of a batch.
+pub struct CpuBatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut CpuKvCache,
+    /// Whether the logits of the last token are wanted (false for a middle prefill chunk).
+    pub logits: bool,
+}
+
+/// An RMS norm over rows of its weight's length: a whole row, or each head of it.
+type Norm = Vec<f32>;
+
+struct Block {
+    /// Before attention (absent in olmo2, which normalizes after).
+    attn_norm: Option<Norm>,
+    /// The query, key and value projections (in that order), stacked when they can be.
+    qkv: Projections,
+    /// On the queries and keys before rotation: per head (qwen3, gemma) or over the
+    /// whole projection (olmo2).
+    q_norm: Option<Norm>,
+    k_norm: Option<Norm>,
+    wo: Linear,
+    /// On the attention output before the residual add (gemma2/3, olmo2).
+    post_attn_norm: Option<Norm>,
+    ffn_norm: Option<Norm>,
+    /// The gate and up projections, stacked when they can be.
+    gate_up: Projections,
+    down: Linear,
+    post_ffn_norm: Option<Norm>,
+}
+
+/// A loaded decoder: weights only; all sequence state lives in the caches.
+pub struct DecoderModel {
+    pub spec: DecoderSpec,
+    embed: QMatrix,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    /// `None` when the output projection is tied to the token embeddings.
+    output: Option<QMatrix>,
+    /// llama 3's per-frequency rope divisors (`rope_freqs.weight`).
+    rope_factors: Option<Vec<f32>>,
+    vocab: usize,
+    pool: ThreadPool,
+    weights_bytes: usize,
+}
+
+/// Rotary tables of one batch: per row, `dims / 2` cosines and sines.
+struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl RopeTable {
+    fn new(
+        positions: &[usize],
+        dims: usize,
+        base: f32,
+        scale: f32,
+        factors: Option<&[f32]>,
+    ) -> Self {
+        let half = dims / 2;
+        let mut cos = vec![0.0f32; positions.len() * half];
+        let mut sin = vec![0.0f32; positions.len() * half];
+        for (r, &p) in positions.iter().enumerate() {
+            let span = r * half..(r + 1) * half;
+            ops::rope_angles_scaled(
+                p,
+                dims,
+                base,
+                scale,
+                factors,
+                &mut cos[span.clone()],
+                &mut sin[span],
+            );
+        }
+        Self { cos, sin, half }
+    }
+
+    fn row(&self, r: usize) -> (&[f32], &[f32]) {
+        let span = r * self.half..(r + 1) * self.half;
+        (&self.cos[span.clone()], &self.sin[span])
+    }
+}
+
+impl DecoderModel {
+    pub fn from_gguf(gguf: &mut GgufFile, arch: &str, threads: usize) -> Result<Self> {
+        let spec = DecoderSpec::from_gguf(gguf, arch)?;
+        let embed = matrix(gguf, "token_embd.weight")?;
+        let vocab = embed.rows();
+        let output = if gguf.has_tensor("output.weight") {
+            Some(matrix(gguf, "output.weight")?)
+        } else {
+            None
+        };
+        let output_norm = vector(gguf, "output_norm.weight")?;
+        let rope_factors = if gguf.has_tensor("rope_freqs.weight") {
+            let f = vector(gguf, "rope_freqs.weight")?;
+            if f.len() != spec.rope.dims / 2 {
+                return Err(EngineError::InvalidModel(format!(
+                    "rope_freqs has {} values, expected {}",
+                    f.len(),
+                    spec.rope.dims / 2
+                )));
+            }
+            Some(f)
+        } else {
+            None
+        };
+        let mut blocks = Vec::with_capacity(spec.n_layer);
+        for i in 0..spec.n_layer {
+            blocks.push(load_block(gguf, &spec, i)?);
+        }
+        if embed.cols() != spec.n_embd
+            || output_norm.len() != spec.n_embd
+            || output
+                .as_ref()
+                .is_some_and(|o| o.cols() != spec.n_embd || o.rows() != vocab)
+        {
+            return Err(EngineError::InvalidModel(
+                "embedding or output shapes do not match the model dimensions".into(),
+            ));
+        }
+        let weights_bytes = embed.size_bytes()
+            + output.as_ref().map_or(0, |o| o.size_bytes())
+            + blocks
+                .iter()
+                .map(|b| {
+                    b.qkv.size_bytes()
+                        + b.gate_up.size_bytes()
+                        + b.wo.w.size_bytes()
+                        + b.down.w.size_bytes()
+                })
+                .sum::<usize>();
+        Ok(Self {
+            spec,
+            embed,
+            blocks,
+            output_norm,
+            output,
+            rope_factors,
+            vocab,
+            pool: ThreadPool::new(threads.max(1)),
+            weights_bytes,
+        })
+    }
+
+    /// Bytes of weight data held in memory.
+    pub fn weights_bytes(&self) -> usize {
+        self.weights_bytes
+    }
+
+    /// Rows of the embedding matrix.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// The model's worker threads.
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Threads in this model's pool (the most a forward call can use).
+    pub fn max_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Run one step for every sequence in `batch`, appending their keys and values to
+    /// their caches; returns the last token's logits of each input that asked for them.
+    pub fn forward_batch(
+        &self,
+        batch: &mut [CpuBatchInput],
+        threads: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let c = &self.spec;
+        let run = Run {
+            pool: &self.pool,
+            threads: threads.clamp(1, self.pool.n_threads()),
+        };
+        let mut starts = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            let pos = item.cache.len();
+            let t = item.tokens.len();
+            if t == 0 {
+                return Err(EngineError::InvalidRequest("empty forward".into()));
+            }
+            if let Some(bad) = item.tokens.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary ({} tokens)",
+                    self.vocab
+                )));
+            }
+            item.cache.reserve(pos + t)?;
+            starts.push(pos);
+        }
+        let rows: usize = batch.iter().map(|b| b.tokens.len()).sum();
+        let d = c.n_embd;
+        let hd = c.head_dim;
+        let q_width = c.n_head * hd;
+        let kv_width = c.n_kv_head * hd;
+
+        let mut x = vec![0.0f32; rows * d];
+        let mut row_pos = Vec::with_capacity(rows);
+        for (item, &start) in batch.iter().zip(&starts) {
+            for (i, &tok) in item.tokens.iter().enumerate() {
+                let r = row_pos.len();
+                self.embed
+                    .dequantize_row(tok as usize, &mut x[r * d..(r + 1) * d])
+                    .map_err(|e| EngineError::InvalidRequest(format!("embedding: {e}")))?;
+                row_pos.push(start + i);
+            }
+        }
+        if let Some(s) = c.embed_scale {
+            ops::scale(&mut x, s);
+        }
+        let factors = self.rope_factors.as_deref();
+        let global = RopeTable::new(
+            &row_pos,
+            c.rope.dims,
+            c.rope.base,
+            c.rope.freq_scale,
+            factors,
+        );
+        let local = c.swa_layers.iter().any(|&s| s).then(|| {
+            RopeTable::new(
+                &row_pos,
+                c.rope.dims,
+                c.rope.base_local,
+                c.rope.freq_scale_local,
+                factors,
+            )
+        });
+
+        let mut dims = AttnDims::causal(c.n_head, c.n_kv_head, hd);
+        dims.softcap = c.attn_softcap;
+        dims.scale = if c.scale_queries { 1.0 } else { c.attn_scale };
+        let (mut h, mut q, mut k, mut v) = (vec![0.0; rows * d], vec![], vec![], vec![]);
+        let (mut att, mut o, mut g, mut u) = (vec![0.0; rows * q_width], vec![], vec![], vec![]);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let sliding = c.swa_layers.get(layer).copied().unwrap_or(false);
+            let rope = match (&local, sliding) {
+                (Some(l), true) => l,
+                _ => &global,
+            };
+            let input = match &block.attn_norm {
+                Some(w) => {
+                    ops::rms_norm(&x, w, c.rms_eps, &mut h);
+                    &h
+                }
+                None => &x,
+            };
+            block
+                .qkv
+                .forward(&run, input, rows, &mut [&mut q, &mut k, &mut v])?;
+            if let Some(w) = &block.q_norm {
+                ops::rms_norm_in_place(&mut q, w, c.rms_eps);
+            }
+            if let Some(w) = &block.k_norm {
+                ops::rms_norm_in_place(&mut k, w, c.rms_eps);
+            }
+            for r in 0..rows {
+                let (cr, sr) = rope.row(r);
+                let (qr, kr) = (
+                    r * q_width..(r + 1) * q_width,
+                    r * kv_width..(r + 1) * kv_width,
+                );
+                ops::rope_row_partial(&mut q[qr], hd, c.rope.dims, cr, sr, c.rope.neox);
+                ops::rope_row_partial(&mut k[kr], hd, c.rope.dims, cr, sr, c.rope.neox);
+            }
+            if c.scale_queries {
+                ops::scale(&mut q, c.attn_scale);
+            }
+            let mut row0 = 0;
+            for (item, &start) in batch.iter_mut().zip(&starts) {
+                let t = item.tokens.len();
+                let span = row0 * kv_width..(row0 + t) * kv_width;
+                item.cache.write(layer, start, &k[span.clone()], &v[span])?;
+                row0 += t;
+            }
+            {
+                let mut jobs = Vec::with_capacity(batch.len());
+                let mut row0 = 0;
+                for (item, &start) in batch.iter().zip(&starts) {
+                    let t = item.tokens.len();
+                    let (kc, vc) = item.cache.layer(layer, start + t).ok_or_else(|| {
+                        EngineError::InvalidRequest(format!("no cache for layer {layer}"))
+                    })?;
+                    jobs.push(AttnJob {
+                        q: &q[row0 * q_width..(row0 + t) * q_width],
+                        k: kc,
+                        v: vc,
+                        start,
+                        out_row: row0,
+                    });
+                    row0 += t;
+                }
+                let layer_dims = AttnDims {
+                    window: if sliding { c.sliding_window } else { None },
+                    ..dims
+                };
+                attend(run.pool, run.threads, layer_dims, &jobs, &mut att);
+            }
+            block.wo.forward(&run, &att, rows, &mut o)?;
+            self.finish_branch(&mut x, &mut o, block.post_attn_norm.as_ref());
+
+            let input = match &block.ffn_norm {
+                Some(w) => {
+                    ops::rms_norm(&x, w, c.rms_eps, &mut h);
+                    &h
+                }
+                None => &x,
+            };
+            block
+                .gate_up
+                .forward(&run, input, rows, &mut [&mut g, &mut u])?;
+            match c.activation {
+                Activation::Silu => ops::silu_mul(&mut g, &u),
+                Activation::GeluTanh => ops::gelu_mul(&mut g, &u),
+            }
+            block.down.forward(&run, &g, rows, &mut o)?;
+            self.finish_branch(&mut x, &mut o, block.post_ffn_norm.as_ref());
+        }
+        for item in batch.iter_mut() {
+            item.cache.advance(item.tokens.len());
+        }
+
+        // Logits only for the last row of the inputs that want them.
+        let mut last_rows = Vec::new();
+        let mut row_end = 0;
+        for item in batch.iter() {
+            row_end += item.tokens.len();
+            if item.logits {
+                last_rows.push(row_end - 1);
+            }
+        }
+        let m = last_rows.len();
+        let mut results = vec![None; batch.len()];
+        if m == 0 {
+            return Ok(results);
+        }
+        let mut last = vec![0.0f32; m * d];
+        for (i, &r) in last_rows.iter().enumerate() {
+            last[i * d..(i + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        let mut normed = vec![0.0f32; m * d];
+        ops::rms_norm(&last, &self.output_norm, c.rms_eps, &mut normed);
+        let out = self.output.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0.0f32; m * self.vocab];
+        out.matmul(run.pool, run.threads, &normed, m, &mut logits)
+            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+        if let Some(s) = c.logit_scale {
+            ops::scale(&mut logits, 1.0 / s);
+        }
+        if let Some(cap) = c.final_softcap {
+            ops::softcap(&mut logits, cap);
+        }
+        let mut chunks = logits.chunks_exact(self.vocab);
+        for (slot, item) in results.iter_mut().zip(batch.iter()) {
+            if item.logits {
+                *slot = chunks.next().map(|l| l.to_vec());
+            }
+        }
+        Ok(results)
+    }
+
+    /// Add a branch's output to the residual stream: post-norm it and scale it first
+    /// when the family says so.
+    fn finish_branch(&self, x: &mut [f32], out: &mut [f32], post_norm: Option<&Norm>) {
+        if let Some(w) = post_norm {
+            ops::rms_norm_in_place(out, w, self.spec.rms_eps);
+        }
+        if let Some(s) = self.spec.residual_scale {
+            ops::scale(out, s);
+        }
+        ops::add_in_place(x, out);
+    }
+}
+
+/// Block `i`'s weights, checked against the description's shapes.
+fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
+    let p = format!("blk.{i}");
+    let mut linear = |name: &str| -> Result<Linear> {
+        let b = format!("{p}.{name}.bias");
+        Ok(Linear {
+            w: matrix(gguf, &format!("{p}.{name}.weight"))?,
+            bias: if gguf.has_tensor(&b) {
+                Some(vector(gguf, &b)?)
+            } else {
+                None
+            },
+        })
+    };
+    let (wq, wk, wv) = (linear("attn_q")?, linear("attn_k")?, linear("attn_v")?);
+    let wo = linear("attn_output")?;
+    let (gate, up) = (linear("ffn_gate")?, linear("ffn_up")?);
+    let down = linear("ffn_down")?;
+    let ffn = gate.w.rows();
+    let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    let shapes = [
+        ("attn_q", &wq, q_width, c.n_embd),
+        ("attn_k", &wk, kv_width, c.n_embd),
+        ("attn_v", &wv, kv_width, c.n_embd),
+        ("attn_output", &wo, c.n_embd, q_width),
+        ("ffn_down", &down, c.n_embd, ffn),
+        ("ffn_up", &up, ffn, c.n_embd),
+        ("ffn_gate", &gate, ffn, c.n_embd),
+    ];
+    for (name, l, rows, cols) in shapes {
+        if l.w.rows() != rows || l.w.cols() != cols {
+            return Err(EngineError::InvalidModel(format!(
+                "{p}.{name} is {}x{}, expected {rows}x{cols}",
+                l.w.rows(),
+                l.w.cols()
+            )));
+        }
+    }
+    let mut norm = |name: &str, sizes: &[usize]| -> Result<Option<Norm>> {
+        let full = format!("{p}.{name}.weight");
+        if !gguf.has_tensor(&full) {
+            return Ok(None);
+        }
+        let w = vector(gguf, &full)?;
+        if !sizes.contains(&w.len()) {
+            return Err(EngineError::InvalidModel(format!(
+                "{full} has {} values, expected one of {sizes:?}",
+                w.len()
+            )));
+        }
+        Ok(Some(w))
+    };
+    let block = Block {
+        attn_norm: norm("attn_norm", &[c.n_embd])?,
+        q_norm: norm("attn_q_norm", &[c.head_dim, q_width])?,
+        k_norm: norm("attn_k_norm", &[c.head_dim, kv_width])?,
+        post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
+        ffn_norm: norm("ffn_norm", &[c.n_embd])?,
+        post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
+        qkv: Projections::new(vec![wq, wk, wv])?,
+        wo,
+        gate_up: Projections::new(vec![gate, up])?,
+        down,
+    };
+    Ok(block)
+}

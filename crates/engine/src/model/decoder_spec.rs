@@ -1,0 +1,279 @@
+//! One description of a decoder-only transformer, read from a GGUF's `<arch>.*` keys.
+//!
+//! The families wick runs differ in a handful of places: how rotary embeddings are laid
+//! out and scaled, which layers see a sliding window, where RMS norms sit, how the
+//! attention scores and logits are scaled or soft-capped, and the FFN's activation.
+//! [`DecoderSpec`] carries exactly those differences as data, so one forward pass (and
+//! the candle one) runs every family; tensor-level facts (biases, q/k norms, pre- and
+//! post-norms, a tied output) are discovered from the tensors the file holds when the
+//! weights are loaded.
+
+use candle_core::quantized::gguf_file::Value;
+
+use crate::error::{EngineError, Result};
+use crate::gguf::{value_as_u64, GgufFile};
+
+/// Architectures the decoder runs, by their GGUF `general.architecture` name.
+pub const DECODER_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite",
+];
+
+/// The FFN's gating activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(gate) * up` (llama, qwen, olmo2, granite).
+    Silu,
+    /// `gelu_tanh(gate) * up` (gemma).
+    GeluTanh,
+}
+
+/// Rotary position embedding of one family.
+#[derive(Debug, Clone)]
+pub struct RopeSpec {
+    /// Base of full-attention layers.
+    pub base: f32,
+    /// Base of sliding-window layers (gemma3: 10,000 while global layers use 1e6).
+    pub base_local: f32,
+    /// Linear position scaling of full-attention layers (`1 / rope.scaling.factor`).
+    pub freq_scale: f32,
+    /// The same on sliding-window layers (gemma3 and olmo2 scale only global layers).
+    pub freq_scale_local: f32,
+    /// Rotated dimensions of each head (`rope.dimension_count`, else the head size).
+    pub dims: usize,
+    /// NEOX layout (pairs `i`, `i + dims/2`) instead of adjacent pairs.
+    pub neox: bool,
+}
+
+/// Shape and numerics of a decoder, shared by the CPU and candle executors.
+#[derive(Debug, Clone)]
+pub struct DecoderSpec {
+    pub arch: String,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub n_embd: usize,
+    pub rms_eps: f32,
+    pub context_length: usize,
+    pub rope: RopeSpec,
+    pub activation: Activation,
+    /// Multiplier of the token embeddings (gemma: `sqrt(n_embd)`; granite's
+    /// `embedding_scale`).
+    pub embed_scale: Option<f32>,
+    /// Multiplier of `q . k`.
+    pub attn_scale: f32,
+    /// Whether the queries are multiplied by `attn_scale` before attention (gemma) rather
+    /// than the scores after the dot product: the rounding differs, so follow llama.cpp.
+    pub scale_queries: bool,
+    /// `cap * tanh(score / cap)` on attention scores (gemma2).
+    pub attn_softcap: Option<f32>,
+    /// `cap * tanh(logit / cap)` on the output logits (gemma2).
+    pub final_softcap: Option<f32>,
+    /// Multiplier of each block's attention and FFN outputs (granite).
+    pub residual_scale: Option<f32>,
+    /// Divisor of the output logits (granite).
+    pub logit_scale: Option<f32>,
+    /// Keys older than this many positions are invisible on sliding-window layers.
+    pub sliding_window: Option<usize>,
+    /// Per layer: whether it uses the sliding window.
+    pub swa_layers: Vec<bool>,
+}
+
+impl DecoderSpec {
+    /// Read the description of `arch` from the file's metadata.
+    pub fn from_gguf(gguf: &GgufFile, arch: &str) -> Result<Self> {
+        if !DECODER_ARCHITECTURES.contains(&arch) {
+            return Err(EngineError::UnsupportedArchitecture(arch.to_string()));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_layer = gguf.get_u32(&key("block_count"))? as usize;
+        let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
+        let n_kv_head = gguf
+            .get_u32(&key("attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
+        if n_layer == 0
+            || n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !n_embd.is_multiple_of(n_head)
+        {
+            return Err(EngineError::InvalidModel(format!(
+                "inconsistent shape: {n_layer} layers, {n_head} heads, {n_kv_head} kv heads, \
+                 {n_embd} dims"
+            )));
+        }
+        let head_dim = gguf
+            .get_u32(&key("attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(n_embd / n_head);
+        let value_dim = gguf
+            .get_u32(&key("attention.value_length"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        if value_dim != head_dim || head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(EngineError::InvalidModel(format!(
+                "head sizes {head_dim} (keys) and {value_dim} (values) are not supported"
+            )));
+        }
+        let rope_dims = gguf
+            .get_u32(&key("rope.dimension_count"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        if rope_dims == 0 || rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
+            return Err(EngineError::InvalidModel(format!(
+                "{rope_dims} rotary dimensions for heads of {head_dim}"
+            )));
+        }
+        let base = gguf.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
+        let freq_scale = match rope_scaling(gguf, arch)? {
+            Some(factor) => 1.0 / factor,
+            None => 1.0,
+        };
+        let opt_f32 = |k: &str| gguf.get_f32(&key(k)).ok().filter(|v| *v != 0.0);
+        let gemma = arch.starts_with("gemma");
+        let default_scale = 1.0 / (head_dim as f32).sqrt();
+
+        let (sliding_window, period) = match arch {
+            "gemma2" => (
+                Some(
+                    gguf.get_u32(&key("attention.sliding_window"))
+                        .unwrap_or(4096) as usize,
+                ),
+                2,
+            ),
+            "gemma3" => (
+                Some(gguf.get_u32(&key("attention.sliding_window"))? as usize),
+                6,
+            ),
+            "olmo2" => (
+                gguf.get_u32(&key("attention.sliding_window"))
+                    .ok()
+                    .map(|w| w as usize)
+                    .filter(|&w| w > 0),
+                4,
+            ),
+            _ => (None, 0),
+        };
+        let swa_layers = match sliding_window {
+            None => vec![false; n_layer],
+            Some(_) => sliding_pattern(gguf, &key("attention.sliding_window_pattern"), n_layer)
+                .unwrap_or_else(|| {
+                    // Every `period`-th layer (the last of each group) sees everything.
+                    (0..n_layer).map(|il| il % period < period - 1).collect()
+                }),
+        };
+        let base_local = match arch {
+            "gemma3" => 10_000.0,
+            _ => gguf.get_f32(&key("rope.freq_base_swa")).unwrap_or(base),
+        };
+        let neox = matches!(arch, "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2");
+
+        Ok(Self {
+            arch: arch.to_string(),
+            n_layer,
+            n_head,
+            n_kv_head,
+            head_dim,
+            n_embd,
+            rms_eps: gguf
+                .get_f32(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5),
+            context_length: gguf.get_u32(&key("context_length")).unwrap_or(2048) as usize,
+            rope: RopeSpec {
+                base,
+                base_local,
+                freq_scale,
+                freq_scale_local: if matches!(arch, "gemma3" | "olmo2") {
+                    1.0
+                } else {
+                    freq_scale
+                },
+                dims: rope_dims,
+                neox,
+            },
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            embed_scale: if gemma {
+                Some((n_embd as f32).sqrt())
+            } else if arch == "granite" {
+                opt_f32("embedding_scale")
+            } else {
+                None
+            },
+            attn_scale: match arch {
+                "granite" => opt_f32("attention.scale").unwrap_or(default_scale),
+                _ => default_scale,
+            },
+            scale_queries: gemma,
+            attn_softcap: match arch {
+                "gemma2" => Some(opt_f32("attn_logit_softcapping").unwrap_or(50.0)),
+                _ => None,
+            },
+            final_softcap: match arch {
+                "gemma2" => Some(opt_f32("final_logit_softcapping").unwrap_or(30.0)),
+                _ => None,
+            },
+            residual_scale: if arch == "granite" {
+                opt_f32("residual_scale")
+            } else {
+                None
+            },
+            logit_scale: if arch == "granite" {
+                opt_f32("logit_scale")
+            } else {
+                None
+            },
+            sliding_window,
+            swa_layers,
+        })
+    }
+
+    /// Whether this is a plain llama/qwen2 decoder (what the candle path runs today).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.arch.as_str(), "llama" | "qwen2")
+            && self.rope.freq_scale == 1.0
+            && self.rope.dims == self.head_dim
+    }
+}
+
+/// The linear rope scaling factor, if the file declares one; other scaling kinds are
+/// refused rather than silently ignored.
+fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<f32>> {
+    let kind = gguf
+        .get_str(&format!("{arch}.rope.scaling.type"))
+        .unwrap_or("linear");
+    let factor = gguf
+        .get_f32(&format!("{arch}.rope.scaling.factor"))
+        .or_else(|_| gguf.get_f32(&format!("{arch}.rope.scale_linear")))
+        .ok()
+        .filter(|f| *f != 0.0 && *f != 1.0);
+    match (kind, factor) {
+        (_, None) | ("none", _) => Ok(None),
+        ("linear", Some(f)) => Ok(Some(f)),
+        (other, Some(_)) => Err(EngineError::InvalidModel(format!(
+            "rope scaling '{other}' is not supported yet"
+        ))),
+    }
+}
+
+/// `attention.sliding_window_pattern` as a period (`u32`) or one flag per layer.
+fn sliding_pattern(gguf: &GgufFile, key: &str, n_layer: usize) -> Option<Vec<bool>> {
+    match gguf.get(key)? {
+        Value::Array(flags) if flags.len() == n_layer => flags
+            .iter()
+            .map(|f| match f {
+                Value::Bool(b) => Some(*b),
+                other => value_as_u64(other).map(|v| v != 0),
+            })
+            .collect(),
+        other => {
+            let period = value_as_u64(other)? as usize;
+            (period > 0).then(|| (0..n_layer).map(|il| il % period < period - 1).collect())
+        }
+    }
+}
