@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use wick_engine::GgufFacts;
+use wick_engine::{EngineError, GgufFacts};
 use wick_store::{ConfigV2, Digest, Layer, ModelName, NewModel, Store, MEDIA_TYPE_MODEL};
 use wick_templating::Message;
 
@@ -292,6 +292,11 @@ fn prepare(
             statuses.push("parsing GGUF".into());
             let facts = GgufFacts::read(&path, false)
                 .map_err(|e| ApiError::bad(format!("invalid GGUF file {file:?}: {e}")))?;
+            wick_engine::model::check_supported(&path).map_err(|e| match e {
+                EngineError::UnsupportedArchitecture(_)
+                | EngineError::UnsupportedTensorType { .. } => ApiError::bad(e.to_string()),
+                other => ApiError::bad(format!("invalid GGUF file {file:?}: {other}")),
+            })?;
             let layer = store.layer_from_blob(MEDIA_TYPE_MODEL, digest)?;
             Ok((vec![layer], config_for(&facts, requires)))
         }

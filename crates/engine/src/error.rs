@@ -7,6 +7,9 @@ pub enum EngineError {
     InvalidModel(String),
     #[error("unsupported architecture '{0}'")]
     UnsupportedArchitecture(String),
+    /// A tensor stored in a quantization kind wick's kernels do not have yet.
+    #[error("tensor '{tensor}' has type {kind}, which wick does not support yet")]
+    UnsupportedTensorType { tensor: String, kind: String },
     #[error("missing GGUF metadata key '{0}'")]
     MissingMetadata(String),
     #[error("tokenizer: {0}")]

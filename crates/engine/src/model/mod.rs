@@ -60,6 +60,34 @@ pub struct Model {
     constraint_env: OnceLock<std::result::Result<ConstraintEnv, String>>,
 }
 
+/// Architectures loaded as sentence-embedding encoders.
+const ENCODER_ARCHITECTURES: &[&str] = &["bert", "nomic-bert"];
+
+/// Check, from the header alone, that wick can run a GGUF file: its architecture is
+/// one it knows and every tensor's kind is one its kernels have. `/api/create` calls
+/// this so an unusable file is refused when it is imported, not at first use.
+pub fn check_supported(path: &Path) -> Result<()> {
+    let gguf = GgufFile::open(path)?;
+    let arch = gguf.architecture()?;
+    if !DECODER_ARCHITECTURES.contains(&arch.as_str())
+        && !ENCODER_ARCHITECTURES.contains(&arch.as_str())
+    {
+        return Err(EngineError::UnsupportedArchitecture(arch));
+    }
+    let mut names: Vec<&String> = gguf.content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let dtype = gguf.content.tensor_infos[name].ggml_dtype;
+        if tensors::quant_kind(dtype).is_none() {
+            return Err(EngineError::UnsupportedTensorType {
+                tensor: name.clone(),
+                kind: format!("{dtype:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Model {
     /// Load a GGUF file, on the CPU with one worker per physical core. Unknown
     /// architectures and broken files are errors, never panics.
@@ -80,7 +108,7 @@ impl Model {
             arch if DECODER_ARCHITECTURES.contains(&arch) => {
                 Network::Candle(CandleLlama::from_gguf(&mut gguf, arch, device)?)
             }
-            arch @ ("bert" | "nomic-bert") => {
+            arch if ENCODER_ARCHITECTURES.contains(&arch) => {
                 Network::Encoder(EncoderModel::from_gguf(&mut gguf, arch, threads)?)
             }
             other => return Err(EngineError::UnsupportedArchitecture(other.to_string())),
