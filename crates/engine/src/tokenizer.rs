@@ -299,8 +299,8 @@ fn token_types(gguf: &GgufFile, n: usize) -> Result<Vec<i32>> {
 /// Make end-of-generation and FIM tokens control tokens, whatever type the GGUF gives.
 fn promote_control_looking(tokens: &[String], types: &mut [i32]) {
     for (text, ty) in tokens.iter().zip(types.iter_mut()) {
-        let control_looking = END_OF_GENERATION_TEXTS.contains(&text.as_str())
-            || FIM_TEXTS.contains(&text.as_str());
+        let control_looking =
+            END_OF_GENERATION_TEXTS.contains(&text.as_str()) || FIM_TEXTS.contains(&text.as_str());
         if control_looking && *ty != TOKEN_TYPE_CONTROL {
             tracing::debug!(token = %text, "treating control-looking token as control");
             *ty = TOKEN_TYPE_CONTROL;

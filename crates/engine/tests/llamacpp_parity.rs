@@ -171,7 +171,11 @@ fn tokenizer_matches_llamacpp() {
     let mut failures = Vec::new();
     let mut report = Vec::new();
     let models = models_of(&fix, TOKENIZERS);
-    assert_eq!(models.len(), TOKENIZERS.len(), "a model is missing from the fixture");
+    assert_eq!(
+        models.len(),
+        TOKENIZERS.len(),
+        "a model is missing from the fixture"
+    );
     for (file, m) in models {
         let (tokenizer, load_time) = load_tokenizer(&file);
         let mut total = 0;
@@ -190,9 +194,11 @@ fn tokenizer_matches_llamacpp() {
             } else {
                 failures.push(format!("{file} {text:?}\n got {got:?}\nwant {want:?}"));
             }
-            // Decoding gives the text back byte for byte (BOS aside).
+            // Decoding gives the text back byte for byte (BOS aside), or what llama.cpp
+            // decodes where that differs (a literal `▁` comes back as a space).
             let body = &got[usize::from(tokenizer.add_bos)..];
-            assert_eq!(tokenizer.decode(body), text, "{file} round trip");
+            let decoded = case["detokenized"].as_str().unwrap_or(text);
+            assert_eq!(tokenizer.decode(body), decoded, "{file} round trip");
         }
         assert!(total >= 20, "{file}: fixture too small");
         report.push(format!(

@@ -260,9 +260,10 @@ impl Spm {
             let text = &piece[s.start..s.start + s.len];
             match self.token(text) {
                 Some(id) => out.push(id),
-                None => out.extend(text.bytes().filter_map(|b| {
-                    self.byte_tokens[b as usize].or(self.unknown)
-                })),
+                None => out.extend(
+                    text.bytes()
+                        .filter_map(|b| self.byte_tokens[b as usize].or(self.unknown)),
+                ),
             }
             at = s.next;
         }
@@ -320,7 +321,9 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer> {
         id("tokenizer.ggml.eot_token_id"),
         id("tokenizer.ggml.eom_token_id"),
     ];
-    tokenizer.end_of_generation.extend(extra.into_iter().flatten());
+    tokenizer
+        .end_of_generation
+        .extend(extra.into_iter().flatten());
     Ok(tokenizer)
 }
 
@@ -352,12 +355,15 @@ pub(super) fn from_parts(
     }
     let mut byte_tokens = [None; 256];
     for (b, slot) in byte_tokens.iter_mut().enumerate() {
-        *slot = ids.get(format!("<0x{b:02X}>").as_str()).copied().or_else(|| {
-            // A vocabulary without byte tokens may still hold the ASCII character.
-            char::from_u32(b as u32)
-                .filter(char::is_ascii)
-                .and_then(|c| ids.get(c.to_string().as_str()).copied())
-        });
+        *slot = ids
+            .get(format!("<0x{b:02X}>").as_str())
+            .copied()
+            .or_else(|| {
+                // A vocabulary without byte tokens may still hold the ASCII character.
+                char::from_u32(b as u32)
+                    .filter(char::is_ascii)
+                    .and_then(|c| ids.get(c.to_string().as_str()).copied())
+            });
     }
 
     let whole = |ty: i32| {
@@ -442,8 +448,8 @@ mod tests {
             types.push(TOKEN_TYPE_BYTE);
         }
         let pieces = [
-            "▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello", "▁w", "▁wor",
-            "or", "▁world", "ld", "é",
+            "▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello", "▁w", "▁wor", "or",
+            "▁world", "ld", "é",
         ];
         for p in pieces {
             tokens.push(p.into());
