@@ -63,7 +63,7 @@ const FIM_END_TEXTS: &[&str] = &["<|fim_pad|>", "<|fim_repo|>", "<|file_sep|>"];
 /// How text becomes ids.
 enum Encoder {
     /// The `tokenizers` crate (BPE, WordPiece).
-    Hf(Tokenizer),
+    Hf(Box<Tokenizer>),
     /// llama.cpp's SentencePiece procedure.
     Spm(Box<spm::Spm>),
 }
@@ -180,7 +180,7 @@ impl GgufTokenizer {
             eos_token_id.filter(|_| add_eos),
         );
         Ok(Self {
-            inner: Encoder::Hf(inner),
+            inner: Encoder::Hf(Box::new(inner)),
             token_bytes,
             special,
             bos_token_id,

@@ -129,7 +129,7 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer> {
         )));
     }
     Ok(GgufTokenizer {
-        inner: Encoder::Hf(inner),
+        inner: Encoder::Hf(Box::new(inner)),
         token_bytes,
         special,
         bos_token_id: cls,
