@@ -107,6 +107,13 @@ TOKENIZER_TEXTS = [
     "# Title\n\n- item **bold** `code`\n\n> quote",
     "!!!??? ... --- *** ___ ===",
     "<s> </s> <unk> <bos> <eos> [INST] literal tags",
+    # Gemma's turn markers, runs longer than any whitespace token, rarer scripts and
+    # characters that need byte fallback, token-like literals.
+    "<start_of_turn>user\nWrite a poem.<end_of_turn>\n<start_of_turn>model\n",
+    " " * 40 + "x" + "\t" * 35 + "y" + "\n" * 33 + "z \n \n\t \r\n\u3000w",
+    "안녕하세요 สวัสดีครับ ქართული Հայերեն ١٢٣ ४५६ 123456789012",
+    "\x01\x7f ꙮ 𓀀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ﷽ \U000e0041 \ufeffbom",
+    "<0x41> <unused0> <mask> \u2581\u2581 ▁x <start_of_image> [multimodal]",
 ]
 
 

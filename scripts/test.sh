@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (README, second command; .ci/run runs exactly this):
-# fetches and verifies the real models, installs the official `ollama` Python client
-# into .venv-test, then runs every Rust test (units, engine parity with llama.cpp's
-# recorded outputs, end-to-end tests against a real `wick serve`).
+# fetches and verifies the real models (gemma3 included), installs the official
+# `ollama` Python client into .venv-test, then runs every Rust test (units, engine
+# parity with llama.cpp's recorded outputs, end-to-end tests against a real `wick serve`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/fetch-models.sh
+# gemma3 270M too: its SentencePiece tokenizer is checked against llama.cpp.
+bash scripts/fetch-models.sh --with-gemma
 
 if [ ! -x .venv-test/bin/python ]; then
     python3 -m venv .venv-test

@@ -5,6 +5,8 @@
 //! pre-tokenizer chosen by `tokenizer.ggml.pre`; control and user-defined tokens become
 //! special added tokens so they are matched whole inside prompts. `bert`-type
 //! vocabularies (sentence-embedding encoders) become a WordPiece ([`wordpiece`]).
+//! `llama`-type (SentencePiece) vocabularies run llama.cpp's own merge procedure
+//! ([`spm`]), scores and byte fallback included.
 
 use std::collections::HashSet;
 
@@ -19,6 +21,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 
+mod spm;
 mod wordpiece;
 
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -57,13 +60,21 @@ const FIM_TEXTS: &[&str] = &[
 ];
 const FIM_END_TEXTS: &[&str] = &["<|fim_pad|>", "<|fim_repo|>", "<|file_sep|>"];
 
-/// A model's tokenizer: encoding through `tokenizers`, decoding to raw bytes.
+/// How text becomes ids.
+enum Encoder {
+    /// The `tokenizers` crate (BPE, WordPiece).
+    Hf(Box<Tokenizer>),
+    /// llama.cpp's SentencePiece procedure.
+    Spm(Box<spm::Spm>),
+}
+
+/// A model's tokenizer: encoding through `tokenizers` or [`spm`], decoding to raw bytes.
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    inner: Encoder,
     /// The bytes each token stands for (special tokens: their text).
     token_bytes: Vec<Vec<u8>>,
-    /// Control and user-defined tokens: matched whole in prompts, never text a
-    /// grammar may produce.
+    /// Control and user-defined tokens (SentencePiece: control and unknown only):
+    /// never text a grammar may produce.
     special: Vec<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
@@ -82,9 +93,10 @@ impl GgufTokenizer {
         match gguf.get_str("tokenizer.ggml.model").unwrap_or("") {
             "gpt2" => Self::byte_level_bpe(gguf),
             "bert" => wordpiece::from_gguf(gguf),
+            "llama" => spm::from_gguf(gguf),
             model => Err(EngineError::Tokenizer(format!(
-                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE and \
-                 'bert' WordPiece)"
+                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE, \
+                 'llama' SentencePiece and 'bert' WordPiece)"
             ))),
         }
     }
@@ -92,25 +104,9 @@ impl GgufTokenizer {
     fn byte_level_bpe(gguf: &GgufFile) -> Result<Self> {
         let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
         let merges = string_array(gguf, "tokenizer.ggml.merges")?;
-        let mut token_types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(|e| EngineError::Tokenizer(e.to_string()))?
-                .iter()
-                .map(|t| t.to_i32().unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
+        let mut token_types = token_types(gguf, tokens.len())?;
         let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
-        token_types.resize(tokens.len(), 1);
-        for (text, ty) in tokens.iter().zip(token_types.iter_mut()) {
-            let control_looking = END_OF_GENERATION_TEXTS.contains(&text.as_str())
-                || FIM_TEXTS.contains(&text.as_str());
-            if control_looking && *ty != TOKEN_TYPE_CONTROL {
-                tracing::debug!(token = %text, "treating control-looking token as control");
-                *ty = TOKEN_TYPE_CONTROL;
-            }
-        }
+        promote_control_looking(&tokens, &mut token_types);
 
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
@@ -165,30 +161,16 @@ impl GgufTokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
-        let mut end_of_generation: HashSet<u32> = [
-            eos_token_id,
-            id("tokenizer.ggml.eot_token_id"),
-            id("tokenizer.ggml.eom_token_id"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for (i, text) in tokens.iter().enumerate() {
-            if END_OF_GENERATION_TEXTS.contains(&text.as_str())
-                || FIM_END_TEXTS.contains(&text.as_str())
-            {
-                end_of_generation.insert(i as u32);
-            }
-        }
-        let has = |t: &str| vocab_has(&tokens, t);
-        let fim_tokens = (has("<|fim_prefix|>") && has("<|fim_suffix|>") && has("<|fim_middle|>"))
-            .then(|| {
-                (
-                    "<|fim_prefix|>".to_string(),
-                    "<|fim_suffix|>".to_string(),
-                    "<|fim_middle|>".to_string(),
-                )
-            });
+        let (mut end_of_generation, fim_tokens) = eog_and_fim(&tokens);
+        end_of_generation.extend(
+            [
+                eos_token_id,
+                id("tokenizer.ggml.eot_token_id"),
+                id("tokenizer.ggml.eom_token_id"),
+            ]
+            .into_iter()
+            .flatten(),
+        );
         let add_eos = gguf
             .get("tokenizer.ggml.add_eos_token")
             .and_then(|v| v.to_bool().ok())
@@ -198,7 +180,7 @@ impl GgufTokenizer {
             eos_token_id.filter(|_| add_eos),
         );
         Ok(Self {
-            inner,
+            inner: Encoder::Hf(Box::new(inner)),
             token_bytes,
             special,
             bos_token_id,
@@ -219,14 +201,10 @@ impl GgufTokenizer {
         max_len: usize,
         truncate: bool,
     ) -> Result<Option<(Vec<u32>, bool)>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let body = self.encode_text(text)?;
         let (start, end) = self.embedding_ends;
         let ends = start.is_some() as usize + end.is_some() as usize;
         let room = max_len.saturating_sub(ends);
-        let body = enc.get_ids();
         if body.len() > room && !truncate {
             return Ok(None);
         }
@@ -239,20 +217,30 @@ impl GgufTokenizer {
     }
 
     /// Token ids for `text`, special tokens matched whole; BOS added when the model asks
-    /// for it and `add_bos` is true.
+    /// for it and `add_bos` is true. (An EOS the GGUF asks for is added only to
+    /// embedding inputs, [`Self::embedding_ends`].)
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let body = self.encode_text(text)?;
+        let mut ids = Vec::with_capacity(body.len() + 1);
         if add_bos && self.add_bos {
             if let Some(bos) = self.bos_token_id {
                 ids.push(bos);
             }
         }
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&body);
         Ok(ids)
+    }
+
+    /// Token ids for `text` alone, special tokens matched whole.
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.inner {
+            Encoder::Hf(inner) => Ok(inner
+                .encode_fast(text, false)
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec()),
+            Encoder::Spm(spm) => Ok(spm.encode(text)),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -267,17 +255,23 @@ impl GgufTokenizer {
             .unwrap_or(&[])
     }
 
-    /// Decode a whole sequence (lossy for incomplete UTF-8).
+    /// Decode a whole sequence (lossy for incomplete UTF-8). A SentencePiece vocabulary
+    /// that adds a space in front of the text loses it again here, as in llama.cpp.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids
+        let mut bytes: Vec<u8> = ids
             .iter()
             .flat_map(|&i| self.token_bytes(i).iter().copied())
             .collect();
+        if matches!(&self.inner, Encoder::Spm(spm) if spm.add_space_prefix)
+            && bytes.first() == Some(&b' ')
+        {
+            bytes.remove(0);
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Whether `id` is a control or user-defined token (its bytes are its name, not
-    /// text the model writes).
+    /// text the model writes). SentencePiece's user-defined pieces are text.
     pub fn is_special(&self, id: u32) -> bool {
         self.special.get(id as usize).copied().unwrap_or(false)
     }
@@ -287,8 +281,55 @@ impl GgufTokenizer {
     }
 }
 
-fn vocab_has(tokens: &[String], t: &str) -> bool {
-    tokens.iter().any(|x| x == t)
+/// `tokenizer.ggml.token_type` for each of `n` tokens (normal where it is missing).
+fn token_types(gguf: &GgufFile, n: usize) -> Result<Vec<i32>> {
+    let mut types: Vec<i32> = match gguf.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; n],
+    };
+    types.resize(n, 1);
+    Ok(types)
+}
+
+/// Make end-of-generation and FIM tokens control tokens, whatever type the GGUF gives.
+fn promote_control_looking(tokens: &[String], types: &mut [i32]) {
+    for (text, ty) in tokens.iter().zip(types.iter_mut()) {
+        let control_looking =
+            END_OF_GENERATION_TEXTS.contains(&text.as_str()) || FIM_TEXTS.contains(&text.as_str());
+        if control_looking && *ty != TOKEN_TYPE_CONTROL {
+            tracing::debug!(token = %text, "treating control-looking token as control");
+            *ty = TOKEN_TYPE_CONTROL;
+        }
+    }
+}
+
+/// The tokens whose text ends generation, and the FIM token texts when the vocabulary
+/// has all three.
+fn eog_and_fim(tokens: &[String]) -> (HashSet<u32>, Option<(String, String, String)>) {
+    let end_of_generation = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, text)| {
+            END_OF_GENERATION_TEXTS.contains(&text.as_str())
+                || FIM_END_TEXTS.contains(&text.as_str())
+        })
+        .map(|(i, _)| i as u32)
+        .collect();
+    let has = |t: &str| tokens.iter().any(|x| x == t);
+    let fim_tokens = (has("<|fim_prefix|>") && has("<|fim_suffix|>") && has("<|fim_middle|>"))
+        .then(|| {
+            (
+                "<|fim_prefix|>".to_string(),
+                "<|fim_suffix|>".to_string(),
+                "<|fim_middle|>".to_string(),
+            )
+        });
+    (end_of_generation, fim_tokens)
 }
 
 fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {

@@ -15,7 +15,7 @@ use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::{string_array, GgufTokenizer, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED};
+use super::{string_array, Encoder, GgufTokenizer, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 
@@ -129,7 +129,7 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer> {
         )));
     }
     Ok(GgufTokenizer {
-        inner,
+        inner: Encoder::Hf(Box::new(inner)),
         token_bytes,
         special,
         bos_token_id: cls,
