@@ -28,9 +28,17 @@ use super::Builder;
 use crate::error::{EngineError, Result};
 
 /// Typical standard deviation of the logits (nats): peaked but not one-hot.
-const LOGIT_STD: f32 = 4.0;
+const LOGIT_STD: f32 = 6.0;
 /// Gain of the query and key projections: attention scores with a spread of ~2.
 const QK_GAIN: f32 = 1.5;
+/// Embedding entries of a tied model: small beside the blocks' outputs, so the logit
+/// of the current token (its embedding dotted with itself) does not dominate.
+const TIED_EMBD_STD: f32 = 0.05;
+/// Gains of the block outputs (attention output, FFN down), and the mean of the post
+/// norms: every block moves the residual stream as much as the embedding.
+const OUT_GAIN: f32 = 1.5;
+const DOWN_GAIN: f32 = 2.0;
+const POST_NORM: f32 = 2.0;
 
 pub(super) fn build(family: &str, b: &mut Builder) -> Result<()> {
     match family {
@@ -106,7 +114,10 @@ const PLAIN: BlockSpec = BlockSpec {
 fn header(b: &mut Builder, arch: &str) {
     b.arch = arch.to_string();
     b.general("general.architecture", Value::String(arch.to_string()));
-    b.general("general.name", Value::String(format!("wick tiny {arch}")));
+    // Not the family's name: llama.cpp's vocabulary loader patches token attributes of
+    // models whose general.name contains "phi3" and would look up tokens this
+    // vocabulary does not have.
+    b.general("general.name", Value::String("wick tiny test model".into()));
     b.general("general.quantization_version", Value::U32(2));
 }
 
@@ -179,7 +190,7 @@ fn blocks(b: &mut Builder, s: BlockSpec) -> Result<()> {
                 norm(b, &p("attn_k_norm.weight"), kv_dim, QK_GAIN)?;
             }
         }
-        b.matrix(&p("attn_output.weight"), &[d.n_embd, q_dim], 1.0)?;
+        b.matrix(&p("attn_output.weight"), &[d.n_embd, q_dim], OUT_GAIN)?;
         if s.out_bias {
             b.vector(&p("attn_output.bias"), d.n_embd, 0.0, 0.3)?;
         }
@@ -187,7 +198,7 @@ fn blocks(b: &mut Builder, s: BlockSpec) -> Result<()> {
             b.vector(&p("attn_sinks.weight"), d.n_head, 0.5, 1.0)?;
         }
         if s.post_norms {
-            norm(b, &p("post_attention_norm.weight"), d.n_embd, 1.0)?;
+            norm(b, &p("post_attention_norm.weight"), d.n_embd, POST_NORM)?;
         }
         if s.pre_norms {
             norm(b, &p(&format!("{}.weight", s.ffn_norm)), d.n_embd, 1.0)?;
@@ -196,16 +207,16 @@ fn blocks(b: &mut Builder, s: BlockSpec) -> Result<()> {
             Some(m) => experts(b, i, m)?,
             None if s.fused_up => {
                 b.matrix(&p("ffn_up.weight"), &[2 * d.n_ff, d.n_embd], 1.0)?;
-                b.matrix(&p("ffn_down.weight"), &[d.n_embd, d.n_ff], 1.5)?;
+                b.matrix(&p("ffn_down.weight"), &[d.n_embd, d.n_ff], DOWN_GAIN)?;
             }
             None => {
                 b.matrix(&p("ffn_gate.weight"), &[d.n_ff, d.n_embd], 1.0)?;
                 b.matrix(&p("ffn_up.weight"), &[d.n_ff, d.n_embd], 1.0)?;
-                b.matrix(&p("ffn_down.weight"), &[d.n_embd, d.n_ff], 1.5)?;
+                b.matrix(&p("ffn_down.weight"), &[d.n_embd, d.n_ff], DOWN_GAIN)?;
             }
         }
         if s.post_norms {
-            norm(b, &p("post_ffw_norm.weight"), d.n_embd, 1.0)?;
+            norm(b, &p("post_ffw_norm.weight"), d.n_embd, POST_NORM)?;
         }
     }
     Ok(())
@@ -221,7 +232,7 @@ fn experts(b: &mut Builder, i: usize, m: Moe) -> Result<()> {
     }
     b.matrix(&p("ffn_gate_exps.weight"), &[m.n_expert, m.n_ff, d.n_embd], 1.0)?;
     b.matrix(&p("ffn_up_exps.weight"), &[m.n_expert, m.n_ff, d.n_embd], 1.0)?;
-    b.matrix(&p("ffn_down_exps.weight"), &[m.n_expert, d.n_embd, m.n_ff], 1.5)?;
+    b.matrix(&p("ffn_down_exps.weight"), &[m.n_expert, d.n_embd, m.n_ff], DOWN_GAIN)?;
     if m.biases {
         let gate = b.values(m.n_expert * m.n_ff, 0.0, 0.3);
         b.put(&p("ffn_gate_exps.bias"), &[m.n_expert, m.n_ff], gate, GgmlDType::F32)?;
@@ -267,7 +278,7 @@ fn llama(b: &mut Builder, llama3: bool) -> Result<()> {
     b.key_u32("rope.dimension_count", b.dims.head_dim);
     b.key_u32("vocab_size", b.dims.n_vocab);
     // Plain llama ties the output to the embeddings (as SmolLM2 does); llama3 does not.
-    embeddings(b, 1.0, !llama3, LOGIT_STD)?;
+    embeddings(b, if llama3 { 1.0 } else { TIED_EMBD_STD }, !llama3, LOGIT_STD)?;
     if llama3 {
         // An original context of 64 (Llama 3.1 says 8192) so that most rotary pairs are
         // scaled within a 64-token test.
@@ -312,7 +323,7 @@ fn qwen3(b: &mut Builder, moe: bool) -> Result<()> {
 
 /// Gemma's embeddings enter multiplied by sqrt(n_embd): small entries keep the
 /// residual stream near unit scale, the tied output norm restores the logit spread.
-const GEMMA_EMBD_STD: f32 = 0.1;
+const GEMMA_EMBD_STD: f32 = 0.03;
 
 fn gemma2(b: &mut Builder) -> Result<()> {
     header(b, "gemma2");
@@ -321,7 +332,7 @@ fn gemma2(b: &mut Builder) -> Result<()> {
     head_dim_keys(b);
     b.key_u32("attention.sliding_window", 16);
     b.key_f32("attn_logit_softcapping", 8.0);
-    b.key_f32("final_logit_softcapping", 15.0);
+    b.key_f32("final_logit_softcapping", 30.0);
     embeddings(b, GEMMA_EMBD_STD, true, LOGIT_STD)?;
     blocks(b, BlockSpec { post_norms: true, ..PLAIN })
 }
