@@ -90,32 +90,46 @@ def prob_pairs(entries: list[dict]) -> list[list]:
     return [[t["id"], round(math.exp(t["logprob"]), 6)] for t in entries]
 
 
+def top5_at(srv: LlamaCppServer, prefix: list[int], cache_prompt: bool) -> list[list]:
+    """llama.cpp's top 5 next tokens after `prefix`, as [id, probability]."""
+    banned: list[int] = []
+    while True:
+        r = srv.post("/completion", {
+            "prompt": prefix,
+            "n_predict": 1,
+            "n_probs": N_PROBS,
+            "temperature": 0,
+            "cache_prompt": cache_prompt,
+            "post_sampling_probs": False,
+            "ignore_eos": True,
+            "return_tokens": True,
+            "logit_bias": [[t, False] for t in banned],
+        })
+        if "completion_probabilities" in r:
+            return prob_pairs(r["completion_probabilities"][0]["top_logprobs"])
+        # The sampled token is an incomplete UTF-8 piece: the server holds its text back
+        # and reports nothing. Ban it from sampling and ask again; the reported
+        # probabilities are of the raw logits, before any bias.
+        if len(banned) >= 20:
+            raise RuntimeError(f"no probabilities after {prefix[-3:]}: {json.dumps(r)[:500]}")
+        banned += r["tokens"]
+
+
+def max_prob_diff(a: list[list], b: list[list]) -> float:
+    """Largest difference between two top-5 lists' probabilities of the same token."""
+    d = 0.0
+    for x, y in zip(a, b):
+        py = dict((i, p) for i, p in y)
+        d = max([d] + [abs(p - py[i]) for i, p in x if i in py])
+    return round(d, 5)
+
+
 def record(srv: LlamaCppServer, seq: list[int]) -> dict:
-    top5 = []
-    for i in range(len(seq)):
-        banned: list[int] = []
-        while True:
-            r = srv.post("/completion", {
-                "prompt": seq[:i + 1],
-                "n_predict": 1,
-                "n_probs": N_PROBS,
-                "temperature": 0,
-                "cache_prompt": False,
-                "post_sampling_probs": False,
-                "ignore_eos": True,
-                "return_tokens": True,
-                "logit_bias": [[t, False] for t in banned],
-            })
-            assert r["tokens_evaluated"] == i + 1, (r["tokens_evaluated"], i + 1)
-            if "completion_probabilities" in r:
-                break
-            # The sampled token is an incomplete UTF-8 piece: the server holds its text
-            # back and reports nothing. Ban it from sampling and ask again; the reported
-            # probabilities are of the raw logits, before any bias.
-            if len(banned) >= 20:
-                raise RuntimeError(f"position {i}: no probabilities: {json.dumps(r)[:500]}")
-            banned += r["tokens"]
-        top5.append(prob_pairs(r["completion_probabilities"][0]["top_logprobs"]))
+    # One token at a time (each request extends the cached prompt by one token), as
+    # wick's test feeds it; then each prefix as one batch, only to measure how much
+    # llama.cpp's own numbers move between the two ways (its noise floor).
+    top5 = [top5_at(srv, seq[:i + 1], cache_prompt=True) for i in range(len(seq))]
+    batch = [top5_at(srv, seq[:i + 1], cache_prompt=False) for i in range(len(seq))]
     r = srv.post("/completion", {
         "prompt": seq,
         "n_predict": N_GREEDY,
@@ -135,7 +149,8 @@ def record(srv: LlamaCppServer, seq: list[int]) -> dict:
     assert len(gen) == N_GREEDY, (len(gen), r.get("stop_type"))
     top2 = [[[t["id"], round(t["logprob"], 5)] for t in c["top_logprobs"]]
             for c in r["completion_probabilities"]]
-    return {"top5": top5, "greedy": gen, "greedy_top2_logprobs": top2}
+    return {"top5": top5, "greedy": gen, "greedy_top2_logprobs": top2,
+            "llamacpp_noise_max_dp": max_prob_diff(top5, batch)}
 
 
 def margins(top5: list[list]) -> dict:

@@ -178,7 +178,7 @@ impl Builder {
     /// A weight matrix (or a stack of expert matrices, `shape` of rank 3) with entries
     /// of standard deviation `gain / sqrt(fan_in)`, in the next kind of the cycle.
     pub fn matrix(&mut self, name: &str, shape: &[usize], gain: f32) -> Result<()> {
-        let kind = MATRIX_KINDS[self.next_kind % MATRIX_KINDS.len()];
+        let kind = if std::env::var_os("TINY_F32").is_some() { GgmlDType::F32 } else { MATRIX_KINDS[self.next_kind % MATRIX_KINDS.len()] };
         self.next_kind += 1;
         self.matrix_as(name, shape, gain, kind)
     }
