@@ -17,13 +17,18 @@ process, 2 threads) and writes `crates/engine/tests/fixtures/families/<family>.j
 A family llama.cpp refuses to load gets a fixture with "loaded": false and the error.
 
 How llama.cpp is asked:
-  * top5: POST /completion {prompt: sequence[0..=i] (token ids), n_predict: 1,
-    n_probs: 5, temperature: 0, cache_prompt: false, post_sampling_probs: false,
-    ignore_eos: true} (an end-of-generation token predicted would end the answer
-    without probabilities; the bias does not touch the reported raw ones).
-    Without post_sampling_probs the server reports the softmax of the raw logits over
-    the whole vocabulary (no sampler, no logit bias), which is what wick's test
-    computes.
+  * top5: for i = 0..63, POST /completion {prompt: sequence[0..=i] (token ids),
+    n_predict: 1, n_probs: 5, temperature: 0, cache_prompt: true,
+    post_sampling_probs: false, ignore_eos: true}. With the prompt cached, each request
+    evaluates one new token, as wick's test feeds them. Without post_sampling_probs the
+    server reports the softmax of the raw logits over the whole vocabulary (no sampler,
+    no logit bias). ignore_eos: a predicted end-of-generation token would end the answer
+    without probabilities. When the sampled token is an incomplete UTF-8 piece the
+    server reports no probabilities either; the request is repeated with that token
+    banned by logit_bias (the raw probabilities do not change).
+  * llamacpp_noise_max_dp: the same 64 prefixes again, each evaluated as one batch
+    (cache_prompt: false); the largest probability difference between the two ways is
+    llama.cpp's own numerical noise on this file, the floor for any comparison.
   * greedy: POST /completion {prompt: sequence, n_predict: 32, temperature: 0,
     top_k: 1, ignore_eos: true, n_probs: 2, return_tokens: true}. ignore_eos biases
     end-of-generation tokens away; their raw probabilities still show in top2.
@@ -208,9 +213,13 @@ def main() -> int:
                                           "n_threads": N_THREADS,
                                           "n_threads_batch": N_THREADS},
                         "top5": "POST /completion {prompt: sequence[..=i], n_predict: 1, "
-                                "n_probs: 5, temperature: 0, cache_prompt: false, "
-                                "post_sampling_probs: false, ignore_eos: true}: softmax "
-                                "of the raw logits",
+                                "n_probs: 5, temperature: 0, cache_prompt: true, "
+                                "post_sampling_probs: false, ignore_eos: true} for i in "
+                                "0..64 in order (one new token evaluated per request): "
+                                "softmax of the raw logits",
+                        "llamacpp_noise_max_dp": "largest |dp| between top5 and the same "
+                                                 "prefixes evaluated as one batch each "
+                                                 "(cache_prompt: false)",
                         "greedy": "POST /completion {prompt: sequence, n_predict: 32, "
                                   "temperature: 0, top_k: 1, ignore_eos: true, n_probs: 2}",
                     }

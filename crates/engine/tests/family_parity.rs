@@ -153,8 +153,10 @@ fn compare(model: &Model, fx: &Fixture) -> Outcome {
     let fam = &fx.family;
     let n = fx.sequence.len();
     if fx.top5.len() != n || n == 0 {
-        out.failures
-            .push(format!("{fam}: fixture has {} top-5 lists for {n} tokens", fx.top5.len()));
+        out.failures.push(format!(
+            "{fam}: fixture has {} top-5 lists for {n} tokens",
+            fx.top5.len()
+        ));
         return out;
     }
     let mut cache = model
@@ -165,15 +167,18 @@ fn compare(model: &Model, fx: &Fixture) -> Outcome {
         let logits = match model.forward(&[tok], &mut cache) {
             Ok(l) => l,
             Err(e) => {
-                out.failures
-                    .push(format!("{fam}: position {i} (token {tok}): forward failed: {e}"));
+                out.failures.push(format!(
+                    "{fam}: position {i} (token {tok}): forward failed: {e}"
+                ));
                 return out;
             }
         };
         probs = probabilities(&logits);
         let expected = &fx.top5[i];
         let (top_id, top_p) = expected[0];
-        let margin = expected.get(1).map_or(f64::INFINITY, |&(_, p2)| top_p.ln() - p2.ln());
+        let margin = expected
+            .get(1)
+            .map_or(f64::INFINITY, |&(_, p2)| top_p.ln() - p2.ln());
         let got = argmax(&probs, |_| false);
         if margin > NEAR_TIE {
             out.top1_checked += 1;
@@ -206,10 +211,13 @@ fn compare(model: &Model, fx: &Fixture) -> Outcome {
     // (llama.cpp's ignore_eos).
     for (k, &want) in fx.greedy.iter().enumerate() {
         let got = argmax(&probs, |id| model.tokenizer.is_end_of_generation(id));
-        let margin = fx.greedy_top2.get(k).map_or(f64::INFINITY, |t| match t.as_slice() {
-            [(_, a), (_, b), ..] => a - b,
-            _ => f64::INFINITY,
-        });
+        let margin = fx
+            .greedy_top2
+            .get(k)
+            .map_or(f64::INFINITY, |t| match t.as_slice() {
+                [(_, a), (_, b), ..] => a - b,
+                _ => f64::INFINITY,
+            });
         if got != want {
             if margin <= NEAR_TIE {
                 out.greedy_note = format!(
@@ -279,7 +287,10 @@ fn tiny_families_match_llamacpp() {
                 fx.sha256
             ));
         } else if !fx.loaded {
-            eprintln!("{fam}: llama.cpp did not load it, nothing to compare: {}", fx.error);
+            eprintln!(
+                "{fam}: llama.cpp did not load it, nothing to compare: {}",
+                fx.error
+            );
             continue;
         }
         if problems.is_empty() {

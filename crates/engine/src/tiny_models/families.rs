@@ -9,11 +9,13 @@
 //!   layers are sliding-window by llama.cpp's fixed pattern (gemma2: every even layer;
 //!   gemma3: five of every six, layer 5 global) and gemma3's sliding layers use rope
 //!   base 10000 without the linear scaling of the global layers.
-//! - llama3: `rope_freqs.weight` divides each rotary frequency (Llama 3.1 factors).
+//! - llama3: `rope_freqs.weight` divides each rotary frequency (Llama 3.1 factors, with
+//!   an original context of 64 so most pairs are scaled); output tied to the embeddings.
 //! - phi3: fused `attn_qkv` (q, k, v rows) and `ffn_up` (gate rows, then up rows);
 //!   llama.cpp picks `rope_factors_long` when its context exceeds
 //!   `rope.scaling.original_context_length`, and multiplies cos/sin by
 //!   `rope.scaling.attn_factor`; `attention.sliding_window` is ignored by llama.cpp.
+//!   llama.cpp's vocabulary loader special-cases a `general.name` containing "phi3".
 //! - granite: embeddings times `embedding_scale`, attention scores times
 //!   `attention.scale`, each block output times `residual_scale`, logits divided by
 //!   `logit_scale`.
@@ -151,7 +153,11 @@ fn norm(b: &mut Builder, name: &str, n: usize, mean: f32) -> Result<()> {
 fn embeddings(b: &mut Builder, embd_std: f32, tied: bool, logit_std: f32) -> Result<()> {
     let d = b.dims;
     let data = b.values(d.n_vocab * d.n_embd, 0.0, embd_std);
-    let kind = if tied { GgmlDType::F16 } else { GgmlDType::Q8_0 };
+    let kind = if tied {
+        GgmlDType::F16
+    } else {
+        GgmlDType::Q8_0
+    };
     b.put("token_embd.weight", &[d.n_vocab, d.n_embd], data, kind)?;
     if tied {
         // logit = output_norm(h) . embedding row: spread sqrt(n_embd) * embd_std * norm.
@@ -159,7 +165,12 @@ fn embeddings(b: &mut Builder, embd_std: f32, tied: bool, logit_std: f32) -> Res
         norm(b, "output_norm.weight", d.n_embd, mean)
     } else {
         norm(b, "output_norm.weight", d.n_embd, 1.0)?;
-        b.matrix_as("output.weight", &[d.n_vocab, d.n_embd], logit_std, GgmlDType::F16)
+        b.matrix_as(
+            "output.weight",
+            &[d.n_vocab, d.n_embd],
+            logit_std,
+            GgmlDType::F16,
+        )
     }
 }
 
@@ -172,7 +183,11 @@ fn blocks(b: &mut Builder, s: BlockSpec) -> Result<()> {
             norm(b, &p("attn_norm.weight"), d.n_embd, 1.0)?;
         }
         if s.fused_qkv {
-            b.matrix(&p("attn_qkv.weight"), &[q_dim + 2 * kv_dim, d.n_embd], s.qk_gain)?;
+            b.matrix(
+                &p("attn_qkv.weight"),
+                &[q_dim + 2 * kv_dim, d.n_embd],
+                s.qk_gain,
+            )?;
         } else {
             b.matrix(&p("attn_q.weight"), &[q_dim, d.n_embd], s.qk_gain)?;
             b.matrix(&p("attn_k.weight"), &[kv_dim, d.n_embd], s.qk_gain)?;
@@ -230,20 +245,52 @@ fn experts(b: &mut Builder, i: usize, m: Moe) -> Result<()> {
     let d = b.dims;
     let p = |t: &str| format!("blk.{i}.{t}");
     // The router stays F32, as in real files; a gain of 2 makes the choice decisive.
-    b.matrix_as(&p("ffn_gate_inp.weight"), &[m.n_expert, d.n_embd], 2.0, GgmlDType::F32)?;
+    b.matrix_as(
+        &p("ffn_gate_inp.weight"),
+        &[m.n_expert, d.n_embd],
+        2.0,
+        GgmlDType::F32,
+    )?;
     if m.biases {
         b.vector(&p("ffn_gate_inp.bias"), m.n_expert, 0.0, 0.5)?;
     }
-    b.matrix(&p("ffn_gate_exps.weight"), &[m.n_expert, m.n_ff, d.n_embd], 1.0)?;
-    b.matrix(&p("ffn_up_exps.weight"), &[m.n_expert, m.n_ff, d.n_embd], 1.0)?;
-    b.matrix(&p("ffn_down_exps.weight"), &[m.n_expert, d.n_embd, m.n_ff], DOWN_GAIN)?;
+    b.matrix(
+        &p("ffn_gate_exps.weight"),
+        &[m.n_expert, m.n_ff, d.n_embd],
+        1.0,
+    )?;
+    b.matrix(
+        &p("ffn_up_exps.weight"),
+        &[m.n_expert, m.n_ff, d.n_embd],
+        1.0,
+    )?;
+    b.matrix(
+        &p("ffn_down_exps.weight"),
+        &[m.n_expert, d.n_embd, m.n_ff],
+        DOWN_GAIN,
+    )?;
     if m.biases {
         let gate = b.values(m.n_expert * m.n_ff, 0.0, 0.3);
-        b.put(&p("ffn_gate_exps.bias"), &[m.n_expert, m.n_ff], gate, GgmlDType::F32)?;
+        b.put(
+            &p("ffn_gate_exps.bias"),
+            &[m.n_expert, m.n_ff],
+            gate,
+            GgmlDType::F32,
+        )?;
         let up = b.values(m.n_expert * m.n_ff, 0.0, 0.3);
-        b.put(&p("ffn_up_exps.bias"), &[m.n_expert, m.n_ff], up, GgmlDType::F32)?;
+        b.put(
+            &p("ffn_up_exps.bias"),
+            &[m.n_expert, m.n_ff],
+            up,
+            GgmlDType::F32,
+        )?;
         let down = b.values(m.n_expert * d.n_embd, 0.0, 0.3);
-        b.put(&p("ffn_down_exps.bias"), &[m.n_expert, d.n_embd], down, GgmlDType::F32)?;
+        b.put(
+            &p("ffn_down_exps.bias"),
+            &[m.n_expert, d.n_embd],
+            down,
+            GgmlDType::F32,
+        )?;
     }
     Ok(())
 }
@@ -256,7 +303,14 @@ fn moe_keys(b: &mut Builder, m: Moe) {
 
 /// Llama 3.1's rotary frequency factors (the converter's `rope_freqs`): 1 for short
 /// wavelengths, `factor` for long ones, a smooth blend between.
-fn llama3_rope_factors(head_dim: usize, base: f32, factor: f32, low: f32, high: f32, old_ctx: f32) -> Vec<f32> {
+fn llama3_rope_factors(
+    head_dim: usize,
+    base: f32,
+    factor: f32,
+    low: f32,
+    high: f32,
+    old_ctx: f32,
+) -> Vec<f32> {
     let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
     (0..head_dim / 2)
         .map(|i| {
@@ -283,7 +337,12 @@ fn llama(b: &mut Builder, llama3: bool) -> Result<()> {
     b.key_u32("vocab_size", b.dims.n_vocab);
     // llama3 ties the output to the embeddings (as Llama 3.2 1B/3B and SmolLM2 do);
     // plain llama has its own output matrix.
-    embeddings(b, if llama3 { TIED_EMBD_STD } else { 1.0 }, llama3, LOGIT_STD)?;
+    embeddings(
+        b,
+        if llama3 { TIED_EMBD_STD } else { 1.0 },
+        llama3,
+        LOGIT_STD,
+    )?;
     if llama3 {
         // An original context of 64 (Llama 3.1 says 8192) so that most rotary pairs are
         // scaled within a 64-token test.
@@ -298,13 +357,24 @@ fn qwen2(b: &mut Builder) -> Result<()> {
     base_keys(b, 32768, 1e-6);
     b.key_f32("rope.freq_base", 1_000_000.0);
     embeddings(b, 1.0, false, LOGIT_STD)?;
-    blocks(b, BlockSpec { qkv_bias: true, ..PLAIN })
+    blocks(
+        b,
+        BlockSpec {
+            qkv_bias: true,
+            ..PLAIN
+        },
+    )
 }
 
 fn qwen3(b: &mut Builder, moe: bool) -> Result<()> {
     let arch = if moe { "qwen3moe" } else { "qwen3" };
     header(b, arch);
-    let m = Moe { n_expert: 8, n_used: 2, n_ff: 256, biases: false };
+    let m = Moe {
+        n_expert: 8,
+        n_used: 2,
+        n_ff: 256,
+        biases: false,
+    };
     if !moe {
         // Qwen3's heads are wider than n_embd / n_head.
         b.dims.head_dim = 128;
@@ -328,7 +398,7 @@ fn qwen3(b: &mut Builder, moe: bool) -> Result<()> {
 
 /// Gemma's embeddings enter multiplied by sqrt(n_embd): small entries keep the
 /// residual stream near unit scale, the tied output norm restores the logit spread.
-const GEMMA_EMBD_STD: f32 = 0.03;
+const GEMMA_EMBD_STD: f32 = 0.06;
 
 fn gemma2(b: &mut Builder) -> Result<()> {
     header(b, "gemma2");
@@ -339,7 +409,13 @@ fn gemma2(b: &mut Builder) -> Result<()> {
     b.key_f32("attn_logit_softcapping", 8.0);
     b.key_f32("final_logit_softcapping", 30.0);
     embeddings(b, GEMMA_EMBD_STD, true, LOGIT_STD)?;
-    blocks(b, BlockSpec { post_norms: true, ..PLAIN })
+    blocks(
+        b,
+        BlockSpec {
+            post_norms: true,
+            ..PLAIN
+        },
+    )
 }
 
 fn gemma3(b: &mut Builder) -> Result<()> {
@@ -372,7 +448,10 @@ fn phi3(b: &mut Builder) -> Result<()> {
     b.key_u32("rope.scaling.original_context_length", original);
     // The converter's attention factor for LongRoPE: sqrt(1 + ln(s) / ln(original)).
     let s = context as f32 / original as f32;
-    b.key_f32("rope.scaling.attn_factor", (1.0 + s.ln() / (original as f32).ln()).sqrt());
+    b.key_f32(
+        "rope.scaling.attn_factor",
+        (1.0 + s.ln() / (original as f32).ln()).sqrt(),
+    );
     // Phi-3 configs carry a sliding window; llama.cpp ignores it (PR 13676). Shorter
     // than the test sequence, so a decoder that applies it shows up.
     b.key_u32("attention.sliding_window", 48);
@@ -404,7 +483,13 @@ fn granite(b: &mut Builder) -> Result<()> {
     b.key_f32("logit_scale", logit_scale);
     embeddings(b, 1.0 / embedding_scale, false, LOGIT_STD * logit_scale)?;
     // attention.scale 0.25 is twice 1/sqrt(64): a smaller gain keeps the scores' spread.
-    blocks(b, BlockSpec { qk_gain: 1.0, ..PLAIN })
+    blocks(
+        b,
+        BlockSpec {
+            qk_gain: 1.0,
+            ..PLAIN
+        },
+    )
 }
 
 fn olmo2(b: &mut Builder) -> Result<()> {
@@ -425,7 +510,12 @@ fn olmo2(b: &mut Builder) -> Result<()> {
 
 fn gpt_oss(b: &mut Builder) -> Result<()> {
     header(b, "gpt-oss");
-    let m = Moe { n_expert: 8, n_used: 2, n_ff: 256, biases: true };
+    let m = Moe {
+        n_expert: 8,
+        n_used: 2,
+        n_ff: 256,
+        biases: true,
+    };
     b.dims.n_ff = m.n_ff;
     base_keys(b, 131072, 1e-5);
     head_dim_keys(b);

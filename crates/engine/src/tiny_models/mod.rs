@@ -162,7 +162,13 @@ impl Builder {
 
     /// Add a tensor from explicit values; `shape` in candle order (outermost first, so
     /// a weight matrix is `[rows = outputs, cols = inputs]`; GGUF stores it reversed).
-    pub fn put(&mut self, name: &str, shape: &[usize], data: Vec<f32>, kind: GgmlDType) -> Result<()> {
+    pub fn put(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<f32>,
+        kind: GgmlDType,
+    ) -> Result<()> {
         let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
         let q = QTensor::quantize(&t, kind)?;
         self.tensors.push((name.to_string(), q));
@@ -178,13 +184,23 @@ impl Builder {
     /// A weight matrix (or a stack of expert matrices, `shape` of rank 3) with entries
     /// of standard deviation `gain / sqrt(fan_in)`, in the next kind of the cycle.
     pub fn matrix(&mut self, name: &str, shape: &[usize], gain: f32) -> Result<()> {
-        let kind = if std::env::var_os("TINY_F32").is_some() { GgmlDType::F32 } else { MATRIX_KINDS[self.next_kind % MATRIX_KINDS.len()] };
+        let kind = if std::env::var_os("TINY_F32").is_some() {
+            GgmlDType::F32
+        } else {
+            MATRIX_KINDS[self.next_kind % MATRIX_KINDS.len()]
+        };
         self.next_kind += 1;
         self.matrix_as(name, shape, gain, kind)
     }
 
     /// As [`matrix`](Self::matrix), in a given kind.
-    pub fn matrix_as(&mut self, name: &str, shape: &[usize], gain: f32, kind: GgmlDType) -> Result<()> {
+    pub fn matrix_as(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        gain: f32,
+        kind: GgmlDType,
+    ) -> Result<()> {
         let fan_in = *shape.last().unwrap_or(&1);
         let n: usize = shape.iter().product();
         let data = self.values(n, 0.0, gain / (fan_in as f32).sqrt());
