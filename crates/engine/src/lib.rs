@@ -16,6 +16,8 @@ pub mod model;
 pub mod sampling;
 pub mod sequence;
 pub mod text_stream;
+#[doc(hidden)]
+pub mod tiny_models;
 pub mod tokenizer;
 
 pub use candle_core::Device;
