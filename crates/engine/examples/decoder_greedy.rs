@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut gguf = GgufFile::open(std::path::Path::new(&args[1]))?;
     let n: usize = args[2].parse()?;
-    let prompt: Vec<u32> = args[3..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let prompt: Vec<u32> = args[3..]
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
     let arch = gguf.architecture()?;
     let model = DecoderModel::from_gguf(&mut gguf, &arch, wick_kernels::physical_cores())?;
     let s = &model.spec;

@@ -77,7 +77,7 @@ fn models_of(fix: &Value, families: &[&str]) -> Vec<(String, Value)> {
 }
 
 /// Models whose decoder wick runs.
-const DECODERS: &[&str] = &["smollm2", "qwen2.5"];
+const DECODERS: &[&str] = &["smollm2", "qwen2.5", "gemma-3"];
 /// Models whose tokenizer wick builds.
 const TOKENIZERS: &[&str] = &["smollm2", "qwen2.5", "gemma-3"];
 
