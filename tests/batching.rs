@@ -292,7 +292,10 @@ fn a_context_that_shifts_while_batched_generates_what_it_does_alone() {
         .collect();
     let together = concurrently(&s, prompts, &vec![small; prompts.len()]);
     for ((p, a), b) in prompts.iter().zip(&alone).zip(&together) {
-        assert_eq!(a["eval_count"], 80, "{p:?}: {a}");
+        // Past 48 positions in all (prompt + generated) the context has shifted.
+        let used =
+            a["prompt_eval_count"].as_u64().unwrap_or(0) + a["eval_count"].as_u64().unwrap_or(0);
+        assert!(used > 48, "{p:?} never shifted its context: {a}");
         assert_eq!(
             text(a),
             text(b),
