@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = [
     ("smollm2", "smollm2-135m-instruct-q4_1.gguf", "smollm2:135m"),
     ("qwen", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder:0.5b"),
+    ("gemma3", "gemma-3-270m-q4_k_m.gguf", "gemma3:270m"),
 ]
 
 PARAGRAPH = (
@@ -319,8 +320,13 @@ def main() -> int:
     if not args.only_llamacpp:
         wick = None
         try:
-            wick = WickBench(args.wick_url, args.wick_bin, args.models)
-            for key, _, name in models:
+            # Without a store or URL: a temporary store with the models imported from
+            # the cache, as load.py does.
+            wick = WickBench(args.wick_url, args.wick_bin, args.models,
+                             temp_store=not args.wick_url and args.models is None)
+            for key, fname, name in models:
+                if wick.spawned and not wick.has_model(name):
+                    wick.import_gguf(name, args.cache / fname)
                 if key not in prompts:
                     # Without llama.cpp's tokenizer: the same text, token count unchecked.
                     reps = max(1, round(args.prompt_tokens / 75))
