@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 use wick_engine::{tiny_models, Device, Model};
 
 /// The families wick must match llama.cpp on today.
-const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "granite"];
+const SUPPORTED: &[&str] = &[
+    "llama", "llama3", "qwen2", "qwen3", "gemma2", "granite", "olmo2",
+];
 
 /// A top-2 margin (nats) at or below this is a near tie: the top-1 may flip.
 const NEAR_TIE: f64 = 0.05;
