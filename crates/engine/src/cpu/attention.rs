@@ -72,8 +72,10 @@ impl OutPtr {
 /// Per-thread buffers of one (sequence, head) task.
 struct Scratch {
     q16: Vec<f32>,
-    /// The f16 running sum of values of a decode row.
+    /// The f16 running sum of values of a row.
     acc16: Vec<f16>,
+    /// Per position: the online softmax's rescale factor and weight.
+    steps: Vec<(f32, f32)>,
     scores: Vec<f32>,
     acc: Vec<f32>,
     /// The head's keys and values for every position, widened to f32 once per task.
@@ -86,6 +88,7 @@ impl Scratch {
         Self {
             q16: Vec::new(),
             acc16: Vec::new(),
+            steps: Vec::new(),
             scores: Vec::new(),
             acc: Vec::new(),
             k: Vec::new(),
@@ -153,6 +156,7 @@ fn attend_head(
     let Scratch {
         q16,
         acc16,
+        steps,
         scores,
         acc,
         k,
@@ -211,7 +215,7 @@ fn attend_head(
         // values in f16 (rounded after every position, rescaled by an online softmax);
         // follow it, its rounding moves the logits visibly. Prompt rows read the
         // widened copy of the same f16 values, so every row computes the same way.
-        online_f16_values(scores, v_rows.skip(first), acc16, acc);
+        online_f16_values(scores, v_rows.skip(first), steps, acc16, acc);
         emit(r, acc);
     }
 }
@@ -221,67 +225,70 @@ fn attend_head(
 /// summed into an f16 accumulator (`acc = f16(acc + v * w)`, rescaled when the maximum
 /// grows), divided by the sum of weights at the end. Value row `j` is
 /// `v[j * stride..][..acc.len()]`.
-fn online_f16_values(scores: &[f32], v: KvRows, acc16: &mut [f16], out: &mut [f32]) {
+fn online_f16_values(
+    scores: &[f32],
+    v: KvRows,
+    steps: &mut Vec<(f32, f32)>,
+    acc16: &mut [f16],
+    out: &mut [f32],
+) {
     assert!(
         v.holds(scores.len(), acc16.len()),
         "value rows out of range"
     );
-    acc16.fill(f16::ZERO);
+    // The softmax bookkeeping is scalar and the same for every dimension: per position,
+    // the factor the sum so far is rescaled by and the weight of that position's values.
+    steps.clear();
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
-    for (j, &s) in scores.iter().enumerate() {
+    for &s in scores {
         let (mut rescale, mut weight) = (1.0f32, 1.0f32);
         if s > max {
             rescale = (max - s).exp();
             max = s;
-            scale_f16(acc16, rescale);
         } else {
             weight = (s - max).exp();
         }
-        mad_f16(acc16, v, j, weight);
+        steps.push((rescale, weight));
         sum = sum * rescale + weight;
     }
+    accumulate_f16(acc16, v, steps);
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc16.iter()) {
         *o = a.to_f32() * inv;
     }
 }
 
-/// `acc = f16(acc * s)`.
-fn scale_f16(acc: &mut [f16], s: f32) {
+/// `acc = f16(acc * rescale_j)` (when not 1) then `acc = f16(acc + v[j] * weight_j)` for
+/// every position `j` in order, from `acc = 0` (the fma fused on the SIMD path, as
+/// ggml's is). Rows `0..steps.len()` of `v` must exist.
+fn accumulate_f16(acc: &mut [f16], v: KvRows, steps: &[(f32, f32)]) {
+    acc.fill(f16::ZERO);
     #[cfg(target_arch = "x86_64")]
     if has_simd() && acc.len().is_multiple_of(8) {
-        // SAFETY: the CPU has the features; the loop stays inside `acc`.
-        unsafe { x86::scale_f16(acc, s) };
-        return;
-    }
-    for a in acc.iter_mut() {
-        *a = f16::from_f32(a.to_f32() * s);
-    }
-}
-
-/// `acc = f16(acc + v[j] * w)` (fused on the SIMD path, as ggml's is), for value row
-/// `j` (checked by the caller to exist).
-fn mad_f16(acc: &mut [f16], v: KvRows, j: usize, w: f32) {
-    let hd = acc.len();
-    #[cfg(target_arch = "x86_64")]
-    if has_simd() && hd.is_multiple_of(8) {
-        // SAFETY: the CPU has the features; row `j` holds `hd` values (checked by
-        // `online_f16_values`).
+        // SAFETY: the CPU has the features; `online_f16_values` checked that every row
+        // holds `acc.len()` values.
         unsafe {
             match v {
                 KvRows::F16 { data, stride } => {
-                    x86::mad_f16::<true>(acc, data[j * stride..][..hd].as_ptr().cast(), w)
+                    x86::accumulate_f16::<true>(acc, data.as_ptr().cast(), stride, steps)
                 }
                 KvRows::F32 { data, stride } => {
-                    x86::mad_f16::<false>(acc, data[j * stride..][..hd].as_ptr().cast(), w)
+                    x86::accumulate_f16::<false>(acc, data.as_ptr().cast(), stride, steps)
                 }
             }
         }
         return;
     }
-    for (i, a) in acc.iter_mut().enumerate() {
-        *a = f16::from_f32(a.to_f32() + v.get(j, i) * w);
+    for (j, &(rescale, weight)) in steps.iter().enumerate() {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let x = if rescale != 1.0 {
+                f16::from_f32(a.to_f32() * rescale).to_f32()
+            } else {
+                a.to_f32()
+            };
+            *a = f16::from_f32(x + v.get(j, i) * weight);
+        }
     }
 }
 
@@ -411,28 +418,60 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `acc.len()` a multiple of 8.
+    /// The CPU must have AVX2, FMA and F16C; `acc.len()` a multiple of 8; rows
+    /// `0..steps.len()` of `acc.len()` values (f16 if `HALF`, else f32), `stride` elements
+    /// apart from `v`, must be readable.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scale_f16(acc: &mut [f16], s: f32) {
-        let vs = _mm256_set1_ps(s);
-        for c in acc.chunks_exact_mut(8) {
-            let p = c.as_mut_ptr().cast::<__m128i>();
-            let x = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(p)), vs);
-            _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    pub unsafe fn accumulate_f16<const HALF: bool>(
+        acc: &mut [f16],
+        v: *const u8,
+        stride: usize,
+        steps: &[(f32, f32)],
+    ) {
+        let hd = acc.len();
+        let mut at = 0;
+        while hd - at >= 64 {
+            accumulate_chunk::<HALF, 8>(acc, at, v, stride, steps);
+            at += 64;
+        }
+        while at < hd {
+            accumulate_chunk::<HALF, 1>(acc, at, v, stride, steps);
+            at += 8;
         }
     }
 
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `acc.len()` a multiple of 8 and `v` must
-    /// point at `acc.len()` readable values (f16 if `HALF`, else f32).
+    /// `N` registers of the running sum (dimensions `at..at + 8N`) kept in registers
+    /// over every position, rounded to f16 after each operation.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn mad_f16<const HALF: bool>(acc: &mut [f16], v: *const u8, w: f32) {
-        let vw = _mm256_set1_ps(w);
-        for (i, c) in acc.chunks_exact_mut(8).enumerate() {
-            let p = c.as_mut_ptr().cast::<__m128i>();
-            let xv = load8::<HALF>(v, i * 8);
-            let y = _mm256_fmadd_ps(xv, vw, _mm256_cvtph_ps(_mm_loadu_si128(p)));
-            _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y));
+    unsafe fn accumulate_chunk<const HALF: bool, const N: usize>(
+        acc: &mut [f16],
+        at: usize,
+        v: *const u8,
+        stride: usize,
+        steps: &[(f32, f32)],
+    ) {
+        #[inline(always)]
+        unsafe fn round(x: __m256) -> __m256 {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+        }
+        let mut r = [_mm256_setzero_ps(); N];
+        for (j, &(rescale, weight)) in steps.iter().enumerate() {
+            let row = v.add((j * stride + at) * elem::<HALF>());
+            if rescale != 1.0 {
+                let m = _mm256_set1_ps(rescale);
+                for x in r.iter_mut() {
+                    *x = round(_mm256_mul_ps(*x, m));
+                }
+            }
+            let w = _mm256_set1_ps(weight);
+            for (k, x) in r.iter_mut().enumerate() {
+                *x = round(_mm256_fmadd_ps(load8::<HALF>(row, 8 * k), w, *x));
+            }
+        }
+        for (k, x) in r.iter().enumerate() {
+            let p = acc.as_mut_ptr().add(at + 8 * k).cast::<__m128i>();
+            _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*x));
         }
     }
 
