@@ -377,31 +377,6 @@ pub fn key_scores(q: &[f32], k: KvRows, scale: f32, out: &mut [f32]) {
     }
 }
 
-/// `acc += sum_j w[j] * v[j]` over the first `w.len()` value rows.
-pub fn weighted_values(w: &[f32], v: KvRows, acc: &mut [f32]) {
-    assert!(v.holds(w.len(), acc.len()), "value rows out of range");
-    #[cfg(target_arch = "x86_64")]
-    if has_simd() {
-        // SAFETY: as above.
-        unsafe {
-            match v {
-                KvRows::F16 { data, stride } => {
-                    x86::weighted_values::<true>(w, data.as_ptr().cast(), stride, acc)
-                }
-                KvRows::F32 { data, stride } => {
-                    x86::weighted_values::<false>(w, data.as_ptr().cast(), stride, acc)
-                }
-            }
-        }
-        return;
-    }
-    for (j, &wj) in w.iter().enumerate() {
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a += wj * v.get(j, i);
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 fn has_simd() -> bool {
     std::is_x86_feature_detected!("avx2")
@@ -595,57 +570,6 @@ mod x86 {
         }
         out
     }
-
-    /// # Safety
-    /// As [`key_scores`], for rows `0..w.len()` of `acc.len()` values.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted_values<const HALF: bool>(
-        w: &[f32],
-        base: *const u8,
-        stride: usize,
-        acc: &mut [f32],
-    ) {
-        let n = acc.len();
-        let row = |j: usize| base.add(j * stride * elem::<HALF>());
-        // 32 columns at a time stay in four registers across every value row.
-        let blocks = n / 32;
-        for b in 0..blocks {
-            let c = b * 32;
-            let p = acc.as_mut_ptr().add(c);
-            let mut a0 = _mm256_loadu_ps(p);
-            let mut a1 = _mm256_loadu_ps(p.add(8));
-            let mut a2 = _mm256_loadu_ps(p.add(16));
-            let mut a3 = _mm256_loadu_ps(p.add(24));
-            for (j, &wj) in w.iter().enumerate() {
-                let wv = _mm256_set1_ps(wj);
-                let x = row(j);
-                a0 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c), a0);
-                a1 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 8), a1);
-                a2 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 16), a2);
-                a3 = _mm256_fmadd_ps(wv, load8::<HALF>(x, c + 24), a3);
-            }
-            _mm256_storeu_ps(p, a0);
-            _mm256_storeu_ps(p.add(8), a1);
-            _mm256_storeu_ps(p.add(16), a2);
-            _mm256_storeu_ps(p.add(24), a3);
-        }
-        // Remaining columns: 8 at a time, then one by one.
-        let mut c = blocks * 32;
-        while c + 8 <= n {
-            let p = acc.as_mut_ptr().add(c);
-            let mut a = _mm256_loadu_ps(p);
-            for (j, &wj) in w.iter().enumerate() {
-                a = _mm256_fmadd_ps(_mm256_set1_ps(wj), load8::<HALF>(row(j), c), a);
-            }
-            _mm256_storeu_ps(p, a);
-            c += 8;
-        }
-        for (i, a) in acc.iter_mut().enumerate().skip(c) {
-            for (j, &wj) in w.iter().enumerate() {
-                *a += wj * load1::<HALF>(row(j), i);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -732,18 +656,20 @@ mod tests {
             let want: f32 = q.iter().zip(&k[j * 37..]).map(|(a, b)| a * b).sum::<f32>() * 0.5;
             assert!((g - want).abs() < 1e-4);
         }
-        let mut acc = q.clone();
-        weighted_values(
-            &[0.5, 2.0],
+        // The f16 running sum of values, on the portable path (37 columns).
+        let mut acc16 = vec![f16::ZERO; 37];
+        accumulate_f16(
+            &mut acc16,
             KvRows::F32 {
                 data: &k,
                 stride: 37,
             },
-            &mut acc,
+            &[(0.0, 0.5), (1.0, 2.0)],
         );
         for i in 0..37 {
-            let want = q[i] + 0.5 * k[i] + 2.0 * k[37 + i];
-            assert!((acc[i] - want).abs() < 1e-5);
+            let first = f16::from_f32(0.5 * k[i]).to_f32();
+            let want = f16::from_f32(first + 2.0 * k[37 + i]).to_f32();
+            assert_eq!(acc16[i].to_f32(), want);
         }
     }
 
