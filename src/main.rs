@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Start the server
     #[command(alias = "start")]
-    Serve(serve::ServeConfig),
+    Serve(Box<serve::ServeConfig>),
     /// Create a model from a Modelfile
     Create {
         /// Name of the new model
@@ -116,7 +116,7 @@ pub enum CliError {
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let host = Host::parse(cli.host.as_deref().unwrap_or_default());
     if let Command::Serve(cfg) = cli.command {
-        return serve::serve(&host, cfg).await;
+        return serve::serve(&host, *cfg).await;
     }
     let c = Client::new(&host)?;
     match cli.command {

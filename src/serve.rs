@@ -82,6 +82,15 @@ pub struct ServeConfig {
     /// an idle keep-alive connection stays open), a Go duration or seconds
     #[arg(long, env = "WICK_HEADER_TIMEOUT", default_value = "30s")]
     pub header_timeout: String,
+
+    /// On SIGINT/SIGTERM, how long running requests get to finish before their
+    /// streams end with an error line, a Go duration or seconds (0: end them at once)
+    #[arg(long, env = "WICK_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    pub shutdown_timeout: String,
+
+    /// Most client connections open at once; one more gets a 503 and is closed
+    #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
 }
 
 const GIB: usize = 1 << 30;
@@ -137,6 +146,13 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
     };
     let header_timeout = duration_setting("WICK_HEADER_TIMEOUT", &cfg.header_timeout)?
         .ok_or_else(|| CliError::Other("WICK_HEADER_TIMEOUT must be positive".into()))?;
+    let drain_timeout =
+        duration_setting("WICK_SHUTDOWN_TIMEOUT", &cfg.shutdown_timeout)?.unwrap_or_default();
+    if cfg.max_connections == 0 {
+        return Err(CliError::Other(
+            "WICK_MAX_CONNECTIONS must be positive".into(),
+        ));
+    }
     if cfg.max_body_bytes == Some(0) {
         return Err(CliError::Other(
             "WICK_MAX_BODY_BYTES must be positive".into(),
@@ -224,35 +240,53 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
             request_timeout,
         },
     );
+    let deadline = state.shutdown.clone();
     let app = wick_api::app(state);
     // Tests that start the server on port 0 read the real address from this line.
     println!("Listening on {addr} (version {})", wick_api::OLLAMA_VERSION);
     tracing::info!(%addr, "listening");
-    listen::serve(listener, app, header_timeout, shutdown_signal()).await;
+    let limits = listen::ListenConfig {
+        header_timeout,
+        max_connections: cfg.max_connections,
+        drain_timeout,
+    };
+    listen::serve(listener, app, limits, deadline, shutdown_signals()).await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM. Stores are written atomically, so stopping at once is safe;
-/// streams still open are cut.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// One message per Ctrl-C or SIGTERM: the first starts a graceful shutdown, a second
+/// cuts its drain short. Stores are written atomically, so stopping is always safe.
+fn shutdown_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let term_recv = std::future::pending::<()>();
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = term_recv => {}
             }
-            Err(_) => std::future::pending::<()>().await,
+            if tx.send(()).await.is_err() {
+                break;
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
-    std::process::exit(0);
+    });
+    rx
 }

@@ -242,3 +242,32 @@ fn copy_show_delete_round_trip() {
         .expect("generate");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn connections_over_the_cap_get_503_and_the_rest_keep_working() {
+    use std::io::{Read, Write};
+    let s = Server::start_with_env(&[("WICK_MAX_CONNECTIONS", "2")]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Two idle connections take both slots (the client pool's own may hold one).
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(&addr).expect("connect");
+    extra
+        .write_all(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("WICK_MAX_CONNECTIONS"), "{answer}");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut again = std::net::TcpStream::connect(&addr).expect("connect");
+    again
+        .write_all(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    again.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -170,6 +170,24 @@ impl Server {
             .collect()
     }
 
+    /// Send SIGTERM and wait (up to `within`) for the process to exit; its status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not signal wick");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for wick") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wick did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server still answers.
     pub fn assert_alive(&self) {
         let (status, _) = self.get("/api/version");

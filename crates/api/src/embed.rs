@@ -105,8 +105,7 @@ pub(crate) async fn embed_inputs(state: &AppState, call: EmbedCall) -> Result<Em
             inputs: tokens,
             num_thread: opts.num_thread,
         })
-        .await
-        .map_err(engine_error_as_request_error)?;
+        .await?;
     Ok(Embedded {
         vectors: out.embeddings,
         prompt_tokens,
@@ -138,17 +137,6 @@ fn cut_tokens(ids: &[u32], limit: usize, truncate: bool) -> Result<Vec<u32>> {
         return Err(ApiError::bad(TOO_LONG));
     }
     Ok(ids[..ids.len().min(limit)].to_vec())
-}
-
-/// The engine refuses an input (token outside the vocabulary, empty sequence): a 400,
-/// as Ollama answers errors of its embedding runs.
-fn engine_error_as_request_error(e: wick_scheduler::SchedError) -> ApiError {
-    match e {
-        wick_scheduler::SchedError::Engine(wick_engine::EngineError::InvalidRequest(m)) => {
-            ApiError::BadRequest(m)
-        }
-        other => ApiError::Sched(other),
-    }
 }
 
 /// Ollama's `normalize`: unit length; NaN or Inf is an error.

@@ -4,6 +4,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use wick_scheduler::SchedError;
 use wick_store::{ErrorKind, StoreError};
 
@@ -28,6 +30,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    /// A generation that failed after it was queued (the scheduler's event).
+    #[error(transparent)]
+    Generation(Arc<SchedError>),
     /// `WICK_API_KEY` is set and the request did not bring it: 401.
     #[error("{0}")]
     Unauthorized(String),
@@ -67,8 +72,9 @@ impl ApiError {
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Sched(SchedError::QueueFull) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Sched(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Sched(e) => sched_status(e),
+            ApiError::Generation(e) => sched_status(e),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -78,6 +84,14 @@ impl ApiError {
 
     pub(crate) fn internal(msg: impl std::fmt::Display) -> Self {
         ApiError::Internal(msg.to_string())
+    }
+}
+
+fn sched_status(e: &SchedError) -> StatusCode {
+    match e.kind() {
+        wick_scheduler::ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        wick_scheduler::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        wick_scheduler::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -163,6 +177,22 @@ mod tests {
         );
         assert_eq!(
             ApiError::Sched(SchedError::QueueFull).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let engine = |e| ApiError::Generation(Arc::new(SchedError::Engine(e)));
+        assert_eq!(
+            engine(wick_engine::EngineError::InvalidRequest(
+                "token id 9".into()
+            ))
+            .status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            engine(wick_engine::EngineError::Internal("matmul".into())).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::Sched(SchedError::ShuttingDown).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(

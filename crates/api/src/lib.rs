@@ -17,6 +17,7 @@ mod auth;
 mod blobs;
 mod chat;
 mod create;
+mod drain;
 mod embed;
 mod embed_openai;
 mod generate;
@@ -43,6 +44,7 @@ use wick_scheduler::Scheduler;
 use wick_store::Store;
 
 pub use auth::ApiKey;
+pub use drain::ShutdownDeadline;
 pub use error::ApiError;
 pub use limits::DEFAULT_MAX_BODY_BYTES;
 pub use metrics::ServerMetrics;
@@ -88,6 +90,8 @@ pub struct AppState {
     templates: prompt::TemplateCache,
     /// Responses of `/v1/responses`, for `previous_response_id`.
     responses: openai::ResponseStore,
+    /// Passed when a shutdown's drain time is over: generations still running end.
+    pub shutdown: ShutdownDeadline,
 }
 
 impl AppState {
@@ -104,6 +108,7 @@ impl AppState {
             metrics,
             templates: prompt::TemplateCache::default(),
             responses: openai::ResponseStore::default(),
+            shutdown: ShutdownDeadline::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -20,6 +21,7 @@ use wick_engine::{DoneReason, GenerationRequest, TokenLogprob};
 use wick_scheduler::{Event, KeepAlive, Lease, ModelSpec, SchedError};
 
 use crate::access_log::RequestRecord;
+use crate::drain::ShutdownDeadline;
 use crate::error::{ApiError, Result};
 use crate::metrics::GenerationMeter;
 use crate::wire::Metrics;
@@ -32,6 +34,7 @@ pub(crate) struct Held {
     /// Time spent getting the model (loading it, or waiting for it).
     pub load_duration: Duration,
     meter: GenerationMeter,
+    shutdown: ShutdownDeadline,
 }
 
 /// Load (or find) the model and hold it for this request.
@@ -53,6 +56,7 @@ pub(crate) async fn acquire(
         started,
         load_duration,
         meter: GenerationMeter::new(state.metrics.clone(), &spec.name, started),
+        shutdown: state.shutdown.clone(),
     })
 }
 
@@ -74,6 +78,8 @@ pub(crate) struct Generation {
     /// One meter per joined generation; `meter_of[choice]` indexes it.
     meters: Vec<GenerationMeter>,
     meter_of: Vec<usize>,
+    /// When it passes, the generation ends with [`SchedError::ShuttingDown`].
+    shutdown: ShutdownDeadline,
     _leases: Vec<Lease>,
 }
 
@@ -89,6 +95,7 @@ impl Generation {
             started: held.started,
             load_duration: held.load_duration,
             meters: vec![held.meter],
+            shutdown: held.shutdown,
             _leases: vec![held.lease],
         })
     }
@@ -117,7 +124,20 @@ impl Generation {
 
     /// The next event of any choice still running, with the choice's index; `None`
     /// as the event when that choice's channel closed.
+    /// Once the server's shutdown deadline has passed, the event is an error.
     async fn recv(&mut self) -> (usize, Option<Event>) {
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            biased;
+            () = shutdown.passed() => {
+                let choice = self.ended.iter().position(|e| !e).unwrap_or(0);
+                (choice, Some(Event::Error(Arc::new(SchedError::ShuttingDown))))
+            }
+            ev = self.next_event() => ev,
+        }
+    }
+
+    async fn next_event(&mut self) -> (usize, Option<Event>) {
         if let [rx] = self.rx.as_mut_slice() {
             return (0, rx.recv().await);
         }
@@ -254,7 +274,7 @@ impl Framing {
 enum Step<C> {
     Chunks(Vec<C>),
     Finished(Vec<C>),
-    Failed(String),
+    Failed(ApiError),
 }
 
 fn step<R: Responder>(
@@ -301,8 +321,8 @@ fn step<R: Responder>(
                 Step::Chunks(chunks)
             }
         }
-        Some(Event::Error(e)) => Step::Failed(e),
-        None => Step::Failed(SchedError::RunnerGone.to_string()),
+        Some(Event::Error(e)) => Step::Failed(ApiError::Generation(e)),
+        None => Step::Failed(ApiError::Sched(SchedError::RunnerGone)),
     }
 }
 
@@ -315,7 +335,7 @@ struct Pending {
 
 impl Pending {
     /// Take in one step; `Err` is a failure before anything was framed.
-    fn take<C: Serialize>(&mut self, step: Step<C>) -> Result<(), String> {
+    fn take<C: Serialize>(&mut self, step: Step<C>) -> Result<()> {
         match step {
             Step::Chunks(c) => self.frames.extend(c.iter().map(|c| self.framing.frame(c))),
             Step::Finished(c) => {
@@ -346,7 +366,7 @@ pub(crate) async fn respond<R: Responder>(
                     chunks.extend(c);
                     break;
                 }
-                Step::Failed(e) => return Err(ApiError::Internal(e)),
+                Step::Failed(e) => return Err(e),
             }
         }
         let merged = R::merge(chunks)
@@ -363,9 +383,7 @@ pub(crate) async fn respond<R: Responder>(
     };
     while pending.frames.is_empty() && !pending.finished {
         let ev = gen.recv().await;
-        pending
-            .take(step(&mut gen, &mut r, ev))
-            .map_err(ApiError::Internal)?;
+        pending.take(step(&mut gen, &mut r, ev))?;
     }
 
     let body = futures::stream::unfold(
@@ -380,8 +398,16 @@ pub(crate) async fn respond<R: Responder>(
                 }
                 let ev = gen.recv().await;
                 if let Err(e) = pending.take(step(&mut gen, &mut r, ev)) {
-                    tracing::error!(error = %e, "generation failed after streaming began");
-                    pending.frames.push_back(pending.framing.error(&e));
+                    if e.status().is_server_error()
+                        && !matches!(e, ApiError::Generation(ref g) if matches!(**g, SchedError::ShuttingDown))
+                    {
+                        tracing::error!(error = %e, "generation failed after streaming began");
+                    } else {
+                        tracing::warn!(error = %e, "generation ended after streaming began");
+                    }
+                    pending
+                        .frames
+                        .push_back(pending.framing.error(&e.to_string()));
                     pending.finished = true;
                 }
             }

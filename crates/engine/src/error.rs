@@ -14,8 +14,14 @@ pub enum EngineError {
     MissingMetadata(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The request asks for something the model cannot do (a token outside the
+    /// vocabulary, an input longer than the context): the client's fault.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A failure inside the engine (a kernel, a cache, a shape that should not
+    /// happen): wick's fault, never the client's.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A `format` (JSON schema) that cannot be compiled into a grammar: the message
     /// names the problem (invalid schema, unsupported keyword, bad `$ref`, ...).
     #[error("invalid format: {0}")]
@@ -34,6 +40,19 @@ pub enum EngineError {
     },
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+impl EngineError {
+    /// Whether the request itself is at fault (HTTP 400), rather than the model file
+    /// or wick (HTTP 500).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::InvalidRequest(_)
+                | EngineError::InvalidFormat(_)
+                | EngineError::NoEmbeddings
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -17,6 +17,7 @@ use wick_engine::{CachedPrefix, GenerationRequest, Model, Plan, Sequence, StepOu
 
 use crate::embed::{self, EmbedJob};
 use crate::runner::Event;
+use crate::SchedError;
 
 /// Prompt tokens evaluated per step across all prefilling sequences (Ollama's default
 /// `num_batch`).
@@ -242,8 +243,9 @@ impl Batcher {
                     forks: job.forks,
                 }),
                 Err(e) => {
+                    let e = Arc::new(SchedError::Engine(e));
                     for tx in std::iter::once(&job.events).chain(&job.forks) {
-                        let _ = tx.send(Event::Error(e.to_string()));
+                        let _ = tx.send(Event::Error(e.clone()));
                         self.leave();
                     }
                 }
@@ -374,8 +376,9 @@ impl Batcher {
             Err(e) => {
                 // A failed step fails every sequence in it; the model stays usable.
                 tracing::error!("forward pass failed: {e}");
+                let e = Arc::new(SchedError::Engine(e));
                 for a in self.active.iter_mut().filter(|a| a.planned) {
-                    let _ = a.events.send(Event::Error(e.to_string()));
+                    let _ = a.events.send(Event::Error(e.clone()));
                     a.planned = false;
                     a.events = closed_sender();
                 }
@@ -411,7 +414,7 @@ impl Batcher {
                         logits.push(l);
                     }
                     Err(e) => {
-                        let _ = events.send(Event::Error(e.to_string()));
+                        let _ = events.send(Event::Error(Arc::new(SchedError::Engine(e))));
                         self.leave();
                     }
                 }
@@ -448,8 +451,9 @@ impl Batcher {
                 continue;
             };
             if let Some(e) = out.error {
+                let e = Arc::new(SchedError::Engine(e));
                 for tx in std::iter::once(&a.events).chain(&a.forks) {
-                    let _ = tx.send(Event::Error(e.to_string()));
+                    let _ = tx.send(Event::Error(e.clone()));
                 }
                 continue;
             }

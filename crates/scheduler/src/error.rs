@@ -18,4 +18,31 @@ pub enum SchedError {
     OutOfMemory { needed: u64, available: u64 },
     #[error("model runner stopped")]
     RunnerGone,
+    /// The server stopped before the generation finished (`WICK_SHUTDOWN_TIMEOUT`).
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+/// Whose fault an error is, for the HTTP status the API gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request: 400.
+    BadRequest,
+    /// Too much load now; retry later: 503.
+    Unavailable,
+    /// The model file or wick itself: 500.
+    Internal,
+}
+
+impl SchedError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SchedError::QueueFull | SchedError::ShuttingDown => ErrorKind::Unavailable,
+            SchedError::Engine(e) if e.is_client_error() => ErrorKind::BadRequest,
+            SchedError::Engine(_)
+            | SchedError::Load(_)
+            | SchedError::OutOfMemory { .. }
+            | SchedError::RunnerGone => ErrorKind::Internal,
+        }
+    }
 }

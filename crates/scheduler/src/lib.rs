@@ -24,7 +24,7 @@ use wick_engine::{Device, Model};
 use batcher::BatchLimits;
 pub use batcher::STEP_TOKEN_BUDGET;
 pub use embed::{EmbedOutput, EmbedRequest};
-pub use error::SchedError;
+pub use error::{ErrorKind, SchedError};
 pub use keep_alive::KeepAlive;
 pub use runner::Event;
 use runner::Runner;

@@ -28,7 +28,8 @@ pub enum Event {
         /// Prompt and generated tokens (Ollama's `context`).
         context: Vec<u32>,
     },
-    Error(String),
+    /// The generation failed; nothing follows.
+    Error(Arc<SchedError>),
 }
 
 /// The handle the scheduler keeps on a loaded model; its batcher thread does the work.

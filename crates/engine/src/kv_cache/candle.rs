@@ -76,10 +76,10 @@ impl CandleKvCache {
         let (kc, vc) = self
             .layers
             .get(layer)
-            .ok_or_else(|| EngineError::InvalidRequest(format!("no cache for layer {layer}")))?;
+            .ok_or_else(|| EngineError::Internal(format!("no cache for layer {layer}")))?;
         let t = k.dim(2)?;
         if pos + t > self.capacity {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::Internal(format!(
                 "KV cache full: {} positions needed, {} reserved",
                 pos + t,
                 self.capacity

@@ -97,7 +97,7 @@ impl CpuKvCache {
     /// Make room for `positions` positions in every layer (grows in whole steps).
     pub fn reserve(&mut self, positions: usize) -> Result<()> {
         if positions > self.capacity {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::Internal(format!(
                 "KV cache full: {positions} positions needed, the context holds {}",
                 self.capacity
             )));
@@ -129,7 +129,7 @@ impl CpuKvCache {
         let row = self.row;
         let t = k.len() / row.max(1);
         if k.len() != v.len() || k.len() != t * row || pos + t > self.reserved {
-            return Err(EngineError::InvalidRequest(format!(
+            return Err(EngineError::Internal(format!(
                 "KV write of {} values at {pos} does not fit {} reserved positions",
                 k.len(),
                 self.reserved
@@ -138,7 +138,7 @@ impl CpuKvCache {
         let l = self
             .layers
             .get_mut(layer)
-            .ok_or_else(|| EngineError::InvalidRequest(format!("no cache for layer {layer}")))?;
+            .ok_or_else(|| EngineError::Internal(format!("no cache for layer {layer}")))?;
         let range = pos * row..(pos + t) * row;
         for (dst, src) in l.k[range.clone()].iter_mut().zip(k) {
             *dst = f16::from_f32(*src);

@@ -383,10 +383,10 @@ impl EncoderModel {
                 let row = &mut x[r * d..(r + 1) * d];
                 self.token_embd
                     .dequantize_row(tok as usize, row)
-                    .map_err(|e| EngineError::InvalidRequest(format!("embedding: {e}")))?;
+                    .map_err(|e| EngineError::Internal(format!("embedding: {e}")))?;
                 if let Some(p) = &self.position_embd {
                     p.dequantize_row(pos, &mut add)
-                        .map_err(|e| EngineError::InvalidRequest(format!("position: {e}")))?;
+                        .map_err(|e| EngineError::Internal(format!("position: {e}")))?;
                     ops::add_in_place(row, &add);
                 }
                 ops::add_in_place(row, &type0);

@@ -203,7 +203,7 @@ impl DecoderModel {
             let pos = item.cache.len();
             let t = item.tokens.len();
             if t == 0 {
-                return Err(EngineError::InvalidRequest("empty forward".into()));
+                return Err(EngineError::Internal("empty forward".into()));
             }
             if let Some(bad) = item.tokens.iter().find(|&&id| id as usize >= self.vocab) {
                 return Err(EngineError::InvalidRequest(format!(
@@ -227,7 +227,7 @@ impl DecoderModel {
                 let r = row_pos.len();
                 self.embed
                     .dequantize_row(tok as usize, &mut x[r * d..(r + 1) * d])
-                    .map_err(|e| EngineError::InvalidRequest(format!("embedding: {e}")))?;
+                    .map_err(|e| EngineError::Internal(format!("embedding: {e}")))?;
                 row_pos.push(start + i);
             }
         }
@@ -304,7 +304,7 @@ impl DecoderModel {
                 for (item, &start) in batch.iter().zip(&starts) {
                     let t = item.tokens.len();
                     let (kc, vc) = item.cache.layer(layer, start + t).ok_or_else(|| {
-                        EngineError::InvalidRequest(format!("no cache for layer {layer}"))
+                        EngineError::Internal(format!("no cache for layer {layer}"))
                     })?;
                     jobs.push(AttnJob {
                         q: &q[row0 * q_width..(row0 + t) * q_width],
@@ -368,7 +368,7 @@ impl DecoderModel {
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0.0f32; m * self.vocab];
         out.matmul(run.pool, run.threads, &normed, m, &mut logits)
-            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+            .map_err(|e| EngineError::Internal(format!("matmul: {e}")))?;
         if let Some(s) = c.logit_scale {
             ops::scale(&mut logits, 1.0 / s);
         }

@@ -31,7 +31,7 @@ impl Linear {
         out.resize(m * self.w.rows(), 0.0);
         self.w
             .matmul(run.pool, run.threads, x, m, out)
-            .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+            .map_err(|e| EngineError::Internal(format!("matmul: {e}")))?;
         if let Some(b) = &self.bias {
             ops::add_bias(out, b);
         }
@@ -135,7 +135,7 @@ impl Projections {
                     linear
                         .w
                         .matmul_rows(at..at + n, run.pool, run.threads, x, m, out)
-                        .map_err(|e| EngineError::InvalidRequest(format!("matmul: {e}")))?;
+                        .map_err(|e| EngineError::Internal(format!("matmul: {e}")))?;
                     if let Some(b) = &linear.bias {
                         ops::add_bias(out, &b[at..at + n]);
                     }

@@ -149,7 +149,7 @@ impl CandleLlama {
         let t = tokens.len();
         let pos = cache.len();
         if t == 0 {
-            return Err(EngineError::InvalidRequest("empty forward".into()));
+            return Err(EngineError::Internal("empty forward".into()));
         }
         if pos + t > cache.capacity() || pos + t > self.max_positions() {
             return Err(EngineError::InvalidRequest(format!(

@@ -168,7 +168,7 @@ impl Model {
         self.forward_batch(&mut batch, threads)?
             .pop()
             .flatten()
-            .ok_or_else(|| EngineError::InvalidRequest("no logits".into()))
+            .ok_or_else(|| EngineError::Internal("no logits".into()))
     }
 
     /// One step for several sequences at once (each its own tokens and cache): on the
@@ -184,7 +184,7 @@ impl Model {
                 let mut inputs = Vec::with_capacity(batch.len());
                 for b in batch.iter_mut() {
                     let KvCache::Cpu(cache) = &mut *b.cache else {
-                        return Err(EngineError::InvalidRequest(
+                        return Err(EngineError::Internal(
                             "a GPU cache was given to a CPU model".into(),
                         ));
                     };
@@ -201,7 +201,7 @@ impl Model {
                 .iter_mut()
                 .map(|b| {
                     let KvCache::Candle(cache) = &mut *b.cache else {
-                        return Err(EngineError::InvalidRequest(
+                        return Err(EngineError::Internal(
                             "a CPU cache was given to a GPU model".into(),
                         ));
                     };
