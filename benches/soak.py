@@ -7,11 +7,14 @@ WICK_MAX_BODY_BYTES = --max-body-bytes (1 MiB), OLLAMA_MAX_QUEUE = 512 and
 OLLAMA_KEEP_ALIVE = 30m, imports the --models (smollm2 and qwen by default) with `wick
 create`, or uses --wick-url (the models must be imported there already). Then:
 
-  warm-up   --warmup seconds (default 60) of the mix below, then the clients stop, the
-            server idles IDLE_SECONDS, and its RSS (VmRSS) is read: "RSS warm";
+  warm-up   --warmup seconds (default 60) of the mix below, longer (up to --warmup-max)
+            while RSS under load still grew 2% or more in the last 60 s (on a slow or
+            busy machine a 128-token answer takes minutes, and the KV working set fills
+            late), then the clients stop, the server idles IDLE_SECONDS, and its RSS
+            (VmRSS) is read: "RSS warm";
   soak      --duration seconds (default 1200) of the same mix, the same stop and idle,
             RSS again ("RSS end"), the scheduler gauges from /metrics, then every model
-            is unloaded (keep_alive 0) and the KV gauges read once more.
+            is unloaded (keep_alive 0) and the KV gauges and RSS read once more.
 
 The mix: --clients (64) threads each pick a request kind at random (KINDS, weighted),
 send it, check the answer, wait 0-200 ms and go again:
@@ -23,7 +26,8 @@ send it, check the answer, wait 0-200 ms and go again:
   cut   a streamed request of any of the three routes closed after 1-4 lines.
   abandon  a non-streamed /api/generate whose connection is closed 50-1000 ms after it
         was sent, before the answer.
-  oversize  a well-formed body over the limit: 413.   malformed  broken JSON: 400.
+  oversize  a well-formed body over the limit: 413.
+  malformed  broken JSON or a field of the wrong type: 400.
   unknown   a model that does not exist (generate, chat, show, OpenAI chat): 404.
   copy  /api/copy (or /api/create from an original with a system prompt) to a new
         name, /api/show it, /api/delete it, /api/show again: 200, 200, 200, 404.
@@ -83,6 +87,10 @@ IDLE_SECONDS = 5
 TAGS_PERIOD = 0.1
 TAGS_P99_LIMIT_MS = 50.0
 RSS_TOLERANCE = 0.10
+# The warm-up goes on past --warmup until RSS under load grows less than this over
+# this window (the working set has filled: every slot has held a long sequence).
+SETTLE_GROWTH = 0.02
+SETTLE_WINDOW = 60.0
 MAX_QUEUE = 512
 
 # kind -> weight. Generation kinds take seconds, the others milliseconds.
@@ -357,18 +365,25 @@ def do_oversize(ctx: "Soak", rng: random.Random) -> tuple[str, int]:
 
 
 def do_malformed(ctx: "Soak", rng: random.Random) -> tuple[str, int]:
-    """Broken JSON on a generation route: 400."""
+    """A broken body on a generation route: 400. (Bytes after a complete JSON value
+    are ignored, as Ollama does, so they are not among the breakages.)"""
     model = rng.choice(ctx.models)
-    good = json.dumps({"model": model, "prompt": "hi", "messages": [
-        {"role": "user", "content": "hi"}]})
+    path = rng.choice(["/api/generate", "/api/chat", "/v1/chat/completions"])
+    good = {"model": model}
+    if path == "/api/generate":
+        good["prompt"], wrong = "hi", {"model": model, "prompt": {"not": "text"}}
+    else:
+        good["messages"] = [{"role": "user", "content": "hi"}]
+        wrong = {"model": model, "messages": "hi"}
+    text = json.dumps(good)
     raw = rng.choice([
-        good[: rng.randint(1, len(good) - 1)].encode(),  # truncated
-        (good + "}garbage").encode(),  # trailing bytes
+        text[: rng.randint(1, len(text) - 1)].encode(),  # truncated
+        ("x" + text).encode(),  # garbage first
         b"\xff\xfe\x00not json",
         b"[1, 2,",
+        json.dumps(wrong).encode(),  # a field of the wrong type
         b"",  # no body
     ])
-    path = rng.choice(["/api/generate", "/api/chat", "/v1/chat/completions"])
     status, data = ctx.http.call("POST", path, raw=raw)
     expect_status(status, data, 400)
     return "400", 0
@@ -477,6 +492,8 @@ class Soak:
         self.stop_load = threading.Event()
         self.stop_all = threading.Event()
         self.weights = (list(KINDS), list(KINDS.values()))
+        self.rss_peak_kb = 0
+        self.phase_seconds: dict[str, float] = {}
 
     # ---------------------------------------------------------------- background
     def alive(self) -> bool:
@@ -541,18 +558,28 @@ class Soak:
                                   detail=f"{type(e).__name__}: {e}")
             time.sleep(rng.uniform(0, 0.2))
 
-    def run_load(self, phase: str, seconds: float) -> bool:
-        """`n_clients` clients for `seconds`, then wait for their last requests.
-        False when some client is still stuck after REQUEST_TIMEOUT."""
+    def run_load(self, phase: str, seconds: float, settle_max: float = 0) -> bool:
+        """`n_clients` clients for `seconds` (and, when `settle_max` is larger, on
+        until RSS grew less than SETTLE_GROWTH over the last SETTLE_WINDOW seconds or
+        `settle_max` seconds passed), then wait for their last requests. False when
+        some client is still stuck after REQUEST_TIMEOUT."""
         log(f"soak: {phase}: {self.n_clients} clients for {seconds:.0f} s")
         self.stop_load.clear()
         threads = [threading.Thread(target=self.client, args=(i, phase), daemon=True)
                    for i in range(self.n_clients)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.stop_load.is_set():
-            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+        start = time.monotonic()
+        rss: list[tuple[float, int]] = []
+        while not self.stop_load.is_set():
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds and (elapsed >= settle_max or self.settled(rss)):
+                break
+            time.sleep(10.0 if elapsed >= seconds else min(10.0, seconds - elapsed))
+            now_rss = self.rss_kb()
+            if now_rss:
+                rss.append((time.monotonic(), now_rss))
+                self.rss_peak_kb = max(self.rss_peak_kb, now_rss)
             log(f"soak: {phase}: {self.progress()}")
         self.stop_load.set()
         end = time.monotonic() + REQUEST_TIMEOUT + 30
@@ -561,20 +588,33 @@ class Soak:
         stuck = sum(t.is_alive() for t in threads)
         if stuck:
             log(f"soak: {phase}: {stuck} client(s) still waiting for an answer")
+        self.phase_seconds[phase] = time.monotonic() - start
         return stuck == 0
+
+    @staticmethod
+    def settled(rss: list[tuple[float, int]]) -> bool:
+        """Whether RSS under load grew less than SETTLE_GROWTH over SETTLE_WINDOW s."""
+        if not rss or rss[-1][0] - rss[0][0] < SETTLE_WINDOW:
+            return False
+        t_last, last = rss[-1]
+        past = [v for t, v in rss if t <= t_last - SETTLE_WINDOW][-1]
+        return last <= past * (1 + SETTLE_GROWTH)
+
+    def rss_kb(self) -> int | None:
+        return proc_status_kb(self.wick.pid, "VmRSS") if self.wick.pid else None
 
     def progress(self) -> str:
         with self.tally.lock:
             n = sum(self.tally.outcomes.values())
             toks = sum(self.tally.tokens.values())
-        rss = proc_status_kb(self.wick.pid, "VmRSS") if self.wick.pid else None
+        rss = self.rss_kb()
         return (f"{n} requests, {self.tally.failed()} failed, {toks} tokens, RSS "
                 f"{fmt_mib(rss)}, tags p99 {fmt_ms(percentile(self.tags_ms[-600:], 99))} ms")
 
     def idle_rss_kb(self) -> int | None:
         """VmRSS after IDLE_SECONDS without load."""
         time.sleep(IDLE_SECONDS)
-        return proc_status_kb(self.wick.pid, "VmRSS") if self.wick.pid else None
+        return self.rss_kb()
 
     def preload(self) -> None:
         """Load every model with a one-token request (so no load counts as a request)."""
@@ -660,6 +700,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="soak test of wick serve (issue 13)")
     ap.add_argument("--duration", type=float, default=1200, help="soak seconds (1200)")
     ap.add_argument("--warmup", type=float, default=60, help="warm-up seconds (60)")
+    ap.add_argument("--warmup-max", type=float, default=600,
+                    help="longest warm-up while RSS still grows (600)")
     ap.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
     ap.add_argument("--models", default="smollm2,qwen",
                     help=f"comma-separated keys of {[m[0] for m in MODELS]} (smollm2,qwen)")
@@ -702,17 +744,18 @@ def run(soak: Soak, args) -> int:
     soak.start_tags_probe()
     monitor = threading.Thread(target=soak.monitor, daemon=True)
     monitor.start()
-    drained = soak.run_load("warm-up", args.warmup)
+    drained = soak.run_load("warm-up", args.warmup, settle_max=args.warmup_max)
     rss_warm = soak.idle_rss_kb()
     log(f"soak: RSS after warm-up and {IDLE_SECONDS} s idle: {fmt_mib(rss_warm)}")
     if not soak.died:
         drained = soak.run_load("soak", args.duration) and drained
     rss_end = soak.idle_rss_kb()
-    idle, unloaded, left = {}, {}, ["?"]
+    idle, unloaded, left, rss_unloaded = {}, {}, ["?"], None
     if not soak.died:
         idle = metrics(soak.http)
         left = soak.unload_all()
         unloaded = metrics(soak.http)
+        rss_unloaded = soak.idle_rss_kb()
     copies = soak.leftover_copies() if not soak.died else []
     soak.stop_all.set()
     soak.stop_tags_probe()
@@ -732,7 +775,8 @@ def run(soak: Soak, args) -> int:
     print()
     print(f"soak: {wick.base} ({'spawned ' + str(args.wick_bin) if wick.spawned else 'given'}), "
           f"models {', '.join(soak.models)}, {args.clients} clients, warm-up "
-          f"{args.warmup:.0f} s + soak {args.duration:.0f} s ({wall:.0f} s in all), "
+          f"{soak.phase_seconds.get('warm-up', 0):.0f} s + soak "
+          f"{soak.phase_seconds.get('soak', 0):.0f} s ({wall:.0f} s in all), "
           f"WICK_MAX_BODY_BYTES {args.max_body_bytes}, OLLAMA_MAX_QUEUE {MAX_QUEUE}, "
           f"seed {args.seed}; load avg at end {os.getloadavg()[0]:.2f}")
     print()
@@ -743,7 +787,8 @@ def run(soak: Soak, args) -> int:
           f"{fmt_ms(max(tags) if tags else None)} ms")
     print(f"RSS: after warm-up {fmt_mib(rss_warm)}, at the end {fmt_mib(rss_end)} "
           f"({'-' if rss_growth is None else f'{rss_growth:+.1%}'}), both after "
-          f"{IDLE_SECONDS} s idle")
+          f"{IDLE_SECONDS} s idle; peak under load {fmt_mib(soak.rss_peak_kb or None)}; "
+          f"after unloading every model {fmt_mib(rss_unloaded)}")
     print("idle: running sequences {:.0f}, queue depth {:.0f}, KV bytes held as reusable "
           "prefixes: {}; after unloading every model: KV bytes {:.0f}, /api/ps lists {}"
           .format(running_idle, queue_idle,
