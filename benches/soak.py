@@ -42,7 +42,9 @@ Meanwhile a probe (a child process, out of the clients' GIL) times GET /api/tags
 100 ms on a new connection each time, and a monitor checks every 0.5 s that the server process is alive.
 
 Asserts (exit status 1 if any fails): the server never died and its log has no panic;
-no request failed; tags p99 < 50 ms; after the soak, idle: no running sequence, queue
+no request failed; tags p99 < 50 ms; no model was loaded again after the preload
+(keep_alive is 30 m and there is room for both models, so a load means one was
+unloaded under load); after the soak, idle: no running sequence, queue
 depth 0, and after unloading every model the KV gauges sum to 0 and /api/ps is empty;
 RSS end at most 10% above RSS warm (a smaller RSS is fine).
 
@@ -472,6 +474,11 @@ def metrics(http_: Http) -> dict[str, list[tuple[dict, float]]]:
     return out
 
 
+def model_loads(ms: dict) -> int:
+    """Model loads so far (the count of the load-time histogram, all models)."""
+    return int(sum(v for _, v in ms.get("wick_model_load_duration_seconds_count", [])))
+
+
 def gauge(ms: dict, name: str) -> dict[str, float]:
     """A gauge family by its `model` label ("" when unlabelled)."""
     return {labels.get("model", ""): v for labels, v in ms.get(name, [])}
@@ -741,6 +748,7 @@ def run(soak: Soak, args) -> int:
     wick = soak.wick
     t_start = time.monotonic()
     soak.preload()
+    loads_before = model_loads(metrics(soak.http))
     soak.start_tags_probe()
     monitor = threading.Thread(target=soak.monitor, daemon=True)
     monitor.start()
@@ -751,8 +759,10 @@ def run(soak: Soak, args) -> int:
         drained = soak.run_load("soak", args.duration) and drained
     rss_end = soak.idle_rss_kb()
     idle, unloaded, left, rss_unloaded = {}, {}, ["?"], None
+    reloads = None
     if not soak.died:
         idle = metrics(soak.http)
+        reloads = model_loads(idle) - loads_before
         left = soak.unload_all()
         unloaded = metrics(soak.http)
         rss_unloaded = soak.idle_rss_kb()
@@ -776,7 +786,8 @@ def run(soak: Soak, args) -> int:
     print(f"soak: {wick.base} ({'spawned ' + str(args.wick_bin) if wick.spawned else 'given'}), "
           f"models {', '.join(soak.models)}, {args.clients} clients, warm-up "
           f"{soak.phase_seconds.get('warm-up', 0):.0f} s + soak "
-          f"{soak.phase_seconds.get('soak', 0):.0f} s ({wall:.0f} s in all), "
+          f"{soak.phase_seconds.get('soak', 0):.0f} s (each with the drain of its last "
+          f"requests; {wall:.0f} s in all), "
           f"WICK_MAX_BODY_BYTES {args.max_body_bytes}, OLLAMA_MAX_QUEUE {MAX_QUEUE}, "
           f"seed {args.seed}; load avg at end {os.getloadavg()[0]:.2f}")
     print()
@@ -811,6 +822,8 @@ def run(soak: Soak, args) -> int:
         (f"tags p99 < {TAGS_P99_LIMIT_MS:.0f} ms",
          tags_p99 is not None and tags_p99 < TAGS_P99_LIMIT_MS and not soak.tags_errors,
          f"p99 {fmt_ms(tags_p99)} ms, {len(soak.tags_errors)} errors"),
+        ("no model loaded again after the preload", reloads == 0,
+         f"{reloads} loads (keep_alive 30m, 2 models: none expected)"),
         ("idle: no running sequence, empty queue", bool(idle) and running_idle == 0
          and queue_idle == 0, f"running {running_idle:.0f}, queued {queue_idle:.0f}"),
         ("KV bytes 0 once unloaded", bool(unloaded) and kv_after_unload == 0 and not left,
