@@ -165,6 +165,8 @@ class LlamaCppServer:
         self.server = None
         self.log_path: Path | None = None
         self.baseline_rss_kb: int | None = None
+        # Seconds the child took to construct the server (load the model, warm up).
+        self.load_seconds: float | None = None
         self.final_peak_rss_kb: int | None = None
         if not in_process:
             self._spawn(verbosity)
@@ -198,6 +200,7 @@ class LlamaCppServer:
             raise RuntimeError(f"llama.cpp child said {line!r}\n{self.log_tail()}")
         self.version, self.build_info = info["version"], info["build_info"]
         self.baseline_rss_kb = info.get("baseline_rss_kb")
+        self.load_seconds = info.get("load_seconds")
         self._set_base(info["address"])
 
     def _read_ready_line(self, timeout: float) -> str:
@@ -303,11 +306,14 @@ def _serve(argv: list[str]) -> int:
     import xllamacpp
 
     baseline = proc_status_kb(os.getpid(), "VmRSS")
+    started = time.monotonic()
     server = xllamacpp.Server(_params(a.model, a.n_ctx, a.parallel, a.threads, a.verbosity,
                                       a.embedding))
+    load_seconds = time.monotonic() - started
     version, build = _version()
     print(json.dumps({"address": server.listening_address, "version": version,
-                      "build_info": build, "baseline_rss_kb": baseline}), flush=True)
+                      "build_info": build, "baseline_rss_kb": baseline,
+                      "load_seconds": load_seconds}), flush=True)
     sys.stdin.read()  # until the parent closes our stdin (or dies)
     del server
     gc.collect()

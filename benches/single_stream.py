@@ -14,6 +14,10 @@ after one warm-up request, for:
              POST /api/generate raw, read from Ollama's final fields prompt_eval_count,
              prompt_eval_duration (ns), eval_count, eval_duration (ns).
 
+Load: llama.cpp's is the time its child takes to construct the server (map and load
+the model, warm up); wick's is the `load_duration` of the first request after the
+model was imported (a cold load; the file is in the page cache for both).
+
 Peak RSS: VmHWM of each server process. llama.cpp: one child per model (it includes
 the child's Python interpreter and the xllamacpp import, printed as "baseline").
 A spawned wick serves both models: its VmHWM is reset (/proc/<pid>/clear_refs) before
@@ -88,6 +92,7 @@ class Result:
     error: str | None = None
     peak_rss_kb: int | None = None
     rss_note: str = ""
+    load_s: float | None = None
 
     def median(self, attr: str) -> float | None:
         vals = [getattr(s, attr) for s in self.samples]
@@ -171,6 +176,7 @@ def bench_llamacpp(path: Path, key: str, target_tokens: int, n_predict: int,
         return res, prompt, n_tokens
     try:
         res.engine = f"llama.cpp ({srv.version})"
+        res.load_s = srv.load_seconds
         prompt, n_tokens = build_prompt(srv.count_tokens, target_tokens)
         log(f"[{key}] prompt: {n_tokens} tokens ({len(prompt)} chars); warm-up")
         srv.run(marker(0) + prompt, n_predict)
@@ -191,6 +197,9 @@ def bench_llamacpp(path: Path, key: str, target_tokens: int, n_predict: int,
 
 # --------------------------------------------------------------------------- wick
 class WickBench(Wick):
+    # `load_duration` (s) of the last request.
+    last_load_s: float | None = None
+
     def run(self, model: str, prompt: str, n_predict: int) -> Sample:
         body = {"model": model, "prompt": prompt, "raw": True, "stream": False,
                 "options": {"temperature": 0, "num_predict": n_predict, "seed": 1}}
@@ -198,6 +207,7 @@ class WickBench(Wick):
         if r.status_code != 200:
             raise RuntimeError(f"wick /api/generate -> {r.status_code}: {r.text[:300]}")
         j = r.json()
+        self.last_load_s = j.get("load_duration", 0) / 1e9
         missing = [k for k in ("prompt_eval_count", "prompt_eval_duration", "eval_count",
                                "eval_duration") if not j.get(k)]
         if missing:
@@ -216,6 +226,7 @@ def bench_wick(wick: WickBench, key: str, name: str, prompt: str, n_prompt: int 
             raise RuntimeError(f"model {name} not in wick's store (/api/tags)")
         log(f"[{key}] wick: warm-up ({name})")
         wick.run(name, marker(0) + prompt, n_predict)
+        res.load_s = wick.last_load_s
         for i in range(1, runs + 1):
             s = wick.run(name, marker(i) + prompt, n_predict)
             log(f"[{key}] wick run {i}: prefill {s.prompt_tokens} tok {s.prefill_tps:.1f} tok/s, "
@@ -245,8 +256,8 @@ def fmt(v: float | None) -> str:
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| model | engine | prefill tok/s | decode tok/s | ratio wick/llama.cpp | peak RSS |",
-            "|---|---|---:|---:|---|---:|"]
+    rows = ["| model | engine | prefill tok/s | decode tok/s | ratio wick/llama.cpp | load s | peak RSS |",
+            "|---|---|---:|---:|---|---:|---:|"]
     by_model: dict[str, dict[str, Result]] = {}
     for r in results:
         by_model.setdefault(r.model, {})["wick" if r.engine == "wick" else "llama"] = r
@@ -258,7 +269,7 @@ def table(results: list[Result]) -> str:
             rss = fmt_mib(r.peak_rss_kb) + (f" ({r.rss_note})" if r.rss_note else "")
             if r.error:
                 rows.append(f"| {model} | {r.engine} | - | - | error: "
-                            f"{r.error.splitlines()[0][:120]} | {rss} |")
+                            f"{r.error.splitlines()[0][:120]} | - | {rss} |")
                 continue
             ratio = ""
             if r is wick and llama is not None and not llama.error and llama.samples:
@@ -266,8 +277,9 @@ def table(results: list[Result]) -> str:
                          f"decode {r.median('decode_tps') / llama.median('decode_tps'):.2f}x")
             elif r is llama:
                 ratio = "1.00x (baseline)"
+            load = "-" if r.load_s is None else f"{r.load_s:.2f}"
             rows.append(f"| {model} | {r.engine} | {fmt(r.median('prefill_tps'))} | "
-                        f"{fmt(r.median('decode_tps'))} | {ratio} | {rss} |")
+                        f"{fmt(r.median('decode_tps'))} | {ratio} | {load} | {rss} |")
     return "\n".join(rows)
 
 
@@ -366,7 +378,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps([{
             "model": r.model, "engine": r.engine, "error": r.error,
-            "peak_rss_kb": r.peak_rss_kb, "rss_note": r.rss_note,
+            "peak_rss_kb": r.peak_rss_kb, "rss_note": r.rss_note, "load_s": r.load_s,
             "samples": [s.__dict__ for s in r.samples]} for r in results], indent=1) + "\n")
     return 1 if any(r.error for r in results) else 0
 

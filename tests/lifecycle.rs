@@ -107,3 +107,31 @@ fn ollama_keep_alive_env_is_the_default() {
         Some(0)
     );
 }
+
+#[test]
+fn deleting_a_copy_keeps_the_loaded_original_and_deleting_the_last_name_unloads() {
+    let s = Server::with_smollm2();
+    let (status, _) = s
+        .post("/api/generate", &json!({"model": SMOLLM2, "prompt": ""}))
+        .expect("load");
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .post(
+            "/api/copy",
+            &json!({"source": SMOLLM2, "destination": "spare"}),
+        )
+        .expect("copy");
+    assert_eq!(status, 200);
+    let (status, _) = s.delete(&json!({"model": "spare"}));
+    assert_eq!(status, 200);
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(
+        ps["models"][0]["name"], SMOLLM2,
+        "the original stays loaded: {ps}"
+    );
+
+    let (status, _) = s.delete(&json!({"model": SMOLLM2}));
+    assert_eq!(status, 200);
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"].as_array().map(Vec::len), Some(0), "{ps}");
+}

@@ -166,10 +166,16 @@ pub(crate) async fn delete(
     let scheduler = state.scheduler.clone();
     blocking(move || {
         let listed = store.manifest(&name)?;
-        // A deleted model must not keep running; other names of the same manifest
-        // load it again on their next request.
-        scheduler.unload(&listed.digest_hex);
         let report = store.delete(&name)?;
+        // A deleted model must not keep running, unless another name (a copy) still
+        // has the same manifest: requests by that name go on using the loaded model.
+        let still_named = store
+            .list()
+            .map(|all| all.iter().any(|m| m.digest_hex == listed.digest_hex))
+            .unwrap_or(false);
+        if !still_named {
+            scheduler.unload(&listed.digest_hex);
+        }
         tracing::info!(model = %name, blobs_removed = report.blobs_removed, "model deleted");
         Ok(())
     })

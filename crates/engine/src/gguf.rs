@@ -2,28 +2,35 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
+use wick_kernels::WeightBytes;
+
 use crate::error::{EngineError, Result};
+use crate::mapped_file::ModelFile;
 
 /// One tensor as the file stores it: ggml type, dims (GGUF order: innermost first is
 /// reversed here as candle does, so a weight matrix is `[rows, cols]`), raw blocks.
 pub struct RawTensor {
     pub dtype: GgmlDType,
     pub dims: Vec<usize>,
-    pub data: Vec<u8>,
+    /// The bytes, in the mapped file (or its copy): nothing is copied per tensor.
+    pub data: WeightBytes,
 }
 
-/// An opened GGUF file: its header (metadata and tensor index) plus a reader for tensors.
+/// An opened GGUF file: its header (metadata and tensor index), and its bytes, mapped
+/// (see [`ModelFile`]) the first time a tensor is read.
 pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
-    reader: BufReader<File>,
+    file: File,
+    bytes: Option<Arc<ModelFile>>,
 }
 
 impl GgufFile {
@@ -34,7 +41,7 @@ impl GgufFile {
             source,
         })?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::new(&file);
         let content = Content::read(&mut reader)
             .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", path.display())))?;
         // Every tensor must lie inside the file: catches truncated downloads before we
@@ -54,8 +61,24 @@ impl GgufFile {
         Ok(Self {
             path: path.to_path_buf(),
             content,
-            reader,
+            file,
+            bytes: None,
         })
+    }
+
+    /// The whole file's bytes, mapped on first use.
+    pub fn bytes(&mut self) -> Result<Arc<ModelFile>> {
+        if let Some(b) = &self.bytes {
+            return Ok(b.clone());
+        }
+        let io = |source| EngineError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let file = self.file.try_clone().map_err(io)?;
+        let bytes = Arc::new(ModelFile::open(&self.path, file)?);
+        self.bytes = Some(bytes.clone());
+        Ok(bytes)
     }
 
     pub fn metadata(&self) -> &HashMap<String, Value> {
@@ -67,8 +90,9 @@ impl GgufFile {
     }
 
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        let bytes = self.bytes()?;
         self.content
-            .tensor(&mut self.reader, name, device)
+            .tensor(&mut Cursor::new((*bytes).as_ref()), name, device)
             .map_err(|e| EngineError::InvalidModel(format!("tensor '{name}': {e}")))
     }
 
@@ -87,14 +111,18 @@ impl GgufFile {
                 "tensor '{name}': {elems} values do not fill whole {dtype:?} blocks"
             )));
         }
-        let mut data = vec![0u8; elems / dtype.block_size() * dtype.type_size()];
-        let at = self.content.tensor_data_offset + info.offset;
-        self.reader
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.reader.read_exact(&mut data))
-            .map_err(|source| EngineError::Io {
-                path: self.path.display().to_string(),
-                source,
+        let len = elems / dtype.block_size() * dtype.type_size();
+        let at =
+            usize::try_from(self.content.tensor_data_offset + info.offset).unwrap_or(usize::MAX);
+        let bytes = self.bytes()?;
+        let data = at
+            .checked_add(len)
+            .and_then(|end| WeightBytes::shared(bytes, at..end))
+            .ok_or_else(|| {
+                EngineError::InvalidModel(format!(
+                    "{}: tensor '{name}' extends past the end of the file (truncated?)",
+                    self.path.display()
+                ))
             })?;
         Ok(RawTensor { dtype, dims, data })
     }

@@ -12,6 +12,7 @@ pub mod facts;
 pub mod gguf;
 pub mod kv_cache;
 pub mod logprobs;
+pub mod mapped_file;
 pub mod model;
 pub mod sampling;
 pub mod sequence;

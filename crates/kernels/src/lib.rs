@@ -48,9 +48,11 @@ mod pool;
 pub mod reference;
 mod scalar;
 pub mod synth;
+mod weights;
 
 pub use matrix::{Backend, QMatrix, ACT_TILE};
 pub use pool::ThreadPool;
+pub use weights::WeightBytes;
 
 /// Weight storage formats, with ggml's type ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -186,6 +188,15 @@ pub enum KernelError {
         what: &'static str,
         expected: usize,
         got: usize,
+    },
+    #[error(
+        "cannot stack a {other} matrix of {other_cols} columns under a {first} one of {first_cols}"
+    )]
+    StackMismatch {
+        first: QuantKind,
+        first_cols: usize,
+        other: QuantKind,
+        other_cols: usize,
     },
     #[error("row {row} out of range for a matrix of {rows} rows")]
     RowOutOfRange { row: usize, rows: usize },

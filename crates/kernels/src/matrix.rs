@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::act::{quantize_q8_0, quantize_q8_k, round_to_f16, Q8Aux, Q8Block, Q8Extras, Q8KBlock};
-use crate::{avx2, reference, scalar, KernelError, QuantKind, ThreadPool};
+use crate::{avx2, reference, scalar, KernelError, QuantKind, ThreadPool, WeightBytes};
 
 /// Activation rows per tile: their quantized form (at most ~18 KB for 1024 columns)
 /// stays in L1 while each weight row of a task is multiplied with all of them.
@@ -94,13 +94,21 @@ impl<T> SyncPtr<T> {
 }
 
 /// A weight matrix as GGUF stores it: `rows` output features, each a row of `cols`
-/// inputs, raw ggml blocks.
+/// inputs, raw ggml blocks. Its rows may come in several parts (weights stacked
+/// without copying, see [`QMatrix::stack`]), each a [`WeightBytes`].
 #[derive(Clone)]
 pub struct QMatrix {
     kind: QuantKind,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    parts: Vec<Part>,
+}
+
+/// Consecutive rows of a matrix, starting at row `first`.
+#[derive(Clone)]
+struct Part {
+    first: usize,
+    bytes: WeightBytes,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -115,8 +123,9 @@ impl QMatrix {
         kind: QuantKind,
         rows: usize,
         cols: usize,
-        data: Vec<u8>,
+        data: impl Into<WeightBytes>,
     ) -> Result<Self, KernelError> {
+        let data: WeightBytes = data.into();
         let block = kind.block_size();
         if !cols.is_multiple_of(block) {
             return Err(KernelError::PartialBlock { kind, cols, block });
@@ -143,7 +152,46 @@ impl QMatrix {
             kind,
             rows,
             cols,
-            data,
+            parts: vec![Part {
+                first: 0,
+                bytes: data,
+            }],
+        })
+    }
+
+    /// The rows of `parts`, in order, as one matrix, without copying them: every part
+    /// must have the same kind and width.
+    pub fn stack(parts: &[QMatrix]) -> Result<Self, KernelError> {
+        let Some(first) = parts.first() else {
+            return Err(KernelError::BufferSize {
+                what: "stacked matrices",
+                expected: 1,
+                got: 0,
+            });
+        };
+        let (kind, cols) = (first.kind, first.cols);
+        let mut rows = 0;
+        let mut out = Vec::new();
+        for m in parts {
+            if m.kind != kind || m.cols != cols {
+                return Err(KernelError::StackMismatch {
+                    first: kind,
+                    first_cols: cols,
+                    other: m.kind,
+                    other_cols: m.cols,
+                });
+            }
+            out.extend(m.parts.iter().map(|p| Part {
+                first: rows + p.first,
+                bytes: p.bytes.clone(),
+            }));
+            rows += m.rows;
+        }
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            parts: out,
         })
     }
 
@@ -161,12 +209,25 @@ impl QMatrix {
 
     /// Bytes of weight data.
     pub fn size_bytes(&self) -> usize {
-        self.data.len()
+        self.parts.iter().map(|p| p.bytes.len()).sum()
     }
 
-    /// The raw ggml blocks, row after row.
-    pub fn data(&self) -> &[u8] {
-        &self.data
+    /// The raw ggml blocks, row after row (copied only when the matrix is stacked
+    /// from several parts).
+    pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.parts.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(&one.bytes),
+            parts => std::borrow::Cow::Owned(
+                parts.iter().flat_map(|p| p.bytes.iter().copied()).collect(),
+            ),
+        }
+    }
+
+    /// The part holding `row`, and `row`'s index within it.
+    fn part_of(&self, row: usize) -> (&[u8], usize) {
+        let i = self.parts.partition_point(|p| p.first <= row) - 1;
+        let p = &self.parts[i];
+        (&p.bytes, row - p.first)
     }
 
     /// Bytes of one row.
@@ -190,7 +251,8 @@ impl QMatrix {
             });
         }
         let rb = self.row_bytes();
-        reference::dequantize_row(self.kind, &self.data[row * rb..(row + 1) * rb], out)
+        let (bytes, at) = self.part_of(row);
+        reference::dequantize_row(self.kind, &bytes[at * rb..(at + 1) * rb], out)
     }
 
     /// `out[i*rows + j] = dot(x[i*cols..(i+1)*cols], W[j])` for `i` in `0..m`: `x` is
@@ -368,16 +430,41 @@ impl QMatrix {
         let n_tasks = rows.div_ceil(chunk);
         let outp = SyncPtr(out.as_mut_ptr());
         let kind = self.kind;
-        let data = &self.data[range.start * rb..range.end * rb];
+        // Each part's bytes and the rows of `range` it holds (relative to the range).
+        let segments: Vec<(usize, usize, &[u8])> = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let end = self.parts.get(i + 1).map_or(self.rows, |n| n.first);
+                let (lo, hi) = (p.first.max(range.start), end.min(range.end));
+                (lo < hi).then(|| {
+                    (
+                        lo - range.start,
+                        hi - range.start,
+                        &p.bytes[(lo - p.first) * rb..(hi - p.first) * rb],
+                    )
+                })
+            })
+            .collect();
         let task = |t: usize| {
             let r0 = t * chunk;
             let r1 = (r0 + chunk).min(rows);
             let mut res = [0f32; 4 * ACT_TILE];
             for a0 in (0..m).step_by(ACT_TILE) {
                 let n = (m - a0).min(ACT_TILE);
-                for r in (r0..r1).step_by(4) {
-                    let nr = (r1 - r).min(4);
-                    let w = &data[r * rb..(r + nr) * rb];
+                let mut r = r0;
+                let mut seg = segments.partition_point(|s| s.1 <= r);
+                while r < r1 {
+                    let Some(&(s0, s1, data)) = segments.get(seg) else {
+                        break;
+                    };
+                    if r >= s1 {
+                        seg += 1;
+                        continue;
+                    }
+                    let nr = (r1.min(s1) - r).min(4);
+                    let w = &data[(r - s0) * rb..(r - s0 + nr) * rb];
                     block_dots(backend, kind, w, rb, nr, &acts, a0, n, &mut res[..nr * n]);
                     for ri in 0..nr {
                         for i in 0..n {
@@ -386,6 +473,7 @@ impl QMatrix {
                             unsafe { *outp.get().add((a0 + i) * rows + r + ri) = res[ri * n + i] };
                         }
                     }
+                    r += nr;
                 }
             }
         };

@@ -29,7 +29,7 @@ fn norm(v: &[f32]) -> f64 {
 /// Max over outputs of `|got - want| / (|w_j| |x_i|)`.
 fn worst_error(w: &QMatrix, x: &[f32], m: usize, got: &[f32]) -> f64 {
     let (rows, cols) = (w.rows(), w.cols());
-    let wd = dequantize(w.kind(), rows, cols, w.data()).unwrap();
+    let wd = dequantize(w.kind(), rows, cols, &w.data()).unwrap();
     let mut worst = 0f64;
     for i in 0..m {
         let xi = &x[i * cols..(i + 1) * cols];
@@ -95,7 +95,7 @@ fn backends_agree_on_integer_sums() {
         let cols = cols_for(kind)[1];
         let (rows, m) = (19, 5);
         let w = random_matrix(kind, rows, cols, 42);
-        let wd = dequantize(kind, rows, cols, w.data()).unwrap();
+        let wd = dequantize(kind, rows, cols, &w.data()).unwrap();
         let x = Rng::new(9).vec(m * cols);
         let mut a = vec![0f32; m * rows];
         let mut b = vec![0f32; m * rows];
@@ -232,4 +232,53 @@ fn bad_shapes_are_errors() {
     assert!(w.dequantize_row(4, &mut row).is_err());
     assert!(w.dequantize_row(3, &mut row[..10]).is_err());
     w.dequantize_row(3, &mut row).unwrap();
+}
+
+/// A matrix stacked from parts (no copy) multiplies bit-identically to the same rows
+/// stored in one buffer, for every kind, `m`, backend and row sub-range.
+#[test]
+fn stacked_parts_equal_one_buffer() {
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        let cols = cols_for(kind)[0];
+        let parts = [
+            random_matrix(kind, 13, cols, 1),
+            random_matrix(kind, 6, cols, 2),
+            random_matrix(kind, 9, cols, 3),
+        ];
+        let stacked = QMatrix::stack(&parts).unwrap();
+        let whole = QMatrix::new(kind, 28, cols, stacked.data().into_owned()).unwrap();
+        assert_eq!(stacked.rows(), 28);
+        for backend in backends() {
+            for m in [1, 3, 17] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let mut a = vec![0f32; m * 28];
+                let mut b = vec![0f32; m * 28];
+                stacked
+                    .matmul_with(backend, &pool, 2, &x, m, &mut a)
+                    .unwrap();
+                whole.matmul_with(backend, &pool, 2, &x, m, &mut b).unwrap();
+                assert_eq!(a, b, "{kind} {backend:?} m={m}");
+                let mut c = vec![0f32; m * 10];
+                let mut d = vec![0f32; m * 10];
+                stacked
+                    .matmul_rows(11..21, &pool, 2, &x, m, &mut c)
+                    .unwrap();
+                whole.matmul_rows(11..21, &pool, 2, &x, m, &mut d).unwrap();
+                assert_eq!(c, d, "{kind} rows 11..21 m={m}");
+            }
+        }
+        let mut row = vec![0f32; cols];
+        let mut want = vec![0f32; cols];
+        stacked.dequantize_row(20, &mut row).unwrap();
+        whole.dequantize_row(20, &mut want).unwrap();
+        assert_eq!(row, want);
+    }
+    let mismatched = [
+        random_matrix(QuantKind::Q8_0, 2, 64, 1),
+        random_matrix(QuantKind::Q4_0, 2, 64, 1),
+    ];
+    assert!(QMatrix::stack(&mismatched).is_err());
 }

@@ -156,6 +156,8 @@ impl Batcher {
     pub(crate) fn run(mut self, jobs: mpsc::Receiver<Work>) {
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
+                // Idle: what the busy spell allocated goes back to the OS.
+                crate::memory::return_freed_memory();
                 match jobs.recv() {
                     Ok(work) => self.take(work),
                     Err(_) => return,

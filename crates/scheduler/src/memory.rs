@@ -26,6 +26,17 @@ pub fn available_bytes() -> Option<u64> {
     parse_mem_available(&info)
 }
 
+/// Give the memory the allocator holds free back to the OS. glibc keeps freed heap
+/// pages (and raises its mmap threshold after big frees), so without this a server's RSS
+/// stays at its busiest level after the load is gone or a model is unloaded.
+pub(crate) fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory that is already free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn parse_mem_available(info: &str) -> Option<u64> {
     info.lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))

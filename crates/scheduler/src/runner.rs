@@ -54,7 +54,11 @@ impl Runner {
         let batcher = Batcher::new(model.clone(), limits, pending, running.clone());
         std::thread::Builder::new()
             .name("wick-batcher".into())
-            .spawn(move || batcher.run(rx))
+            .spawn(move || {
+                batcher.run(rx);
+                // The model is gone (unloaded): its memory goes back to the OS.
+                crate::memory::return_freed_memory();
+            })
             .map_err(|e| SchedError::Load(format!("cannot start runner thread: {e}")))?;
         Ok(Self {
             model,

@@ -72,11 +72,9 @@ impl Projections {
         }
         let rows: Vec<usize> = parts.iter().map(|p| p.w.rows()).collect();
         let total: usize = rows.iter().sum();
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.w.size_bytes()).sum());
         let any_bias = parts.iter().any(|p| p.bias.is_some());
         let mut bias = Vec::with_capacity(if any_bias { total } else { 0 });
         for p in &parts {
-            data.extend_from_slice(p.w.data());
             if any_bias {
                 match &p.bias {
                     Some(b) if b.len() == p.w.rows() => bias.extend_from_slice(b),
@@ -91,8 +89,10 @@ impl Projections {
                 }
             }
         }
-        drop(parts);
-        let w = QMatrix::new(kind, total, cols, data)
+        // The parts' rows side by side without copying them (they may be pages of the
+        // mapped model file).
+        let matrices: Vec<QMatrix> = parts.into_iter().map(|p| p.w).collect();
+        let w = QMatrix::stack(&matrices)
             .map_err(|e| EngineError::InvalidModel(format!("stacking weights: {e}")))?;
         Ok(Projections::Stacked {
             linear: Linear {
