@@ -135,3 +135,36 @@ fn deleting_a_copy_keeps_the_loaded_original_and_deleting_the_last_name_unloads(
     let (_, ps) = s.get("/api/ps");
     assert_eq!(ps["models"].as_array().map(Vec::len), Some(0), "{ps}");
 }
+
+#[test]
+fn a_model_file_truncated_under_the_loaded_model_changes_nothing() {
+    let s = Server::with_smollm2();
+    let ask = || {
+        let (status, r) = s
+            .post(
+                "/api/generate",
+                &json!({"model": SMOLLM2, "prompt": "The capital of France is", "stream": false,
+                        "options": {"temperature": 0, "num_predict": 12}}),
+            )
+            .expect("generate");
+        assert_eq!(status, 200, "{r}");
+        r["response"].as_str().expect("response").to_string()
+    };
+    let before = ask();
+    // The GGUF is the largest blob; opening it for writing waits for wick to copy the
+    // mapped bytes privately.
+    let blob = std::fs::read_dir(s.store.path().join("blobs"))
+        .expect("blobs")
+        .filter_map(Result::ok)
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("a blob")
+        .path();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&blob)
+        .expect("truncate the model file");
+    assert_eq!(std::fs::metadata(&blob).expect("meta").len(), 0);
+    assert_eq!(ask(), before, "the loaded model answers as before");
+    s.assert_alive();
+}
