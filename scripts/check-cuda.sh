@@ -102,8 +102,12 @@ stub_lib() { # name, file with one symbol a line
   gcc -shared -fPIC -o "$STUBS/lib$name.so" -Wl,-soname,"lib$name.so" "$STUBS/$name.c"
   log "stub lib$name.so: $(sort -u "$symbols" | wc -l) functions"
 }
-gcc -E -P -D__CUDA_API_VERSION_INTERNAL=0 -I"$CUDA_HOME/include" "$CUDA_HOME/include/cuda.h" \
-  | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | tr -d ' (' >"$STUBS/cuda.syms"
+# Both spellings: the header renames most functions to their `_v2` versions unless
+# __CUDA_API_VERSION_INTERNAL is defined.
+for internal in "" -D__CUDA_API_VERSION_INTERNAL; do
+  gcc -E -P $internal -I"$CUDA_HOME/include" "$CUDA_HOME/include/cuda.h" \
+    | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | tr -d ' ('
+done >"$STUBS/cuda.syms"
 grep -ohE '^pub unsafe fn cu[A-Z][A-Za-z0-9_]*' "$cudarc_src/src/driver/sys/mod.rs" \
   | sed 's/^pub unsafe fn //' >>"$STUBS/cuda.syms"
 stub_lib cuda "$STUBS/cuda.syms"

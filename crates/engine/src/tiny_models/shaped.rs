@@ -76,7 +76,10 @@ pub fn write_shaped(shape: &str, vocab_source: &Path, out: &Path) -> Result<()> 
 
 /// As [`write_shaped`], for any shape (the tests use a small one).
 pub fn write_shape(s: &Shape, vocab_source: &Path, out: &Path) -> Result<()> {
-    if s.n_head == 0 || s.n_embd % s.n_head != 0 || s.n_embd % Q4K_BLOCK_WEIGHTS != 0 {
+    if s.n_head == 0
+        || !s.n_embd.is_multiple_of(s.n_head)
+        || !s.n_embd.is_multiple_of(Q4K_BLOCK_WEIGHTS)
+    {
         return Err(EngineError::InvalidModel(format!(
             "shape {}: n_embd must divide by n_head and by 256",
             s.name
@@ -109,7 +112,7 @@ impl Builder {
         gain: f32,
     ) -> Result<()> {
         let (rows, cols) = match shape {
-            [rows, cols] if cols % Q4K_BLOCK_WEIGHTS == 0 => (*rows, *cols),
+            [rows, cols] if cols.is_multiple_of(Q4K_BLOCK_WEIGHTS) => (*rows, *cols),
             _ => {
                 return Err(EngineError::InvalidModel(format!(
                     "{name}: a Q4_K matrix needs two dimensions, the inner a multiple of 256, not {shape:?}"
