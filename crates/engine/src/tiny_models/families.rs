@@ -352,6 +352,26 @@ fn llama(b: &mut Builder, llama3: bool) -> Result<()> {
     blocks(b, PLAIN)
 }
 
+/// A llama of realistic size for benchmarks ([`super::shaped`]): Llama 3's rope base,
+/// its own output matrix, every matrix the next one `b` makes (random Q4_K there).
+pub(super) fn llama_shaped(b: &mut Builder, context: usize) -> Result<()> {
+    header(b, "llama");
+    base_keys(b, context, 1e-5);
+    b.key_f32("rope.freq_base", 500_000.0);
+    b.key_u32("rope.dimension_count", b.dims.head_dim);
+    b.key_u32("vocab_size", b.dims.n_vocab);
+    let d = b.dims;
+    // Embedding rows of spread ~1 (the first norm rescales them anyway).
+    b.matrix(
+        "token_embd.weight",
+        &[d.n_vocab, d.n_embd],
+        (d.n_embd as f32).sqrt(),
+    )?;
+    norm(b, "output_norm.weight", d.n_embd, 1.0)?;
+    b.matrix("output.weight", &[d.n_vocab, d.n_embd], LOGIT_STD)?;
+    blocks(b, PLAIN)
+}
+
 fn qwen2(b: &mut Builder) -> Result<()> {
     header(b, "qwen2");
     base_keys(b, 32768, 1e-6);

@@ -15,6 +15,9 @@
 //! gets a detail wrong shows it in the top-1 token, not only in the fourth decimal.
 
 mod families;
+mod shaped;
+
+pub use shaped::{write_shape, write_shaped, Shape, SHAPES};
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -94,6 +97,9 @@ pub(crate) struct Builder {
     rng: Rng,
     /// Index into [`MATRIX_KINDS`], advanced by every quantized matrix.
     next_kind: usize,
+    /// Every matrix as random Q4_K blocks made directly (no f32 values to quantize),
+    /// for the benchmark shapes of [`shaped`].
+    random_q4k: bool,
 }
 
 /// The quantized kinds the weight matrices cycle through (all have wick kernels).
@@ -130,6 +136,7 @@ impl Builder {
             tensors: Vec::new(),
             rng: Rng::new(seed_of(family)),
             next_kind: 0,
+            random_q4k: false,
         }
     }
 
@@ -184,6 +191,9 @@ impl Builder {
     /// A weight matrix (or a stack of expert matrices, `shape` of rank 3) with entries
     /// of standard deviation `gain / sqrt(fan_in)`, in the next kind of the cycle.
     pub fn matrix(&mut self, name: &str, shape: &[usize], gain: f32) -> Result<()> {
+        if self.random_q4k {
+            return self.random_q4k_matrix(name, shape, gain);
+        }
         let kind = if std::env::var_os("TINY_F32").is_some() {
             GgmlDType::F32
         } else {
