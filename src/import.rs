@@ -10,9 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
+use wick_store::modelfile;
 
 use crate::client::Client;
-use crate::modelfile;
 use crate::CliError;
 
 const CHUNK: usize = 1 << 20;

@@ -8,7 +8,6 @@ mod host;
 mod import;
 mod listen;
 mod logging;
-mod modelfile;
 mod repl;
 mod serve;
 

@@ -17,8 +17,10 @@ mod digest;
 mod error;
 mod gojson;
 mod manifest;
+pub mod modelfile;
 mod name;
 mod ops;
+mod options;
 mod store;
 
 pub use blob::BlobWriter;
@@ -33,4 +35,5 @@ pub use manifest::{
 };
 pub use name::{ModelName, DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG};
 pub use ops::PruneReport;
+pub use options::{option_kind, OptionKind, KNOWN_OPTIONS};
 pub use store::{ListedModel, ResolvedModel, Store};

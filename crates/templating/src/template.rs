@@ -15,6 +15,11 @@ use crate::types::{Message, Tool};
 
 const NAME: &str = "chat_template";
 
+/// The most instructions one render may run: far above what a real chat template
+/// needs for a long conversation, and a bound on templates that loop for ever
+/// (`{% for a in range(100000) %}{% for b in range(100000) %}...`).
+const MAX_FUEL: u64 = 20_000_000;
+
 /// What one render of a chat template sees.
 #[derive(Debug, Clone, Default)]
 pub struct ChatContext<'a> {
@@ -93,6 +98,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(MAX_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_filter("tojson", tojson_filter);
@@ -240,6 +246,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, TemplateError::Render(_)), "{err}");
+    }
+
+    #[test]
+    fn endless_loops_run_out_of_fuel() {
+        let src = "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}";
+        let err = render(src, &[]).unwrap_err();
+        assert!(matches!(err, TemplateError::Render(_)), "{err}");
+        assert!(err.to_string().contains("fuel"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! case-insensitive, `#` starts a comment line, values may be `"quoted"` or
 //! `"""multi-line"""`, and `PARAMETER` values are typed by the option they set.
 
+use crate::options::{option_kind, OptionKind};
 use serde_json::{Map, Value};
-use wick_api::options::{option_kind, OptionKind};
 
 /// Parameters Ollama removed: accepted with a warning and dropped.
 const DEPRECATED_PARAMETERS: &[&str] = &[
