@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
@@ -173,7 +174,14 @@ impl ChatTemplate {
             vars.insert("enable_thinking", Value::from(think));
         }
         let template = self.env.get_template(NAME).map_err(render_error)?;
-        template.render(vars).map_err(render_error)
+        // minijinja 2.24 panics on some templates (`''[::-1]` indexes an empty string,
+        // found by the `jinja_template` fuzz target). A template is input: a panic in
+        // the engine is this render's error, not a dead request.
+        let rendered = std::panic::catch_unwind(AssertUnwindSafe(|| template.render(vars)))
+            .map_err(|_| {
+                TemplateError::Render("the template engine failed on this template".into())
+            })?;
+        rendered.map_err(render_error)
     }
 }
 
@@ -254,6 +262,18 @@ mod tests {
         let err = render(src, &[]).unwrap_err();
         assert!(matches!(err, TemplateError::Render(_)), "{err}");
         assert!(err.to_string().contains("fuel"), "{err}");
+    }
+
+    /// Found by the `jinja_template` fuzz target: minijinja panicked reversing an empty
+    /// string.
+    #[test]
+    fn engine_panics_are_render_errors() {
+        let err = render(
+            "{% for m in messages %}{{ m.content[::-1] }}{% endfor %}",
+            &[Message::new("user", "")],
+        )
+        .unwrap_err();
+        assert!(matches!(err, TemplateError::Render(_)), "{err}");
     }
 
     #[test]
