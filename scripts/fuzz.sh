@@ -56,7 +56,7 @@ for t in "${TARGETS[@]}"; do
     fi
     dict=()
     [ -f "$FUZZ/dicts/$t.dict" ] && dict=("-dict=$FUZZ/dicts/$t.dict")
-    before=$(find "$artifacts" -type f | wc -l)
+    before=$(find "$artifacts" -type f \( -name "crash-*" -o -name "oom-*" -o -name "timeout-*" -o -name "leak-*" \) | wc -l)
     echo "fuzz.sh: $t for ${SECONDS_PER_TARGET}s (log: ${log#"$ROOT"/})"
     status=0
     # shellcheck disable=SC2086
@@ -66,7 +66,7 @@ for t in "${TARGETS[@]}"; do
         -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
         -artifact_prefix="$artifacts/" \
         -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?
-    after=$(find "$artifacts" -type f | wc -l)
+    after=$(find "$artifacts" -type f \( -name "crash-*" -o -name "oom-*" -o -name "timeout-*" -o -name "leak-*" \) | wc -l)
     crashes=$((after - before))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)

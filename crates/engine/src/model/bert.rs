@@ -115,7 +115,7 @@ impl EncoderConfig {
             ));
         }
         Ok(Self {
-            n_layer: gguf.get_u32(&key("block_count"))? as usize,
+            n_layer: super::decoder_spec::block_count(gguf, arch)?,
             n_embd,
             n_head,
             head_dim,

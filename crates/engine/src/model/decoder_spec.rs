@@ -86,7 +86,7 @@ impl DecoderSpec {
             return Err(EngineError::UnsupportedArchitecture(arch.to_string()));
         }
         let key = |k: &str| format!("{arch}.{k}");
-        let n_layer = gguf.get_u32(&key("block_count"))? as usize;
+        let n_layer = block_count(gguf, arch)?;
         let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
         let n_kv_head = gguf
             .get_u32(&key("attention.head_count_kv"))
@@ -241,6 +241,20 @@ impl DecoderSpec {
     }
 }
 
+/// `<arch>.block_count`, refused when the file cannot hold that many layers (each has
+/// tensors of its own): a header must not make the loader allocate per-layer state for
+/// billions of layers.
+pub(crate) fn block_count(gguf: &GgufFile, arch: &str) -> Result<usize> {
+    let n_layer = gguf.get_u32(&format!("{arch}.block_count"))? as usize;
+    let tensors = gguf.content.tensor_infos.len();
+    if n_layer > tensors {
+        return Err(EngineError::InvalidModel(format!(
+            "{n_layer} layers declared but the file has only {tensors} tensors"
+        )));
+    }
+    Ok(n_layer)
+}
+
 /// The linear rope scaling factor, if the file declares one; other scaling kinds are
 /// refused rather than silently ignored.
 fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<f32>> {
@@ -275,5 +289,36 @@ fn sliding_pattern(gguf: &GgufFile, key: &str, n_layer: usize) -> Option<Vec<boo
             let period = value_as_u64(other)? as usize;
             (period > 0).then(|| (0..n_layer).map(|il| il % period < period - 1).collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF with `metadata` and no tensors, opened.
+    fn header_only(metadata: &[(&str, Value)]) -> (tempfile::NamedTempFile, GgufFile) {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        candle_core::quantized::gguf_file::write(file.as_file_mut(), &refs, &[]).expect("write");
+        let gguf = GgufFile::open(file.path()).expect("open");
+        (file, gguf)
+    }
+
+    /// Seen with the `gguf_reader` fuzz target: a 150-byte header declaring u32::MAX
+    /// layers made the spec allocate a flag per layer (4 GB) before any tensor was read.
+    #[test]
+    fn more_layers_than_tensors_is_refused() {
+        let (_file, gguf) = header_only(&[
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(u32::MAX)),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.embedding_length", Value::U32(8)),
+        ]);
+        let Err(err) = DecoderSpec::from_gguf(&gguf, "llama") else {
+            panic!("a header with more layers than tensors was accepted");
+        };
+        assert!(matches!(err, EngineError::InvalidModel(_)), "{err}");
+        assert!(err.to_string().contains("layers"), "{err}");
     }
 }
