@@ -258,4 +258,20 @@ fn go_templates_are_rendered_as_ollama_renders_them() {
             .is_some_and(|e| e.starts_with("\"template\"")),
         "{r}"
     );
+    // A request's template is Go, as in Ollama: Jinja is code only an installed model
+    // brings, so `{{ messages }}` is an undefined Go function, not a Jinja render.
+    let (status, r) = s
+        .post(
+            "/api/generate",
+            &json!({"model": SMOLLM2, "prompt": "x",
+                    "template": "{% for m in messages %}{{ m.content }}{% endfor %}"}),
+        )
+        .expect("generate");
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("\"template\"")),
+        "{r}"
+    );
 }

@@ -135,22 +135,31 @@ impl Template {
 
 /// Compiled templates by source, so a chat does not recompile its template each turn.
 #[derive(Clone, Default)]
-pub(crate) struct TemplateCache(Arc<Mutex<HashMap<String, Template>>>);
+pub(crate) struct TemplateCache(Arc<Mutex<HashMap<(bool, String), Template>>>);
 
 const CACHE_CAPACITY: usize = 32;
 
 impl TemplateCache {
-    fn get(&self, source: &str) -> Result<Template> {
+    /// The compiled template for `source`. `request` marks a request's own `template`
+    /// field, which is always Go as in Ollama: Jinja is code that only installed models
+    /// bring (minijinja bounds its instructions but not its memory, so a template that
+    /// doubles a string in a loop is trusted content, never a request's).
+    fn get(&self, source: &str, request: bool) -> Result<Template> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = map.get(source) {
+        let key = (request, source.to_string());
+        if let Some(t) = map.get(&key) {
             return Ok(t.clone());
         }
-        let t =
-            Template::compile(source).map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
+        let compiled = if request {
+            GoTemplate::parse(source).map(|t| Template::Go(Arc::new(t)))
+        } else {
+            Template::compile(source)
+        };
+        let t = compiled.map_err(|e| ApiError::bad(format!("\"template\": {e}")))?;
         if map.len() >= CACHE_CAPACITY {
             map.clear();
         }
-        map.insert(source.to_string(), t.clone());
+        map.insert(key, t.clone());
         Ok(t)
     }
 }
@@ -191,12 +200,11 @@ pub(crate) fn choose(
     layer: Option<&str>,
     gguf: Option<&str>,
 ) -> Result<Option<Template>> {
-    match [request, layer, gguf]
-        .into_iter()
-        .flatten()
-        .find(|s| !s.is_empty())
-    {
-        Some(src) => cache.get(src).map(Some),
+    if let Some(src) = request.filter(|s| !s.is_empty()) {
+        return cache.get(src, true).map(Some);
+    }
+    match [layer, gguf].into_iter().flatten().find(|s| !s.is_empty()) {
+        Some(src) => cache.get(src, false).map(Some),
         None => Ok(None),
     }
 }

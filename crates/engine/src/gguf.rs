@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Cursor};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
@@ -33,6 +34,17 @@ pub struct GgufFile {
     bytes: Option<Arc<ModelFile>>,
 }
 
+/// The product of a header's dims, or `None` where it overflows.
+fn checked_elem_count(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// How many bytes a tensor's blocks take, or `None` where the header's dims overflow.
+fn tensor_bytes(info: &TensorInfo) -> Option<usize> {
+    let blocks = checked_elem_count(info.shape.dims())? / info.ggml_dtype.block_size();
+    blocks.checked_mul(info.ggml_dtype.type_size())
+}
+
 impl GgufFile {
     /// Open and parse the header. A truncated or corrupt file is an `InvalidModel` error.
     pub fn open(path: &Path) -> Result<Self> {
@@ -42,19 +54,27 @@ impl GgufFile {
         })?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut reader = BufReader::new(&file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", path.display())))?;
+        let invalid =
+            |what: String| EngineError::InvalidModel(format!("{}: {what}", path.display()));
+        // candle's reader divides by `general.alignment` unchecked; a panic in the header
+        // parser is a broken file, never a dead request.
+        let content = std::panic::catch_unwind(AssertUnwindSafe(|| Content::read(&mut reader)))
+            .map_err(|_| invalid("malformed GGUF header".to_string()))?
+            .map_err(|e| invalid(e.to_string()))?;
         // Every tensor must lie inside the file: catches truncated downloads before we
-        // try to read them.
+        // try to read them. The arithmetic is checked: the header is untrusted.
         for (name, info) in content.tensor_infos.iter() {
-            let elems = info.shape.elem_count();
-            let block = info.ggml_dtype.block_size();
-            let bytes = elems / block * info.ggml_dtype.type_size();
-            let end = content.tensor_data_offset + info.offset + bytes as u64;
-            if end > file_len {
-                return Err(EngineError::InvalidModel(format!(
-                    "{}: tensor '{name}' extends past the end of the file (truncated?)",
-                    path.display()
+            let end = tensor_bytes(info)
+                .and_then(|bytes| u64::try_from(bytes).ok())
+                .and_then(|bytes| {
+                    content
+                        .tensor_data_offset
+                        .checked_add(info.offset)?
+                        .checked_add(bytes)
+                });
+            if end.is_none_or(|end| end > file_len) {
+                return Err(invalid(format!(
+                    "tensor '{name}' extends past the end of the file (truncated?)"
                 )));
             }
         }
@@ -105,15 +125,19 @@ impl GgufFile {
             .ok_or_else(|| EngineError::InvalidModel(format!("missing tensor '{name}'")))?;
         let dtype = info.ggml_dtype;
         let dims = info.shape.dims().to_vec();
-        let elems = info.shape.elem_count();
+        let elems = checked_elem_count(info.shape.dims()).unwrap_or(usize::MAX);
         if !elems.is_multiple_of(dtype.block_size()) {
             return Err(EngineError::InvalidModel(format!(
                 "tensor '{name}': {elems} values do not fill whole {dtype:?} blocks"
             )));
         }
-        let len = elems / dtype.block_size() * dtype.type_size();
-        let at =
-            usize::try_from(self.content.tensor_data_offset + info.offset).unwrap_or(usize::MAX);
+        let len = tensor_bytes(info).unwrap_or(usize::MAX);
+        let at = self
+            .content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|at| usize::try_from(at).ok())
+            .unwrap_or(usize::MAX);
         let bytes = self.bytes()?;
         let data = at
             .checked_add(len)
@@ -204,5 +228,41 @@ pub fn value_to_json(v: &Value, max_array: usize) -> serde_json::Value {
                 J::Array(items.iter().map(|i| value_to_json(i, max_array)).collect())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regression(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/gguf_reader")
+            .join(name)
+    }
+
+    #[test]
+    fn zero_alignment_is_a_broken_file_not_a_panic() {
+        let err = GgufFile::open(&regression("alignment-zero.gguf")).err();
+        assert!(
+            matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("malformed")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_tensor_offset_that_wraps_is_refused_at_open() {
+        let err = GgufFile::open(&regression("tensor-end-wraps.gguf")).err();
+        assert!(
+            matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("past the end")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn overflowing_dims_have_no_element_count() {
+        assert_eq!(checked_elem_count(&[usize::MAX, 2]), None);
+        assert_eq!(checked_elem_count(&[3, 4]), Some(12));
+        assert_eq!(checked_elem_count(&[]), Some(1));
     }
 }

@@ -254,7 +254,18 @@ impl State<'_> {
             values.push(self.arg(arg, dot)?);
         }
         values.extend(piped);
-        funcs::call(name, &values)
+        // Values held in variables never reach `out`, so a loop doubling a string in a
+        // variable would outgrow memory before the output limit saw it: a function's
+        // inputs and its result are held to the same limit.
+        let input: usize = values.iter().map(Value::text_len).sum();
+        if input > MAX_OUTPUT {
+            return Err(exec_err(format!("{name}: arguments exceed the size limit")));
+        }
+        let result = funcs::call(name, &values)?;
+        if result.text_len() > MAX_OUTPUT {
+            return Err(exec_err(format!("{name}: result exceeds the size limit")));
+        }
+        Ok(result)
     }
 
     fn arg(&mut self, arg: &Arg, dot: &Value) -> Result<Value, TemplateError> {
@@ -329,5 +340,29 @@ fn describe(arg: &Arg) -> String {
         Arg::Const(v) => printed(v),
         Arg::Func(name) => name.clone(),
         Arg::Pipe(_) | Arg::Chain(..) => "(pipeline)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse;
+    use super::*;
+
+    fn run(src: &str) -> Result<String, TemplateError> {
+        let tree = parse(src)?;
+        execute(&tree, &tree.root, &Value::Nil)
+    }
+
+    #[test]
+    fn a_string_doubled_in_a_variable_hits_the_size_limit() {
+        let src = r#"{{$s := "xxxxxxxxxxxxxxxx"}}{{range 40}}{{$s = printf "%s%s" $s $s}}{{end}}{{len $s}}"#;
+        let err = run(src).unwrap_err().to_string();
+        assert!(err.contains("size limit"), "{err}");
+    }
+
+    #[test]
+    fn strings_within_the_limit_still_double() {
+        let src = r#"{{$s := "ab"}}{{range 3}}{{$s = printf "%s%s" $s $s}}{{end}}{{len $s}}"#;
+        assert_eq!(run(src).unwrap(), "16");
     }
 }

@@ -148,6 +148,15 @@ impl From<Struct> for Value {
 }
 
 impl Value {
+    /// The bytes of text this value carries itself (a string's length, 0 otherwise):
+    /// what the executor's size limits count.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Value::Str(s) => s.len(),
+            _ => 0,
+        }
+    }
+
     /// A list of strings (Go `[]string`); `None` is a nil slice.
     pub fn strings(items: Option<&[String]>) -> Value {
         List {
