@@ -296,15 +296,25 @@ mod tests {
         assert_eq!((kind(&t), t.source()), ("go", "{{ .Prompt }}"));
         let t = choose(
             &cache,
-            Some("{{ messages }}"),
+            Some("[{{ .Prompt }}]"),
             Some("{{ .Prompt }}"),
             Some("x"),
         )
         .unwrap()
         .unwrap();
-        assert_eq!((kind(&t), t.source()), ("jinja", "{{ messages }}"));
-        let e = choose(&cache, Some("{% for %}"), None, None).unwrap_err();
+        assert_eq!((kind(&t), t.source()), ("go", "[{{ .Prompt }}]"));
+        // A request's template is always Go: Jinja is refused, Jinja tags are text.
+        let e = choose(&cache, Some("{{ messages }}"), None, Some("{{ messages }}")).unwrap_err();
         assert!(e.to_string().starts_with("\"template\": "), "{e}");
+        let t = choose(&cache, Some("{% for %}"), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kind(&t), "go");
+        // The same source as a model's Jinja template still renders as Jinja there.
+        let t = choose(&cache, None, None, Some("{{ messages }}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kind(&t), "jinja");
         let e = choose(&cache, Some("{{ if .System }}"), None, None).unwrap_err();
         assert!(e.to_string().starts_with("\"template\": "), "{e}");
     }
