@@ -127,12 +127,14 @@ def fmt_mib(kb: int | None) -> str:
 
 # --------------------------------------------------------------------------- the server
 def _params(model: str, n_ctx: int, n_parallel: int, threads: int, verbosity: int,
-            embedding: bool = False):
+            embedding: bool = False, pooling: int | None = None):
     import xllamacpp
 
     p = xllamacpp.CommonParams()
     if embedding:
         p.embedding = True  # pooling_type stays -1: the GGUF's <arch>.pooling_type
+        if pooling is not None:
+            p.pooling_type = pooling
     p.model.path = str(model)
     p.n_ctx = n_ctx
     p.n_parallel = n_parallel
@@ -157,7 +159,9 @@ class LlamaCppServer:
 
     def __init__(self, model: Path | str, n_ctx: int = 4096, n_parallel: int = 1,
                  threads: int = N_THREADS, in_process: bool = False, verbosity: int = 0,
-                 embedding: bool = False):
+                 embedding: bool = False, pooling: int | None = None):
+        if pooling is not None and not in_process:
+            raise ValueError("pooling is only passed to an in-process server")
         self.model = Path(model)
         self.n_ctx, self.n_parallel, self.threads = n_ctx, n_parallel, threads
         self.embedding = embedding
@@ -174,7 +178,7 @@ class LlamaCppServer:
             import xllamacpp
 
             self.server = xllamacpp.Server(_params(str(self.model), n_ctx, n_parallel,
-                                                   threads, verbosity, embedding))
+                                                   threads, verbosity, embedding, pooling))
             base = self.server.listening_address
             self.version, self.build_info = _version()
             self._set_base(base)

@@ -430,21 +430,68 @@ fn a_full_queue_answers_503_and_the_server_stays_usable() {
 }
 
 #[test]
-fn a_generative_model_does_not_embed() {
+fn a_decoder_model_embeds_as_ollama_does() {
     let s = Server::with_smollm2();
+    // Unit vectors of the decoder's width (SmolLM2: 576), one per input, the same
+    // vector for an input whether it comes alone or beside others; long inputs are cut
+    // to num_ctx like an encoder's.
     let (status, r) = s
-        .post("/api/embed", &json!({"model": SMOLLM2, "input": "hi"}))
+        .post(
+            "/api/embed",
+            &json!({"model": SMOLLM2, "input": ["A man is eating food.", "hi"]}),
+        )
         .expect("embed");
-    assert_eq!(status, 400, "{r}");
-    assert_eq!(
-        r["error"],
-        format!("\"{SMOLLM2}\" does not support embeddings")
+    assert_eq!(status, 200, "{r}");
+    let both = vectors(&r["embeddings"]);
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].len(), 576);
+    assert!((norm(&both[0]) - 1.0).abs() < 1e-5);
+    let (status, r) = s
+        .post(
+            "/api/embed",
+            &json!({"model": SMOLLM2, "input": "A man is eating food."}),
+        )
+        .expect("embed");
+    assert_eq!(status, 200, "{r}");
+    assert!(max_diff(&vectors(&r["embeddings"])[0], &both[0]) < 1e-6);
+    let long = "word ".repeat(1500);
+    let (status, r) = s
+        .post(
+            "/api/embed",
+            &json!({"model": SMOLLM2, "input": long, "options": {"num_ctx": 700}}),
+        )
+        .expect("embed");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["prompt_eval_count"], 700);
+    // The legacy route returns the raw hidden state, as Ollama's runner gives it.
+    let (status, r) = s
+        .post(
+            "/api/embeddings",
+            &json!({"model": SMOLLM2, "prompt": "A man is eating food."}),
+        )
+        .expect("embeddings");
+    assert_eq!(status, 200, "{r}");
+    let raw: Vec<f64> = r["embedding"]
+        .as_array()
+        .expect("embedding")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    let n = norm(&raw);
+    assert!(
+        (n - 1.0).abs() > 1e-3,
+        "the legacy vector is not normalized: {n}"
     );
+    let unit: Vec<f64> = raw.iter().map(|x| x / n).collect();
+    assert!(max_diff(&unit, &both[0]) < 1e-5);
     let (status, r) = s
         .post("/v1/embeddings", &json!({"model": SMOLLM2, "input": "hi"}))
         .expect("v1");
-    assert_eq!(status, 400, "{r}");
-    assert_eq!(r["error"]["type"], "invalid_request_error");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(576)
+    );
 }
 
 #[test]

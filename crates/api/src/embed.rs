@@ -9,7 +9,8 @@
 //! `dimensions` and normalized again. Unlike Ollama, which embeds the inputs of a
 //! request one by one, all of them run in one batched forward pass on the scheduler's
 //! thread for the model. Options other than `num_ctx` and `num_thread` are type-checked
-//! and have no effect on an embedding.
+//! and have no effect on an embedding. A decoder model embeds too, as in Ollama: its
+//! vector is the last token's final-normed hidden state.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wick_scheduler::{EmbedRequest as Job, KeepAlive};
-use wick_store::{ModelName, ResolvedModel};
+use wick_store::ModelName;
 
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
@@ -27,9 +28,6 @@ use crate::options::OptionsPatch;
 use crate::run::{self, Held};
 use crate::wire;
 use crate::AppState;
-
-/// Architectures wick embeds with (sentence encoders).
-const ENCODER_FAMILIES: &[&str] = &["bert", "nomic-bert"];
 
 /// Ollama's message when an input is longer than the context and `truncate` is false.
 pub(crate) const TOO_LONG: &str = "the input length exceeds the context length";
@@ -58,23 +56,11 @@ pub(crate) struct Embedded {
     pub load_duration: Duration,
 }
 
-/// 400 `"x" does not support embeddings` for a model that is not a sentence encoder.
-fn require_embedding(m: &ResolvedModel) -> Result<()> {
-    if !ENCODER_FAMILIES.contains(&m.config.model_family.as_str()) {
-        return Err(ApiError::bad(format!(
-            "\"{}\" does not support embeddings",
-            m.name.display_shortest()
-        )));
-    }
-    Ok(())
-}
-
 /// Find and hold the model, tokenize, and embed every input in one job. An empty
 /// `inputs` only loads the model (Ollama answers an empty input after loading).
 pub(crate) async fn embed_inputs(state: &AppState, call: EmbedCall) -> Result<Embedded> {
     let resolved = models::resolve(state, &call.name).await?;
     let spec = models::spec(&resolved)?;
-    require_embedding(&resolved)?;
     let params = models::params(&resolved)?;
     let held: Held = run::acquire(state, &spec, call.keep_alive, call.started).await?;
     let load_duration = held.load_duration;

@@ -28,6 +28,13 @@ pub struct CpuBatchInput<'a> {
     pub logits: bool,
 }
 
+/// What a forward pass ends with for the rows that want an output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Head {
+    Logits,
+    Hidden,
+}
+
 /// An RMS norm over rows of its weight's length: a whole row, or each head of it.
 type Norm = Vec<f32>;
 
@@ -53,6 +60,10 @@ struct Block {
 /// A loaded decoder: weights only; all sequence state lives in the caches.
 pub struct DecoderModel {
     pub spec: DecoderSpec,
+    /// `<arch>.pooling_type` when the file declares one (llama.cpp's numbering); an
+    /// embedding of a decoder without one is its last token's hidden state, as in
+    /// Ollama.
+    pub pooling_type: Option<u32>,
     embed: QMatrix,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
@@ -115,6 +126,7 @@ impl DecoderModel {
             None
         };
         let output_norm = vector(gguf, "output_norm.weight")?;
+        let pooling_type = gguf.get_u32(&format!("{arch}.pooling_type")).ok();
         let rope_factors = if gguf.has_tensor("rope_freqs.weight") {
             let f = vector(gguf, "rope_freqs.weight")?;
             if f.len() != spec.rope.dims / 2 {
@@ -161,6 +173,7 @@ impl DecoderModel {
             output,
             rope_factors,
             vocab,
+            pooling_type,
             pool: ThreadPool::new(threads.max(1)),
             weights_bytes,
         })
@@ -192,6 +205,26 @@ impl DecoderModel {
         &self,
         batch: &mut [CpuBatchInput],
         threads: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        self.forward_with_head(batch, threads, Head::Logits)
+    }
+
+    /// Like [`Self::forward_batch`], but what the inputs that ask for an output get is
+    /// the last token's final-normed hidden state (what llama.cpp returns as an
+    /// embedding when a decoder has no pooling), not logits.
+    pub fn last_hidden_batch(
+        &self,
+        batch: &mut [CpuBatchInput],
+        threads: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        self.forward_with_head(batch, threads, Head::Hidden)
+    }
+
+    fn forward_with_head(
+        &self,
+        batch: &mut [CpuBatchInput],
+        threads: usize,
+        head: Head,
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.spec;
         let run = Run {
@@ -365,6 +398,15 @@ impl DecoderModel {
         }
         let mut normed = vec![0.0f32; m * d];
         ops::rms_norm(&last, &self.output_norm, c.rms_eps, &mut normed);
+        if head == Head::Hidden {
+            let mut rows = normed.chunks_exact(d);
+            for (slot, item) in results.iter_mut().zip(batch.iter()) {
+                if item.logits {
+                    *slot = rows.next().map(<[f32]>::to_vec);
+                }
+            }
+            return Ok(results);
+        }
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0.0f32; m * self.vocab];
         out.matmul(run.pool, run.threads, &normed, m, &mut logits)

@@ -307,14 +307,86 @@ impl Model {
 
     /// One vector per input, as the model's runner gives it (Ollama's "runner output"):
     /// pooled as the GGUF says, and unit length when the model normalizes its own
-    /// output (`bert`; not `nomic-bert`). Each input is whole: its tokens from
-    /// [`GgufTokenizer::encode_for_embedding`]. All inputs run as one batch.
+    /// output (`bert`; not `nomic-bert`); a decoder's last token's final-normed hidden
+    /// state, as Ollama takes it from llama.cpp. Each input is whole: its tokens from
+    /// [`GgufTokenizer::encode_for_embedding`]. The inputs run batched.
     pub fn embed(&self, inputs: &[&[u32]], threads: usize) -> Result<Vec<Vec<f32>>> {
         match &self.network {
             Network::Encoder(m) => m.embed(inputs, threads),
-            Network::Cpu { .. } | Network::Candle(_) => Err(EngineError::NoEmbeddings),
+            Network::Cpu { model, kv_usage } => decoder_embed(model, kv_usage, inputs, threads),
+            Network::Candle(_) => Err(EngineError::NoEmbeddings),
         }
     }
+}
+
+/// Rows one forward pass of an embedding request takes at most: long inputs run in
+/// chunks through a scratch cache, short ones share a pass.
+const EMBED_CHUNK: usize = 512;
+
+/// A decoder's embeddings, as Ollama takes them from llama.cpp: each input runs through
+/// a scratch KV cache, and its vector is the last token's final-normed hidden state
+/// (llama.cpp's output for a decoder without pooling, or with `last` pooling). Inputs
+/// share forward passes of up to [`EMBED_CHUNK`] rows.
+fn decoder_embed(
+    model: &DecoderModel,
+    usage: &Arc<KvUsage>,
+    inputs: &[&[u32]],
+    threads: usize,
+) -> Result<Vec<Vec<f32>>> {
+    // llama.cpp's numbering: 0 none, 3 last.
+    if let Some(p) = model.pooling_type.filter(|p| ![0, 3].contains(p)) {
+        return Err(EngineError::InvalidRequest(format!(
+            "pooling type {p} is not supported for a decoder model (none and last are)"
+        )));
+    }
+    if let Some(i) = inputs.iter().position(|t| t.is_empty()) {
+        return Err(EngineError::InvalidRequest(format!(
+            "input {i} has no tokens"
+        )));
+    }
+    let c = &model.spec;
+    let mut caches: Vec<CpuKvCache> = inputs
+        .iter()
+        .map(|t| CpuKvCache::new(c.n_layer, c.n_kv_head, c.head_dim, t.len(), usage.clone()))
+        .collect();
+    let mut fed = vec![0usize; inputs.len()];
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+    let mut next = 0;
+    while next < inputs.len() {
+        let mut budget = EMBED_CHUNK;
+        let mut members = Vec::new();
+        let mut i = next;
+        while i < inputs.len() && budget > 0 {
+            let take = (inputs[i].len() - fed[i]).min(budget);
+            budget -= take;
+            members.push((i, fed[i]..fed[i] + take));
+            i += 1;
+        }
+        // The members are consecutive inputs from `next` on.
+        let slots = &mut caches[next..next + members.len()];
+        let mut batch: Vec<CpuBatchInput> = members
+            .iter()
+            .zip(slots.iter_mut())
+            .map(|((idx, span), cache)| CpuBatchInput {
+                tokens: &inputs[*idx][span.clone()],
+                cache,
+                logits: span.end == inputs[*idx].len(),
+            })
+            .collect();
+        let hidden = model.last_hidden_batch(&mut batch, threads)?;
+        for ((idx, span), h) in members.into_iter().zip(hidden) {
+            fed[idx] = span.end;
+            if let Some(h) = h {
+                out[idx] = Some(h);
+            }
+        }
+        while next < inputs.len() && fed[next] == inputs[next].len() {
+            next += 1;
+        }
+    }
+    out.into_iter()
+        .map(|v| v.ok_or_else(|| EngineError::Internal("an input produced no embedding".into())))
+        .collect()
 }
 
 fn network_vocab_mismatch(network: &Network, tokenizer_vocab: usize) -> bool {
