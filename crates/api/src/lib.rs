@@ -26,6 +26,7 @@ mod manage;
 mod models;
 mod openai;
 mod prompt;
+mod registry;
 mod request;
 mod run;
 mod security;
@@ -132,7 +133,7 @@ pub fn app(state: AppState) -> Router {
             head(blobs::head_blob).post(blobs::upload_blob),
         )
         .route("/api/create", post(create::create))
-        .route("/api/pull", post(manage::pull))
+        .route("/api/pull", post(registry::pull::pull))
         .route("/api/push", post(manage::push))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
@@ -142,6 +143,19 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
         .route("/metrics", get(metrics::metrics))
+        .route("/v2/", get(registry::serve::root))
+        .route(
+            "/v2/{namespace}/{model}/manifests/{reference}",
+            get(registry::serve::manifest),
+        )
+        .route(
+            "/v2/{namespace}/{model}/blobs/{digest}",
+            get(registry::serve::blob),
+        )
+        .route(
+            "/v2/{namespace}/{model}/tags/list",
+            get(registry::serve::tags),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: limits, then the key, the host guard, the log line (which

@@ -183,20 +183,11 @@ pub(crate) async fn delete(
     Ok(StatusCode::OK)
 }
 
-/// `/api/pull` and `/api/push`: wick has no registry client yet, and says so rather
-/// than pretending.
-pub(crate) async fn pull() -> ApiError {
-    not_implemented("pulling")
-}
-
+/// `/api/push`: wick has no registry upload yet, and says so rather than pretending.
 pub(crate) async fn push() -> ApiError {
-    not_implemented("pushing")
-}
-
-fn not_implemented(what: &str) -> ApiError {
-    ApiError::NotImplemented(format!(
-        "{what} models is not supported yet: no registry is reachable; import GGUF files with /api/create"
-    ))
+    ApiError::NotImplemented(
+        "pushing models is not supported yet: pull from a wick instead (it serves the registry protocol)".into(),
+    )
 }
 
 #[cfg(test)]

@@ -155,6 +155,114 @@ impl Write for BlobWriter {
     }
 }
 
+/// A blob being downloaded, kept under a fixed name (`blobs/.wick-tmp-partial-<blob>`)
+/// so an interrupted download resumes where it stopped: opening it hashes what is
+/// already there. Committing checks the digest and renames it into place; a mismatch
+/// removes it. Readers never see it (temp-prefixed, swept when stale).
+pub struct PartialBlob {
+    file: fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    written: u64,
+    expected: Digest,
+    dest: PathBuf,
+}
+
+impl PartialBlob {
+    pub(crate) fn open(blobs_dir: &Path, expected: Digest) -> Result<Self> {
+        fs::create_dir_all(blobs_dir).ctx(|| format!("creating {}", blobs_dir.display()))?;
+        let path = blobs_dir.join(format!("{TEMP_PREFIX}partial-{}", expected.file_name()));
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let written = io::copy(&mut file, &mut HashSink(&mut hasher))
+            .ctx(|| format!("reading {}", path.display()))?;
+        Ok(PartialBlob {
+            file,
+            path,
+            hasher,
+            written,
+            dest: blobs_dir.join(expected.file_name()),
+            expected,
+        })
+    }
+
+    /// Bytes already in the file: where a resumed download starts.
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    /// The digest the content must have.
+    pub fn expected(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// Append a chunk.
+    pub fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
+        self.file
+            .write_all(chunk)
+            .ctx(|| format!("writing {}", self.path.display()))?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Start again from nothing (the source cannot resume, or sent other bytes).
+    pub fn restart(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .ctx(|| format!("truncating {}", self.path.display()))?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Verify the digest, fsync and rename into `blobs/sha256-<hex>`. Returns the size.
+    /// On a mismatch the partial file is removed and the store is left unchanged.
+    pub fn commit(self) -> Result<u64> {
+        let got = Digest::from_sha256(self.hasher.finalize().into());
+        if got != self.expected {
+            let _ = fs::remove_file(&self.path);
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected,
+                got,
+            });
+        }
+        self.file
+            .sync_all()
+            .ctx(|| format!("syncing {}", self.path.display()))?;
+        make_readable(&self.file, &self.path)?;
+        let parent = self.dest.parent().unwrap_or(Path::new("."));
+        fs::rename(&self.path, &self.dest).ctx(|| {
+            format!(
+                "renaming {} to {}",
+                self.path.display(),
+                self.dest.display()
+            )
+        })?;
+        sync_dir(parent);
+        Ok(self.written)
+    }
+}
+
+/// Feeds what `io::copy` reads into a hasher.
+struct HashSink<'a>(&'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +333,29 @@ mod tests {
         write_atomic(dir.path(), &dest, b"two").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         assert_eq!(entries(dir.path()), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_partial_blob_resumes_and_commits_only_the_right_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"hello, resumable world";
+        let digest = Digest::of_bytes(data);
+        let mut p = PartialBlob::open(dir.path(), digest.clone()).unwrap();
+        p.write_all(&data[..7]).unwrap();
+        drop(p);
+        let mut p = PartialBlob::open(dir.path(), digest.clone()).unwrap();
+        assert_eq!(p.offset(), 7);
+        p.write_all(&data[7..]).unwrap();
+        assert_eq!(p.commit().unwrap(), data.len() as u64);
+        assert_eq!(fs::read(dir.path().join(digest.file_name())).unwrap(), data);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "the partial file is gone");
+
+        let other = Digest::of_bytes(b"other");
+        let mut p = PartialBlob::open(dir.path(), other.clone()).unwrap();
+        p.write_all(b"not other").unwrap();
+        assert!(matches!(p.commit(), Err(StoreError::DigestMismatch { .. })));
+        assert!(!dir.path().join(other.file_name()).exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

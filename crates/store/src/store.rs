@@ -11,7 +11,7 @@ use chrono::{DateTime, Local};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{self, BlobWriter};
+use crate::blob::{self, BlobWriter, PartialBlob};
 use crate::digest::Digest;
 use crate::error::{IoContext, Result, StoreError};
 use crate::gojson;
@@ -141,6 +141,11 @@ impl Store {
         BlobWriter::new(&self.blobs, expected)
     }
 
+    /// A download of the blob `expected` that resumes where an interrupted one stopped.
+    pub fn partial_blob(&self, expected: Digest) -> Result<PartialBlob> {
+        PartialBlob::open(&self.blobs, expected)
+    }
+
     /// Store a small blob (template, system, params, config…) and return its layer.
     /// Writing is skipped when the blob already exists.
     pub fn write_blob_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Layer> {
@@ -235,7 +240,23 @@ impl Store {
         self.write_manifest_bytes(name, &manifest.to_bytes())
     }
 
-    pub(crate) fn write_manifest_bytes(&self, name: &ModelName, bytes: &[u8]) -> Result<()> {
+    /// `name`'s manifest file as stored (its sha256 is the model's digest), with the
+    /// name in its on-disk case. `NotFound` when there is none.
+    pub fn manifest_bytes(&self, name: &ModelName) -> Result<(Vec<u8>, ModelName)> {
+        let (path, canonical) = self
+            .locate(name)?
+            .ok_or_else(|| StoreError::NotFound(name.as_given().to_string()))?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok((bytes, canonical)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(name.as_given().to_string()))
+            }
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Write manifest bytes as given (a pulled manifest keeps its digest), atomically.
+    pub fn write_manifest_bytes(&self, name: &ModelName, bytes: &[u8]) -> Result<()> {
         let dest = self.write_path(name)?;
         fs::create_dir_all(&self.manifests)
             .ctx(|| format!("creating {}", self.manifests.display()))?;

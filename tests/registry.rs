@@ -1,0 +1,224 @@
+//! One wick pulls from another over the registry protocol: Ollama's progress objects in
+//! order, the pulled model answers, a second pull transfers nothing, a partial download
+//! resumes, and a corrupted blob on the source commits nothing at the destination.
+
+mod common;
+
+use std::path::Path;
+
+use common::{greedy, Server, SMOLLM2};
+use serde_json::{json, Value};
+
+/// The name under which the destination pulls the source's `smollm2:135m`.
+fn remote_name(source: &Server) -> String {
+    let host = source.base.trim_start_matches("http://");
+    format!("{host}/library/smollm2:135m")
+}
+
+fn statuses(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l["status"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("error: {}", l["error"]))
+        })
+        .collect()
+}
+
+/// The model layer (the GGUF) of a store's only manifest for smollm2.
+fn model_blob(store: &Path, source: &Server) -> String {
+    let (status, show) = source
+        .post("/api/show", &json!({"model": SMOLLM2}))
+        .expect("show");
+    assert_eq!(status, 200, "{show}");
+    let manifest = store.join("manifests/registry.ollama.ai/library/smollm2/135m");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifest).expect("manifest")).expect("json");
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["mediaType"] == "application/vnd.ollama.image.model")
+        .and_then(|l| l["digest"].as_str())
+        .expect("model layer")
+        .to_string()
+}
+
+fn blob_file(store: &Path, digest: &str) -> std::path::PathBuf {
+    store.join("blobs").join(digest.replace(':', "-"))
+}
+
+#[test]
+fn a_wick_pulls_from_a_wick() {
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+
+    // The registry side answers the protocol's routes.
+    let (status, v) = source.get("/v2/");
+    assert_eq!(status, 200, "{v}");
+    let (status, tags) = source.get("/v2/library/smollm2/tags/list");
+    assert_eq!(status, 200, "{tags}");
+    assert_eq!(tags["tags"], json!(["135m"]));
+    let (status, err) = source.get("/v2/library/nothing/manifests/latest");
+    assert_eq!(status, 404);
+    assert_eq!(err["errors"][0]["code"], "MANIFEST_UNKNOWN");
+
+    let lines = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    let s = statuses(&lines);
+    assert_eq!(
+        s.first().map(String::as_str),
+        Some("pulling manifest"),
+        "{s:?}"
+    );
+    let tail: Vec<&str> = s[s.len() - 3..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["verifying sha256 digest", "writing manifest", "success"],
+        "{s:?}"
+    );
+    // Every layer reports digest/total/completed, ending complete.
+    let layer_lines: Vec<&Value> = lines.iter().filter(|l| l["digest"].is_string()).collect();
+    assert!(layer_lines.len() >= 2, "{s:?}");
+    for l in &layer_lines {
+        let digest = l["digest"].as_str().unwrap();
+        assert_eq!(l["status"], format!("pulling {}", &digest[7..19]));
+        assert!(l["completed"].as_u64() <= l["total"].as_u64(), "{l}");
+    }
+    let last_of_each = layer_lines
+        .iter()
+        .filter(|l| l["completed"] == l["total"])
+        .count();
+    assert!(last_of_each >= 2, "{s:?}");
+
+    // The same bytes: the model digest equals the source's.
+    let (_, src_tags) = source.get("/api/tags");
+    let (_, dst_tags) = dest.get("/api/tags");
+    assert_eq!(
+        src_tags["models"][0]["digest"], dst_tags["models"][0]["digest"],
+        "{dst_tags}"
+    );
+    assert_eq!(dst_tags["models"][0]["name"], name);
+
+    // The pulled model answers, as the source's does.
+    let ask = |s: &Server, model: &str| {
+        let (status, r) = s
+            .post(
+                "/api/generate",
+                &json!({"model": model, "prompt": "Hello", "stream": false, "options": greedy(8)}),
+            )
+            .expect("generate");
+        assert_eq!(status, 200, "{r}");
+        r["response"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(ask(&dest, &name), ask(&source, SMOLLM2));
+
+    // Pulling again downloads nothing: every layer is complete from its first line.
+    let again = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    for l in again.iter().filter(|l| l["digest"].is_string()) {
+        assert_eq!(l["completed"], l["total"], "{l}");
+    }
+    assert_eq!(again.last().unwrap()["status"], "success");
+
+    // Not streamed: one object.
+    let (status, r) = dest
+        .post(
+            "/api/pull",
+            &json!({"model": name, "insecure": true, "stream": false}),
+        )
+        .expect("pull");
+    assert_eq!((status, r), (200, json!({"status": "success"})));
+
+    // An unknown model: Ollama's message, nothing written.
+    let missing = name.replace("smollm2", "nothing");
+    let lines = dest.stream("/api/pull", &json!({"model": missing, "insecure": true}));
+    assert_eq!(
+        lines.last().unwrap()["error"],
+        "pull model manifest: file does not exist"
+    );
+    let (status, r) = dest
+        .post(
+            "/api/pull",
+            &json!({"model": missing, "insecure": true, "stream": false}),
+        )
+        .expect("pull");
+    assert_eq!(status, 500, "{r}");
+    let (status, r) = dest
+        .post("/api/pull", &json!({"model": "a/../b", "stream": false}))
+        .expect("pull");
+    assert_eq!(status, 400, "{r}");
+    let (status, r) = dest
+        .post(
+            "/api/pull",
+            &json!({"model": name, "insecure": true, "username": "u"}),
+        )
+        .expect("pull");
+    assert_eq!(status, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("username"), "{r}");
+}
+
+#[test]
+fn an_interrupted_pull_resumes_from_its_partial_file() {
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+    let digest = model_blob(source.store.path(), &source);
+    let bytes = std::fs::read(blob_file(source.store.path(), &digest)).expect("blob");
+    // What an interrupted pull leaves: the first part of the blob in its partial file.
+    let half = bytes.len() / 2;
+    let blobs = dest.store.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let partial = blobs.join(format!(".wick-tmp-partial-{}", digest.replace(':', "-")));
+    std::fs::write(&partial, &bytes[..half]).unwrap();
+
+    let lines = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    let first = lines
+        .iter()
+        .find(|l| l["digest"] == digest)
+        .expect("a line for the model layer");
+    assert_eq!(
+        first["completed"], half as u64,
+        "resumes where it stopped: {first}"
+    );
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    assert_eq!(
+        std::fs::read(blob_file(dest.store.path(), &digest)).expect("pulled blob"),
+        bytes
+    );
+    assert!(!partial.exists());
+}
+
+#[test]
+fn a_corrupted_blob_on_the_source_commits_nothing() {
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+    let digest = model_blob(source.store.path(), &source);
+    let path = blob_file(source.store.path(), &digest);
+    let mut bytes = std::fs::read(&path).expect("blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let lines = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    let err = lines.last().unwrap()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.starts_with("digest mismatch"), "{lines:?}");
+    assert!(!blob_file(dest.store.path(), &digest).exists());
+    let (_, tags) = dest.get("/api/tags");
+    assert_eq!(tags["models"], json!([]), "{tags}");
+    // Nothing of the bad download is kept for a resume either.
+    let leftovers: Vec<_> = std::fs::read_dir(dest.store.path().join("blobs"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains(&digest.replace(':', "-"))),
+        "{leftovers:?}"
+    );
+}
