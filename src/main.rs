@@ -8,6 +8,7 @@ mod host;
 mod import;
 mod listen;
 mod logging;
+mod pull;
 mod repl;
 mod serve;
 
@@ -80,6 +81,9 @@ enum Command {
         /// How long to keep the model loaded (e.g. 5m, 1h, -1)
         #[arg(long)]
         keepalive: Option<String>,
+        /// Pull a missing model from an insecure (plain http) registry
+        #[arg(long)]
+        insecure: bool,
     },
     /// Stop (unload) a running model
     Stop { model: String },
@@ -95,8 +99,13 @@ enum Command {
         #[arg(required = true)]
         models: Vec<String>,
     },
-    /// Pull a model from a registry (not supported yet)
-    Pull { model: String },
+    /// Pull a model from a registry
+    Pull {
+        model: String,
+        /// Use an insecure (plain http) registry
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Push a model to a registry (not supported yet)
     Push { model: String },
 }
@@ -150,12 +159,14 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             prompt,
             verbose,
             keepalive,
+            insecure,
         } => {
             let opts = repl::RunOptions {
                 model,
                 prompt,
                 verbose,
                 keep_alive: keepalive,
+                insecure,
             };
             repl::run(&c, opts).await
         }
@@ -164,7 +175,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             file,
             quantize,
         } => import::create(&c, &name, &file, quantize.as_deref()).await,
-        Command::Pull { .. } => Err(client::no_registry("pull")),
+        Command::Pull { model, insecure } => pull::pull(&c, &model, insecure).await,
         Command::Push { .. } => Err(client::no_registry("push")),
     }
 }

@@ -14,6 +14,8 @@ pub struct RunOptions {
     pub prompt: Vec<String>,
     pub verbose: bool,
     pub keep_alive: Option<String>,
+    /// Pull a missing model over plain http.
+    pub insecure: bool,
 }
 
 fn request(opts: &RunOptions, messages: &[Value]) -> Value {
@@ -39,6 +41,20 @@ pub async fn run(c: &Client, opts: RunOptions) -> Result<(), CliError> {
             } else {
                 format!("{prompt}\n\n{piped}")
             };
+        }
+    }
+
+    // A model the server does not have is pulled first, as Ollama's `run` does.
+    let show = c
+        .json(
+            Method::POST,
+            "/api/show",
+            Some(json!({ "model": opts.model })),
+        )
+        .await;
+    if let Err(CliError::Server { message }) = &show {
+        if message.contains("not found") {
+            crate::pull::pull(c, &opts.model, opts.insecure).await?;
         }
     }
 

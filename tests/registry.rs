@@ -222,3 +222,39 @@ fn a_corrupted_blob_on_the_source_commits_nothing() {
         "{leftovers:?}"
     );
 }
+
+#[test]
+fn the_cli_pulls_and_run_pulls_a_missing_model() {
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+    let wick = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+            .args(args)
+            .env("OLLAMA_HOST", &dest.base)
+            .env_remove("WICK_API_KEY")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run wick")
+    };
+    // `run` of a model the server lacks pulls it first, then answers.
+    let out = wick(&["run", "--insecure", &name, "Say hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("pulling manifest") && stderr.contains("success"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    // `pull` of what is there: exit 0; of what is not: Ollama's message, exit 1.
+    let out = wick(&["pull", "--insecure", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wick(&["pull", "--insecure", &name.replace("smollm2", "nothing")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("Error: pull model manifest: file does not exist"));
+}

@@ -88,4 +88,22 @@ try:
 except ollama.ResponseError as e:
     check("unknown model is 404", e.status_code == 404 and "not found" in e.error, e)
 
+# pull, streamed: the server pulls from itself over the registry protocol (it serves
+# /v2/), and the client sees Ollama's progress objects in order
+hostport = host.split("://", 1)[-1].rstrip("/")
+remote = f"{hostport}/library/{model.split(':')[0]}:{model.split(':')[1]}"
+steps = list(client.pull(remote, insecure=True, stream=True))
+statuses = [s.status for s in steps]
+check("pull starts with the manifest", statuses[0] == "pulling manifest", statuses)
+check("pull ends in order", statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"],
+      statuses)
+layers = [s for s in steps if s.digest]
+check("pull reports layers", len(layers) >= 2 and all(s.status == f"pulling {s.digest[7:19]}"
+                                                       and s.total and s.completed == s.total
+                                                       for s in layers), layers)
+r = client.pull(remote, insecure=True)
+check("pull not streamed", r.status == "success", r)
+names = [m.model for m in client.list().models]
+check("pulled model listed", remote in names, names)
+
 print(f"{passed} passed, 0 failed")
