@@ -414,12 +414,6 @@ fn print_stats(v: &Value) {
 }
 
 /// Registry verbs: there is no registry client yet.
-pub fn no_registry(verb: &str) -> CliError {
-    CliError::Other(format!(
-        "{verb} is not supported yet: pull from a wick instead (`wick pull --insecure <host:port>/<namespace>/<model>:<tag>`)"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

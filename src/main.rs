@@ -106,8 +106,13 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
-    /// Push a model to a registry (not supported yet)
-    Push { model: String },
+    /// Push a model to a registry (name it for its destination first: `wick cp`)
+    Push {
+        model: String,
+        /// Use an insecure (plain http) registry
+        #[arg(long)]
+        insecure: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +181,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             quantize,
         } => import::create(&c, &name, &file, quantize.as_deref()).await,
         Command::Pull { model, insecure } => pull::pull(&c, &model, insecure).await,
-        Command::Push { .. } => Err(client::no_registry("push")),
+        Command::Push { model, insecure } => pull::push(&c, &model, insecure).await,
     }
 }
 

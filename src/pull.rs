@@ -1,5 +1,6 @@
-//! `wick pull`: ask the server to pull a model and draw Ollama's progress: a status
-//! line per step, one bar per layer (`pulling 1a2b3c4d5e6f: 100% ▕███▏ 138 MB`).
+//! `wick pull` and `wick push`: ask the server to move a model and draw Ollama's
+//! progress: a status line per step, one bar per layer
+//! (`pulling 1a2b3c4d5e6f: 100% ▕███▏ 138 MB`).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -12,8 +13,17 @@ use crate::CliError;
 
 /// Pull `model` through the server, with bars on a terminal and plain lines otherwise.
 pub async fn pull(c: &Client, model: &str, insecure: bool) -> Result<(), CliError> {
+    transfer(c, "/api/pull", model, insecure).await
+}
+
+/// Push `model` (named for its destination) through the server.
+pub async fn push(c: &Client, model: &str, insecure: bool) -> Result<(), CliError> {
+    transfer(c, "/api/push", model, insecure).await
+}
+
+async fn transfer(c: &Client, path: &str, model: &str, insecure: bool) -> Result<(), CliError> {
     if !std::io::stderr().is_terminal() {
-        return pull_plain(c, model, insecure).await;
+        return transfer_plain(c, path, model, insecure).await;
     }
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let mut layers: HashMap<String, ProgressBar> = HashMap::new();
@@ -25,7 +35,7 @@ pub async fn pull(c: &Client, model: &str, insecure: bool) -> Result<(), CliErro
     .progress_chars("██ ");
     let body = json!({"model": model, "insecure": insecure, "stream": true});
     let result = c
-        .stream("/api/pull", body, |v: &Value| {
+        .stream(path, body, |v: &Value| {
             let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
             match (
                 v.get("digest").and_then(Value::as_str),
@@ -63,10 +73,15 @@ pub async fn pull(c: &Client, model: &str, insecure: bool) -> Result<(), CliErro
 }
 
 /// Without a terminal: each status once, a layer's line when it completes.
-async fn pull_plain(c: &Client, model: &str, insecure: bool) -> Result<(), CliError> {
+async fn transfer_plain(
+    c: &Client,
+    path: &str,
+    model: &str,
+    insecure: bool,
+) -> Result<(), CliError> {
     let mut last = String::new();
     let body = json!({"model": model, "insecure": insecure, "stream": true});
-    c.stream("/api/pull", body, |v: &Value| {
+    c.stream(path, body, |v: &Value| {
         let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
         let total = v.get("total").and_then(Value::as_u64);
         let completed = v.get("completed").and_then(Value::as_u64);

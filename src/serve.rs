@@ -42,6 +42,11 @@ pub struct ServeConfig {
     #[arg(long, env = "OLLAMA_NOPRUNE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub noprune: bool,
 
+    /// Accept pushes over the registry protocol (`/v2/.../blobs/uploads`, manifests);
+    /// with WICK_API_KEY set, only from clients holding the key
+    #[arg(long, env = "WICK_REGISTRY_PUSH", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub registry_push: bool,
+
     /// Sequences one model runs at once, batched together (0 chooses from the KV
     /// budget: as many 2048-token sequences as fit, 4 to 16)
     #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 0)]
@@ -238,6 +243,7 @@ pub async fn serve(host: &Host, cfg: ServeConfig) -> Result<(), CliError> {
             api_key,
             max_body_bytes: cfg.max_body_bytes,
             request_timeout,
+            registry_push: cfg.registry_push,
         },
     );
     let deadline = state.shutdown.clone();

@@ -258,3 +258,95 @@ fn the_cli_pulls_and_run_pulls_a_missing_model() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("Error: pull model manifest: file does not exist"));
 }
+
+#[test]
+fn a_wick_pushes_to_a_wick_that_takes_pushes() {
+    let source = Server::with_smollm2();
+    let dest = Server::start_with_env(&[("WICK_REGISTRY_PUSH", "1")]);
+    let closed = Server::start();
+    let host = |s: &Server| s.base.trim_start_matches("http://").to_string();
+    // As in Ollama, the model is named for its destination first.
+    let target = format!("{}/library/pushed:v1", host(&dest));
+    let (status, r) = source
+        .post(
+            "/api/copy",
+            &json!({"source": SMOLLM2, "destination": target}),
+        )
+        .expect("copy");
+    assert_eq!(status, 200, "{r}");
+
+    let lines = source.stream("/api/push", &json!({"model": target, "insecure": true}));
+    let s = statuses(&lines);
+    assert_eq!(
+        s.first().map(String::as_str),
+        Some("retrieving manifest"),
+        "{s:?}"
+    );
+    let tail: Vec<&str> = s[s.len() - 2..].iter().map(String::as_str).collect();
+    assert_eq!(tail, ["pushing manifest", "success"], "{s:?}");
+    for l in lines.iter().filter(|l| l["digest"].is_string()) {
+        let digest = l["digest"].as_str().unwrap();
+        assert_eq!(l["status"], format!("pushing {}", &digest[7..19]));
+    }
+
+    // The destination has the same model, and it answers.
+    let (_, src_tags) = source.get("/api/tags");
+    let (_, dst_tags) = dest.get("/api/tags");
+    assert_eq!(dst_tags["models"][0]["name"], "pushed:v1", "{dst_tags}");
+    assert_eq!(
+        src_tags["models"][0]["digest"],
+        dst_tags["models"][0]["digest"]
+    );
+    let (status, r) = dest
+        .post(
+            "/api/generate",
+            &json!({"model": "pushed:v1", "prompt": "Hello", "stream": false, "options": greedy(4)}),
+        )
+        .expect("generate");
+    assert_eq!(status, 200, "{r}");
+
+    // A second push uploads nothing: every layer is already there.
+    let again = source.stream("/api/push", &json!({"model": target, "insecure": true}));
+    for l in again.iter().filter(|l| l["digest"].is_string()) {
+        assert_eq!(l["completed"], l["total"], "{l}");
+    }
+    assert_eq!(again.last().unwrap()["status"], "success");
+
+    // A server without WICK_REGISTRY_PUSH refuses, and keeps nothing.
+    let refused = format!("{}/library/pushed:v1", host(&closed));
+    source
+        .post(
+            "/api/copy",
+            &json!({"source": SMOLLM2, "destination": refused}),
+        )
+        .expect("copy");
+    let lines = source.stream("/api/push", &json!({"model": refused, "insecure": true}));
+    let err = lines.last().unwrap()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("WICK_REGISTRY_PUSH"), "{lines:?}");
+    let (_, tags) = closed.get("/api/tags");
+    assert_eq!(tags["models"], json!([]));
+    // A model that is not there: 404 before anything streams.
+    let (status, r) = source
+        .post(
+            "/api/push",
+            &json!({"model": "nothing:here", "insecure": true}),
+        )
+        .expect("push");
+    assert_eq!(status, 404, "{r}");
+
+    // The CLI pushes too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["push", "--insecure", &target])
+        .env("OLLAMA_HOST", &source.base)
+        .env_remove("WICK_API_KEY")
+        .output()
+        .expect("run wick push");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("success"),
+        "{stderr}"
+    );
+}

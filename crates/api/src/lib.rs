@@ -72,6 +72,8 @@ pub struct ApiConfig {
     pub max_body_bytes: Option<usize>,
     /// `WICK_REQUEST_TIMEOUT`: wall-clock cap per request (blob uploads excepted).
     pub request_timeout: Option<Duration>,
+    /// `WICK_REGISTRY_PUSH`: accept pushes on the registry routes (`/v2/.../uploads`).
+    pub registry_push: bool,
 }
 
 impl ApiConfig {
@@ -93,6 +95,8 @@ pub struct AppState {
     responses: openai::ResponseStore,
     /// Passed when a shutdown's drain time is over: generations still running end.
     pub shutdown: ShutdownDeadline,
+    /// Registry upload sessions (pushes into this server).
+    pub(crate) uploads: registry::upload::Uploads,
 }
 
 impl AppState {
@@ -110,6 +114,7 @@ impl AppState {
             templates: prompt::TemplateCache::default(),
             responses: openai::ResponseStore::default(),
             shutdown: ShutdownDeadline::default(),
+            uploads: registry::upload::Uploads::default(),
         }
     }
 }
@@ -134,7 +139,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/create", post(create::create))
         .route("/api/pull", post(registry::pull::pull))
-        .route("/api/push", post(manage::push))
+        .route("/api/push", post(registry::push::push))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(embed_openai::embeddings))
@@ -146,7 +151,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/", get(registry::serve::root))
         .route(
             "/v2/{namespace}/{model}/manifests/{reference}",
-            get(registry::serve::manifest),
+            get(registry::serve::manifest).put(registry::upload::put_manifest),
         )
         .route(
             "/v2/{namespace}/{model}/blobs/{digest}",
@@ -155,6 +160,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v2/{namespace}/{model}/tags/list",
             get(registry::serve::tags),
+        )
+        .route(
+            "/v2/{namespace}/{model}/blobs/uploads/",
+            post(registry::upload::start),
+        )
+        .route(
+            "/v2/{namespace}/{model}/blobs/uploads/{id}",
+            axum::routing::patch(registry::upload::patch).put(registry::upload::finish),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

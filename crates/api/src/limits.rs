@@ -29,9 +29,13 @@ use crate::AppState;
 /// Default `WICK_MAX_BODY_BYTES`: room for long chat histories with a few images.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 
-/// `POST /api/blobs/{digest}`: streamed to disk, exempt from both caps.
+/// `POST /api/blobs/{digest}` and registry blob uploads (`PATCH`/`PUT
+/// /v2/.../blobs/uploads/...`): streamed to disk, exempt from both caps.
 fn is_blob_upload(method: &Method, path: &str) -> bool {
-    method == Method::POST && path.starts_with("/api/blobs/")
+    (method == Method::POST && path.starts_with("/api/blobs/"))
+        || ((method == Method::PATCH || method == Method::PUT)
+            && path.starts_with("/v2/")
+            && path.contains("/blobs/uploads/"))
 }
 
 /// The 413 for a body over `limit` bytes.

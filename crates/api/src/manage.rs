@@ -183,13 +183,6 @@ pub(crate) async fn delete(
     Ok(StatusCode::OK)
 }
 
-/// `/api/push`: wick has no registry upload yet, and says so rather than pretending.
-pub(crate) async fn push() -> ApiError {
-    ApiError::NotImplemented(
-        "pushing models is not supported yet: pull from a wick instead (it serves the registry protocol)".into(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,8 +126,7 @@ async fn health_version_and_routing() {
     let r = send(&c.app, Method::GET, "/api/ps", Body::empty()).await;
     assert_eq!(r.json(), json!({"models": []}));
     let r = post(&c.app, "/api/push", json!({"model": "llama3"})).await;
-    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
-    assert!(r.error().contains("not supported yet"));
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

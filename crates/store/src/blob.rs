@@ -249,6 +249,65 @@ impl PartialBlob {
     }
 }
 
+/// A blob pushed to this store whose digest is only named at the end (a registry
+/// upload session): chunks are hashed into a temp file; [`Upload::finish`] checks the
+/// digest the client names and renames the file into place. Dropped unfinished, the
+/// temp file is removed.
+pub struct Upload {
+    file: NamedTempFile,
+    hasher: Sha256,
+    written: u64,
+    blobs_dir: PathBuf,
+}
+
+impl Upload {
+    pub(crate) fn new(blobs_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(blobs_dir).ctx(|| format!("creating {}", blobs_dir.display()))?;
+        Ok(Upload {
+            file: temp_in(blobs_dir)?,
+            hasher: Sha256::new(),
+            written: 0,
+            blobs_dir: blobs_dir.to_path_buf(),
+        })
+    }
+
+    /// Append a chunk.
+    pub fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.as_file_mut().write_all(chunk) {
+            let context = format!("writing {}", self.file.path().display());
+            return Err(StoreError::io(context, e));
+        }
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Check the content against `expected`, fsync and rename into place. A mismatch
+    /// removes the temp file and leaves the store unchanged.
+    pub fn finish(self, expected: &Digest) -> Result<u64> {
+        let got = Digest::from_sha256(self.hasher.finalize().into());
+        if &got != expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                got,
+            });
+        }
+        let tmp_path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .ctx(|| format!("syncing {}", tmp_path.display()))?;
+        make_readable(self.file.as_file(), &tmp_path)?;
+        persist(self.file, &self.blobs_dir.join(expected.file_name()))?;
+        Ok(self.written)
+    }
+}
+
 /// Feeds what `io::copy` reads into a hasher.
 struct HashSink<'a>(&'a mut Sha256);
 

@@ -23,7 +23,7 @@ mod ops;
 mod options;
 mod store;
 
-pub use blob::{BlobWriter, PartialBlob};
+pub use blob::{BlobWriter, PartialBlob, Upload};
 pub use create::NewModel;
 pub use digest::Digest;
 pub use error::{go_quote, ErrorKind, Result, StoreError};

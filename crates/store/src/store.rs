@@ -11,7 +11,7 @@ use chrono::{DateTime, Local};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{self, BlobWriter, PartialBlob};
+use crate::blob::{self, BlobWriter, PartialBlob, Upload};
 use crate::digest::Digest;
 use crate::error::{IoContext, Result, StoreError};
 use crate::gojson;
@@ -139,6 +139,11 @@ impl Store {
     pub fn blob_writer(&self, expected: Digest) -> Result<BlobWriter> {
         fs::create_dir_all(&self.blobs).ctx(|| format!("creating {}", self.blobs.display()))?;
         BlobWriter::new(&self.blobs, expected)
+    }
+
+    /// An upload whose digest is named when it ends (a registry push into this store).
+    pub fn upload(&self) -> Result<Upload> {
+        Upload::new(&self.blobs)
     }
 
     /// A download of the blob `expected` that resumes where an interrupted one stopped.

@@ -12,20 +12,20 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, RANGE};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use wick_store::{Digest, Layer, Manifest, ModelName, PartialBlob, Store, MEDIA_TYPE_MANIFEST};
 
+use super::client::{ClientError, Registry, Target};
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::run::ndjson;
@@ -67,6 +67,12 @@ impl From<reqwest::Error> for PullError {
     }
 }
 
+impl From<ClientError> for PullError {
+    fn from(e: ClientError) -> Self {
+        PullError::Registry(e.to_string())
+    }
+}
+
 pub(crate) async fn pull(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PullRequest>,
@@ -85,7 +91,10 @@ pub(crate) async fn pull(
     let (tx, rx) = mpsc::channel::<Value>(64);
     let store = state.store.clone();
     let job = tokio::spawn(async move {
-        let progress = Progress(tx);
+        let progress = Progress {
+            tx,
+            verb: "pulling",
+        };
         match run(&store, &name, &target, &progress).await {
             Ok(()) => {
                 tracing::info!(model = %name.display_shortest(), "model pulled");
@@ -98,7 +107,18 @@ pub(crate) async fn pull(
             }
         }
     });
-    if req.stream.unwrap_or(true) {
+    respond(req.stream.unwrap_or(true), rx, job).await
+}
+
+/// The answer of a pull or push: its progress lines as NDJSON (an error ends the
+/// stream with Ollama's error line), or, not streamed, `{"status": "success"}` or the
+/// error.
+pub(crate) async fn respond<E: std::fmt::Display + Send + 'static>(
+    stream: bool,
+    rx: mpsc::Receiver<Value>,
+    job: tokio::task::JoinHandle<std::result::Result<(), E>>,
+) -> Result<Response> {
+    if stream {
         let lines = futures::stream::unfold((rx, Some(job)), |(mut rx, job)| async move {
             if let Some(v) = rx.recv().await {
                 return Some((line(&v), (rx, job)));
@@ -118,7 +138,7 @@ pub(crate) async fn pull(
     match job.await {
         Ok(Ok(())) => Ok(Json(json!({"status": "success"})).into_response()),
         Ok(Err(e)) => Err(ApiError::internal(e.to_string())),
-        Err(e) => Err(ApiError::internal(format!("pull task failed: {e}"))),
+        Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
     }
 }
 
@@ -130,156 +150,26 @@ fn line(v: &Value) -> String {
 
 /// Progress lines to the client; a client that went away does not stop the pull (what
 /// it downloaded stays for the next one).
-struct Progress(mpsc::Sender<Value>);
+pub(crate) struct Progress {
+    pub(crate) tx: mpsc::Sender<Value>,
+    /// `pulling` or `pushing`.
+    pub(crate) verb: &'static str,
+}
 
 impl Progress {
-    async fn send(&self, v: Value) {
-        let _ = self.0.send(v).await;
+    pub(crate) async fn send(&self, v: Value) {
+        let _ = self.tx.send(v).await;
     }
 
-    async fn layer(&self, layer: &Layer, completed: u64) {
+    pub(crate) async fn layer(&self, layer: &Layer, completed: u64) {
         let short = layer.digest.get(7..19).unwrap_or(&layer.digest);
         self.send(json!({
-            "status": format!("pulling {short}"),
+            "status": format!("{} {short}", self.verb),
             "digest": layer.digest,
             "total": layer.size,
             "completed": completed,
         }))
         .await;
-    }
-}
-
-/// Where a model lives: the registry's base URL and the repository path.
-struct Target {
-    base: String,
-    repository: String,
-    tag: String,
-}
-
-impl Target {
-    fn new(name: &ModelName, insecure: bool) -> Self {
-        let scheme = if insecure { "http" } else { "https" };
-        Target {
-            base: format!("{scheme}://{}", name.host()),
-            repository: format!("{}/{}", name.namespace(), name.model()),
-            tag: name.tag().to_string(),
-        }
-    }
-
-    fn manifest_url(&self) -> String {
-        format!(
-            "{}/v2/{}/manifests/{}",
-            self.base, self.repository, self.tag
-        )
-    }
-
-    fn blob_url(&self, digest: &str) -> String {
-        format!("{}/v2/{}/blobs/{digest}", self.base, self.repository)
-    }
-}
-
-/// An HTTP client for one pull, holding the bearer token once a registry issued one.
-struct Registry {
-    http: reqwest::Client,
-    token: tokio::sync::Mutex<Option<String>>,
-}
-
-impl Registry {
-    fn new() -> std::result::Result<Self, PullError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Registry {
-            http,
-            token: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// GET `url`, answering one bearer-token challenge.
-    async fn get(
-        &self,
-        url: &str,
-        headers: &[(reqwest::header::HeaderName, String)],
-    ) -> std::result::Result<reqwest::Response, PullError> {
-        for attempt in 0..2 {
-            let mut req = self.http.get(url);
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            if let Some(t) = self.token.lock().await.as_deref() {
-                req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-            }
-            let resp = req.send().await?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
-                return Ok(resp);
-            }
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(BearerChallenge::parse)
-                .ok_or_else(|| PullError::Registry("unauthorized".into()))?;
-            let token = self.fetch_token(&challenge).await?;
-            *self.token.lock().await = Some(token);
-        }
-        Err(PullError::Registry("unauthorized".into()))
-    }
-
-    async fn fetch_token(&self, c: &BearerChallenge) -> std::result::Result<String, PullError> {
-        let mut query = Vec::new();
-        if let Some(s) = &c.service {
-            query.push(("service", s.as_str()));
-        }
-        if let Some(s) = &c.scope {
-            query.push(("scope", s.as_str()));
-        }
-        let resp = self.http.get(&c.realm).query(&query).send().await?;
-        if !resp.status().is_success() {
-            return Err(PullError::Registry(format!(
-                "getting a registry token: {}",
-                resp.status()
-            )));
-        }
-        let body: Value = resp.json().await?;
-        body.get("token")
-            .or_else(|| body.get("access_token"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| PullError::Registry("the registry's token answer has no token".into()))
-    }
-}
-
-/// `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
-#[derive(Debug, PartialEq)]
-struct BearerChallenge {
-    realm: String,
-    service: Option<String>,
-    scope: Option<String>,
-}
-
-impl BearerChallenge {
-    fn parse(header: &str) -> Option<Self> {
-        let rest = header.trim().strip_prefix("Bearer ")?;
-        let mut fields = HashMap::new();
-        let mut s = rest;
-        while !s.is_empty() {
-            let (key, after) = s.split_once('=')?;
-            let after = after.trim_start();
-            let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
-            } else {
-                after.split_once(',').unwrap_or((after, ""))
-            };
-            fields.insert(key.trim().to_ascii_lowercase(), value.to_string());
-            s = tail.trim_start_matches([',', ' ']);
-        }
-        Some(BearerChallenge {
-            realm: fields.remove("realm")?,
-            service: fields.remove("service"),
-            scope: fields.remove("scope"),
-        })
     }
 }
 
@@ -469,41 +359,4 @@ fn blob_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         .unwrap_or_else(|p| p.into_inner());
     map.retain(|_, l| Arc::strong_count(l) > 1);
     map.entry(digest.to_string()).or_default().clone()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_challenges() {
-        let c = BearerChallenge::parse(
-            r#"Bearer realm="https://ollama.com/token",service="ollama.com",scope="repository:library/qwen:pull""#,
-        )
-        .unwrap();
-        assert_eq!(c.realm, "https://ollama.com/token");
-        assert_eq!(c.service.as_deref(), Some("ollama.com"));
-        assert_eq!(c.scope.as_deref(), Some("repository:library/qwen:pull"));
-        assert_eq!(BearerChallenge::parse("Basic realm=\"x\""), None);
-        assert_eq!(BearerChallenge::parse("Bearer service=\"x\""), None);
-    }
-
-    #[test]
-    fn targets() {
-        let name = ModelName::parse("127.0.0.1:5000/library/qwen:0.5b").unwrap();
-        let t = Target::new(&name, true);
-        assert_eq!(
-            t.manifest_url(),
-            "http://127.0.0.1:5000/v2/library/qwen/manifests/0.5b"
-        );
-        assert_eq!(
-            t.blob_url("sha256:ab"),
-            "http://127.0.0.1:5000/v2/library/qwen/blobs/sha256:ab"
-        );
-        let t = Target::new(&ModelName::parse("qwen").unwrap(), false);
-        assert_eq!(
-            t.manifest_url(),
-            "https://registry.ollama.ai/v2/library/qwen/manifests/latest"
-        );
-    }
 }

@@ -39,6 +39,16 @@ pub(crate) enum RegistryError {
     DigestInvalid,
     #[error("the requested range cannot be satisfied")]
     RangeInvalid { size: u64 },
+    #[error("pushing is not enabled on this server (WICK_REGISTRY_PUSH=1)")]
+    Unsupported,
+    #[error("invalid repository name")]
+    NameInvalid,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("manifest invalid")]
+    ManifestInvalid,
+    #[error("blob unknown to registry")]
+    ManifestBlobUnknown,
     #[error("{0}")]
     Internal(String),
 }
@@ -51,6 +61,11 @@ impl RegistryError {
             RegistryError::BlobUnknown => "BLOB_UNKNOWN",
             RegistryError::DigestInvalid => "DIGEST_INVALID",
             RegistryError::RangeInvalid { .. } => "RANGE_INVALID",
+            RegistryError::Unsupported => "UNSUPPORTED",
+            RegistryError::NameInvalid => "NAME_INVALID",
+            RegistryError::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            RegistryError::ManifestInvalid => "MANIFEST_INVALID",
+            RegistryError::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
             RegistryError::Internal(_) => "UNKNOWN",
         }
     }
@@ -59,8 +74,13 @@ impl RegistryError {
         match self {
             RegistryError::NameUnknown
             | RegistryError::ManifestUnknown
-            | RegistryError::BlobUnknown => StatusCode::NOT_FOUND,
-            RegistryError::DigestInvalid => StatusCode::BAD_REQUEST,
+            | RegistryError::BlobUnknown
+            | RegistryError::UploadUnknown => StatusCode::NOT_FOUND,
+            RegistryError::DigestInvalid
+            | RegistryError::NameInvalid
+            | RegistryError::ManifestInvalid
+            | RegistryError::ManifestBlobUnknown => StatusCode::BAD_REQUEST,
+            RegistryError::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             RegistryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
