@@ -350,3 +350,35 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_key_protected_wick_takes_pushes_and_pulls_only_with_its_key() {
+    const KEY: &str = "registry-test-key";
+    let dest = Server::start_with_env(&[("WICK_REGISTRY_PUSH", "1"), ("WICK_API_KEY", KEY)]);
+    let with_key = Server::start_with_env(&[("WICK_REGISTRY_KEY", KEY)]);
+    with_key.import_gguf(SMOLLM2, &common::smollm2_gguf());
+    let without_key = Server::start();
+    let target = format!(
+        "{}/library/keyed:v1",
+        dest.base.trim_start_matches("http://")
+    );
+    without_key.import_gguf(SMOLLM2, &common::smollm2_gguf());
+    for s in [&with_key, &without_key] {
+        let (status, r) = s
+            .post(
+                "/api/copy",
+                &json!({"source": SMOLLM2, "destination": target}),
+            )
+            .expect("copy");
+        assert_eq!(status, 200, "{r}");
+    }
+    let lines = without_key.stream("/api/push", &json!({"model": target, "insecure": true}));
+    assert!(lines.last().unwrap()["error"].is_string(), "{lines:?}");
+    let lines = with_key.stream("/api/push", &json!({"model": target, "insecure": true}));
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    // Pulling it back needs the key as well.
+    let lines = without_key.stream("/api/pull", &json!({"model": target, "insecure": true}));
+    assert!(lines.last().unwrap()["error"].is_string(), "{lines:?}");
+    let lines = with_key.stream("/api/pull", &json!({"model": target, "insecure": true}));
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+}

@@ -73,9 +73,15 @@ impl Registry {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()?;
+        // `WICK_REGISTRY_KEY`: the key of a registry that wants one (another wick
+        // started with `WICK_API_KEY`), sent as the bearer token from the first request.
+        let key = std::env::var("WICK_REGISTRY_KEY")
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty());
         Ok(Registry {
             http,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(key),
         })
     }
 
