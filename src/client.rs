@@ -368,8 +368,22 @@ pub async fn chat_turn(c: &Client, body: Value, verbose: bool) -> Result<String,
     use std::io::Write;
     let mut answer = String::new();
     let mut last = Value::Null;
+    let mut thinking = false;
     c.stream("/api/chat", body, |v| {
+        // Thinking first, set apart as Ollama's CLI shows it.
+        let thought = str_of(&v["message"], "thinking");
+        if !thought.is_empty() {
+            if !thinking {
+                println!("Thinking...");
+                thinking = true;
+            }
+            print!("{thought}");
+        }
         let piece = str_of(&v["message"], "content");
+        if thinking && !piece.is_empty() {
+            print!("\n...done thinking.\n\n");
+            thinking = false;
+        }
         print!("{piece}");
         let _ = std::io::stdout().flush();
         answer.push_str(piece);
@@ -413,7 +427,6 @@ fn print_stats(v: &Value) {
     );
 }
 
-/// Registry verbs: there is no registry client yet.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,6 +84,15 @@ enum Command {
         /// Pull a missing model from an insecure (plain http) registry
         #[arg(long)]
         insecure: bool,
+        /// Response format: json, or a JSON schema
+        #[arg(long)]
+        format: Option<String>,
+        /// Thinking: true, false, high, medium or low (plain --think is true)
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        think: Option<String>,
+        /// Do not wrap words (wick never wraps its output)
+        #[arg(long)]
+        nowordwrap: bool,
     },
     /// Stop (unload) a running model
     Stop { model: String },
@@ -165,6 +174,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             verbose,
             keepalive,
             insecure,
+            format,
+            think,
+            nowordwrap: _,
         } => {
             let opts = repl::RunOptions {
                 model,
@@ -172,6 +184,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 verbose,
                 keep_alive: keepalive,
                 insecure,
+                format,
+                think,
             };
             repl::run(&c, opts).await
         }
