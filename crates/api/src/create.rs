@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use wick_engine::quantize::FileType;
 use wick_engine::{EngineError, GgufFacts};
 use wick_store::{ConfigV2, Digest, Layer, ModelName, NewModel, Store, MEDIA_TYPE_MODEL};
 use wick_templating::Message;
@@ -81,6 +82,8 @@ pub struct ValidCreateRequest {
     messages: Vec<Value>,
     requires: String,
     stream: bool,
+    /// `quantize`: the file type to quantize the model's weights to.
+    quantize: Option<FileType>,
 }
 
 fn set(s: &Option<String>) -> bool {
@@ -100,9 +103,14 @@ fn set_value(v: &Option<Value>) -> bool {
 impl CreateRequest {
     pub fn validate(self) -> Result<ValidCreateRequest> {
         let name = wire::model_name(self.model.as_deref(), self.name.as_deref())?;
-        if set(&self.quantize) || set(&self.quantization) {
-            return Err(ApiError::Unsupported("quantize"));
-        }
+        let quantize = match self.quantize.as_deref().or(self.quantization.as_deref()) {
+            None | Some("") => None,
+            Some(q) => Some(FileType::parse(q).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "\"quantize\": unsupported quantization type {q} (q8_0, q4_0, q4_K_S, q4_K_M, q5_K_M and q6_K are)"
+                ))
+            })?),
+        };
         if self.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
             return Err(ApiError::Unsupported("adapters"));
         }
@@ -173,6 +181,7 @@ impl CreateRequest {
             parameters,
             messages,
             requires: self.requires.unwrap_or_default(),
+            quantize,
             stream: self.stream.unwrap_or(true),
         })
     }
@@ -328,13 +337,51 @@ fn convert_to_blob(store: &Store, paths: &BTreeMap<String, std::path::PathBuf>) 
     let tmp = tempfile::NamedTempFile::new_in(store.blobs_dir()).map_err(ApiError::internal)?;
     wick_engine::convert::bert_to_gguf(paths, tmp.path())
         .map_err(|e| ApiError::bad(format!("converting the safetensors model: {e}")))?;
-    let mut file = std::fs::File::open(tmp.path()).map_err(ApiError::internal)?;
+    commit_file(store, tmp.path())
+}
+
+/// Replace the model layer with its weights quantized to `ftype` (a new blob).
+fn quantize_layers(
+    store: &Store,
+    layers: &mut [Layer],
+    config: &mut ConfigV2,
+    ftype: FileType,
+    statuses: &mut Vec<String>,
+) -> Result<()> {
+    let layer = layers
+        .iter_mut()
+        .find(|l| l.media_type == MEDIA_TYPE_MODEL)
+        .ok_or_else(|| ApiError::bad("\"quantize\": the model has no weights to quantize"))?;
+    let src = store.blob_path(&layer.parsed_digest()?);
+    let from = if config.file_type.is_empty() {
+        "F16".to_string()
+    } else {
+        config.file_type.clone()
+    };
+    statuses.push(format!("quantizing {from} model to {}", ftype.name()));
+    let tmp = tempfile::NamedTempFile::new_in(store.blobs_dir()).map_err(ApiError::internal)?;
+    wick_engine::quantize::quantize_gguf(&src, tmp.path(), ftype, |_, _| {}).map_err(|e| {
+        if e.is_client_error() {
+            ApiError::bad(e.to_string())
+        } else {
+            ApiError::internal(format!("quantizing: {e}"))
+        }
+    })?;
+    let digest = commit_file(store, tmp.path())?;
+    *layer = store.layer_from_blob(MEDIA_TYPE_MODEL, &digest)?;
+    config.file_type = ftype.name().to_string();
+    Ok(())
+}
+
+/// Hash a finished file and store it as a blob (atomically); its digest.
+fn commit_file(store: &Store, path: &std::path::Path) -> Result<Digest> {
+    let mut file = std::fs::File::open(path).map_err(ApiError::internal)?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(ApiError::internal)?;
     let digest = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))?;
     if !store.has_blob(&digest) {
         let mut writer = store.blob_writer(digest.clone())?;
-        let mut file = std::fs::File::open(tmp.path()).map_err(ApiError::internal)?;
+        let mut file = std::fs::File::open(path).map_err(ApiError::internal)?;
         std::io::copy(&mut file, &mut writer).map_err(ApiError::internal)?;
         writer.commit()?;
     }
@@ -354,7 +401,10 @@ fn blob_names(store: &Store) -> HashSet<String> {
 /// Create the model; returns the progress statuses.
 fn create_blocking(store: &Store, req: ValidCreateRequest, no_prune: bool) -> Result<Vec<String>> {
     let mut statuses = Vec::new();
-    let (layers, config) = prepare(store, &req.source, &req.requires, &mut statuses)?;
+    let (mut layers, mut config) = prepare(store, &req.source, &req.requires, &mut statuses)?;
+    if let Some(ftype) = req.quantize {
+        quantize_layers(store, &mut layers, &mut config, ftype, &mut statuses)?;
+    }
     let old = store.manifest(&req.name).ok();
     let before = blob_names(store);
     let manifest = store.create_model(

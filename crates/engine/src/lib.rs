@@ -14,6 +14,7 @@ pub mod kv_cache;
 pub mod logprobs;
 pub mod mapped_file;
 pub mod model;
+pub mod quantize;
 pub mod sampling;
 pub mod sequence;
 pub mod text_stream;
