@@ -146,11 +146,6 @@ pub async fn create(
     modelfile_path: &Path,
     quantize: Option<&str>,
 ) -> Result<(), CliError> {
-    if quantize.is_some() {
-        return Err(CliError::Other(
-            "quantizing is not supported yet: import an already quantized GGUF".into(),
-        ));
-    }
     let text = std::fs::read_to_string(modelfile_path)
         .map_err(|e| CliError::Other(format!("reading {}: {e}", modelfile_path.display())))?;
     let mf = modelfile::parse(&text)
@@ -219,6 +214,9 @@ pub async fn create(
     }
     if let Some(r) = mf.requires {
         body.insert("requires".into(), json!(r));
+    }
+    if let Some(q) = quantize {
+        body.insert("quantize".into(), json!(q));
     }
     body.insert("stream".into(), json!(true));
 

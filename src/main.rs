@@ -47,7 +47,7 @@ enum Command {
         /// The Modelfile
         #[arg(short = 'f', long = "file", default_value = "Modelfile")]
         file: PathBuf,
-        /// Quantize the model (not supported yet)
+        /// Quantize the model (q8_0, q4_0, q4_K_S, q4_K_M, q5_K_M, q6_K; from F16/F32)
         #[arg(short = 'q', long)]
         quantize: Option<String>,
     },
