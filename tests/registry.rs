@@ -382,3 +382,70 @@ fn a_key_protected_wick_takes_pushes_and_pulls_only_with_its_key() {
     let lines = with_key.stream("/api/pull", &json!({"model": target, "insecure": true}));
     assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
 }
+
+#[test]
+fn a_destination_killed_mid_pull_is_unharmed_and_pulls_again() {
+    use std::io::BufRead;
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+    let digest = model_blob(source.store.path(), &source);
+    // Read the pull's progress as it streams; SIGKILL the destination once the model
+    // layer is under way.
+    let resp = dest
+        .client
+        .post(dest.url("/api/pull"))
+        .json(&json!({"model": name, "insecure": true}))
+        .send()
+        .expect("pull");
+    let mut reader = std::io::BufReader::new(resp);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let v: Value = serde_json::from_str(&line).expect("json line");
+        if v["digest"] == digest && v["completed"].as_u64() > Some(0) {
+            break;
+        }
+    }
+    drop(reader);
+    let dest = dest.kill_and_restart();
+    // Exactly as before or complete: never a model whose blobs are missing or wrong.
+    let (_, tags) = dest.get("/api/tags");
+    for m in tags["models"].as_array().expect("models") {
+        let (status, r) = dest
+            .post(
+                "/api/generate",
+                &json!({"model": m["name"], "prompt": "Hi", "stream": false, "options": greedy(2)}),
+            )
+            .expect("generate");
+        assert_eq!(status, 200, "{r}");
+    }
+    // A blob in place is whole: only verified blobs are renamed into place.
+    let blob = blob_file(dest.store.path(), &digest);
+    if blob.exists() {
+        assert_eq!(common::sha256_file(&blob), digest);
+    }
+    let partial = dest
+        .store
+        .path()
+        .join("blobs")
+        .join(format!(".wick-tmp-partial-{}", digest.replace(':', "-")));
+    eprintln!(
+        "after the kill: blob {}, partial {} bytes",
+        blob.exists(),
+        std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0)
+    );
+    // Pulling again completes, with the source's digest.
+    let lines = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    assert_eq!(common::sha256_file(&blob), digest);
+    let (_, src_tags) = source.get("/api/tags");
+    let (_, dst_tags) = dest.get("/api/tags");
+    assert_eq!(
+        src_tags["models"][0]["digest"],
+        dst_tags["models"][0]["digest"]
+    );
+}

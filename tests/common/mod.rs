@@ -52,7 +52,11 @@ impl Server {
     }
 
     pub fn start_with_env(env: &[(&str, &str)]) -> Server {
-        let store = tempfile::tempdir().expect("temp store");
+        Self::start_in(tempfile::tempdir().expect("temp store"), env)
+    }
+
+    /// Start a server on the store in `store` (a store another server used).
+    pub fn start_in(store: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wick"));
         cmd.arg("serve")
@@ -186,6 +190,16 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL the server (no chance to clean up) and start a new one on the same store.
+    #[allow(dead_code)]
+    pub fn kill_and_restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = std::mem::replace(&mut self.store, tempfile::tempdir().expect("temp"));
+        drop(self);
+        Self::start_in(store, &[])
     }
 
     /// The server still answers.
