@@ -6,8 +6,9 @@ The float model is SmolLM2-135M's Q4_1 file dequantized to F16 by wick
 (`cargo run --release -p wick-engine --example dequantize_gguf`); its sha256 is recorded
 so the test knows it starts from the same bytes. For each file type, llama.cpp's
 `llama_model_quantize` (through the `llama-cpp-python` wheel, built from source)
-quantizes it, then llama.cpp greedily continues each prompt for 16 tokens, recording
-every step's token and the margin between its two best logits.
+quantizes it; the fixture keeps each tensor's type and the sha256 of its bytes, then
+llama.cpp greedily continues each prompt for 16 tokens, recording every step's token
+and the margin between its two best logits.
 
 Usage:
   cargo run --release -p wick-engine --example dequantize_gguf -- \\
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from gguf import GGUFReader
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "assets/fixtures/llamacpp_quantize.json"
@@ -52,6 +54,13 @@ def quantize(src: Path, dst: Path, ftype: int) -> None:
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize failed: {rc}")
+
+
+def tensors(path: Path) -> dict:
+    """Each tensor's ggml type and the sha256 of its bytes, as llama.cpp wrote them."""
+    return {t.name: {"type": t.tensor_type.name,
+                     "sha256": hashlib.sha256(np.asarray(t.data).tobytes()).hexdigest()}
+            for t in GGUFReader(str(path)).tensors}
 
 
 def greedy(model: Path) -> list[dict]:
@@ -88,7 +97,8 @@ def main() -> int:
         for name, ftype in FTYPES.items():
             dst = Path(tmp) / f"{name}.gguf"
             quantize(src, dst, ftype)
-            out["types"][name] = {"size": dst.stat().st_size, "cases": greedy(dst)}
+            out["types"][name] = {"size": dst.stat().st_size, "tensors": tensors(dst),
+                                  "cases": greedy(dst)}
             print(f"{name}: {dst.stat().st_size} bytes", file=sys.stderr)
     OUT.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {OUT}", file=sys.stderr)
