@@ -146,6 +146,19 @@ fn is_quantized(name: &str, dims: usize) -> bool {
     dims >= 2 && name.ends_with(".weight") && !name.starts_with("token_types")
 }
 
+/// The tensors' names in the order their data lies in the file (as llama-quantize
+/// walks them).
+fn names_in_file_order(gguf: &GgufFile) -> Vec<String> {
+    let mut names: Vec<(&String, u64)> = gguf
+        .content
+        .tensor_infos
+        .iter()
+        .map(|(n, i)| (n, i.offset))
+        .collect();
+    names.sort_by_key(|(_, offset)| *offset);
+    names.into_iter().map(|(n, _)| n.clone()).collect()
+}
+
 /// Quantize `src` into `dst` as `ftype`. `progress(done, total)` is called after each
 /// tensor. A model that is not F32/F16/BF16 is refused, as Ollama refuses it.
 pub fn quantize_gguf(
@@ -158,15 +171,8 @@ pub fn quantize_gguf(
     let arch = gguf.architecture()?;
     let n_layer = gguf.get_u32(&format!("{arch}.block_count"))? as usize;
     let has_output = gguf.has_tensor("output.weight");
-    let mut names: Vec<(String, u64)> = gguf
-        .content
-        .tensor_infos
-        .iter()
-        .map(|(n, i)| (n.clone(), i.offset))
-        .collect();
-    // File order, as llama-quantize walks them.
-    names.sort_by_key(|(_, offset)| *offset);
-    for (name, _) in &names {
+    let names = names_in_file_order(&gguf);
+    for name in &names {
         let info = &gguf.content.tensor_infos[name];
         if is_quantized(name, info.shape.rank())
             && !matches!(
@@ -181,7 +187,7 @@ pub fn quantize_gguf(
     }
     let total = names.len();
     let mut out: Vec<(String, QTensor)> = Vec::with_capacity(total);
-    for (i, (name, _)) in names.iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         let q = gguf.tensor(name, &Device::Cpu)?;
         let dims = q.shape().dims().to_vec();
         let q = if is_quantized(name, dims.len()) {
@@ -220,15 +226,9 @@ pub fn quantize_gguf(
 /// use it; nothing else ships float models here).
 pub fn dequantize_to_f16(src: &Path, dst: &Path) -> Result<()> {
     let mut gguf = GgufFile::open(src)?;
-    let mut names: Vec<(String, u64)> = gguf
-        .content
-        .tensor_infos
-        .iter()
-        .map(|(n, i)| (n.clone(), i.offset))
-        .collect();
-    names.sort_by_key(|(_, offset)| *offset);
+    let names = names_in_file_order(&gguf);
     let mut out: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
-    for (name, _) in &names {
+    for name in &names {
         let q = gguf.tensor(name, &Device::Cpu)?;
         let floats = q.dequantize(&Device::Cpu)?;
         let dtype = if floats.rank() >= 2 {

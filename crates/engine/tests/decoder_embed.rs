@@ -3,6 +3,10 @@
 //! what Ollama returns for a decoder) points the same way as llama-server's with `last`
 //! pooling. Fixture: `scripts/record_decoder_embeddings.py`.
 
+mod common;
+
+use common::{model_cache, repo};
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -10,16 +14,6 @@ use wick_engine::{Device, Model};
 
 /// Cosine wick's vector must reach against llama.cpp's (issue 9's bar for embeddings).
 const MIN_COSINE: f64 = 0.999;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_cache() -> PathBuf {
-    std::env::var_os("WICK_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models-cache"))
-}
 
 fn fixture() -> Value {
     let path = repo().join("assets/fixtures/llamacpp_decoder_embeddings.json");

@@ -13,6 +13,10 @@
 //! regenerated and loaded: a family wick refuses is reported as skipped, one it loads
 //! is compared and its result reported, on stderr (`cargo test -- --nocapture`).
 
+mod common;
+
+use common::repo;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -30,10 +34,6 @@ const NEAR_TIE: f64 = 0.05;
 const PROB_TOL: f64 = 0.02;
 /// Failure lines shown per family (the count says how many there were).
 const MAX_LINES: usize = 12;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn vocab_source() -> PathBuf {
     let cache = std::env::var_os("WICK_MODEL_CACHE")

@@ -2,6 +2,10 @@
 //! and greedy continuations, compared with fixtures recorded from llama.cpp's server
 //! (`scripts/record_llamacpp_fixtures.py`, command inside the fixture files).
 
+mod common;
+
+use common::{model_cache, repo};
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -14,16 +18,6 @@ const NEAR_TIE: f64 = 0.05;
 /// Tokens that must equal llama.cpp's, for at least `MIN_CASES` prompts per model.
 const MIN_MATCH: usize = 16;
 const MIN_CASES: usize = 3;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_cache() -> PathBuf {
-    std::env::var_os("WICK_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models-cache"))
-}
 
 fn fixture(name: &str) -> Value {
     let path = repo().join("assets/fixtures").join(name);

@@ -6,6 +6,10 @@
 //! thousandth, measured with gguf-py); the test prints the greedy continuations of both
 //! files beside each other (margin-aware) for the record.
 
+mod common;
+
+use common::{model_cache, repo};
+
 use std::path::PathBuf;
 
 use candle_core::quantized::GgmlDType;
@@ -17,16 +21,6 @@ use wick_engine::{Device, Model};
 
 /// Logit margin below which llama.cpp's choice is a near tie.
 const NEAR_TIE: f64 = 0.05;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_cache() -> PathBuf {
-    std::env::var_os("WICK_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models-cache"))
-}
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()

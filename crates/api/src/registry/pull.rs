@@ -20,12 +20,12 @@ use axum::Json;
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, RANGE};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use wick_store::{Digest, Layer, Manifest, ModelName, PartialBlob, Store, MEDIA_TYPE_MANIFEST};
 
 use super::client::{ClientError, Registry, Target};
+use super::TransferRequest;
 use crate::error::{ApiError, Result};
 use crate::extract::ApiJson;
 use crate::run::ndjson;
@@ -35,18 +35,6 @@ use crate::AppState;
 const WRITE_BATCH: usize = 1 << 20;
 /// How much a layer's `completed` must grow before another progress line is sent.
 const PROGRESS_STEP: u64 = 4 << 20;
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct PullRequest {
-    model: Option<String>,
-    /// Ollama's older spelling of `model`.
-    name: Option<String>,
-    #[serde(default)]
-    insecure: bool,
-    stream: Option<bool>,
-    username: Option<String>,
-    password: Option<String>,
-}
 
 /// Why a pull failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -75,18 +63,9 @@ impl From<ClientError> for PullError {
 
 pub(crate) async fn pull(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<PullRequest>,
+    ApiJson(req): ApiJson<TransferRequest>,
 ) -> Result<Response> {
-    for (field, value) in [("username", &req.username), ("password", &req.password)] {
-        if value.as_deref().is_some_and(|v| !v.is_empty()) {
-            return Err(ApiError::bad(format!(
-                "\"{field}\": registry credentials in the request are not supported; \
-                 the registry's bearer-token challenge is answered anonymously"
-            )));
-        }
-    }
-    let given = req.model.or(req.name).unwrap_or_default();
-    let name = ModelName::parse(&given).map_err(|_| ApiError::bad("invalid model name"))?;
+    let name = req.model_name()?;
     let target = Target::new(&name, req.insecure);
     let (tx, rx) = mpsc::channel::<Value>(64);
     let store = state.store.clone();

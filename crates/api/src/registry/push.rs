@@ -10,15 +10,15 @@ use axum::extract::State;
 use axum::response::Response;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-use wick_store::{Layer, Manifest, ModelName, Store, StoreError, MEDIA_TYPE_MANIFEST};
+use wick_store::{Layer, Manifest, Store, StoreError, MEDIA_TYPE_MANIFEST};
 
 use super::client::{ClientError, Registry, Target};
 use super::pull::{respond, Progress};
-use crate::error::{ApiError, Result};
+use super::TransferRequest;
+use crate::error::Result;
 use crate::extract::ApiJson;
 use crate::AppState;
 
@@ -26,18 +26,6 @@ use crate::AppState;
 const CHUNK: usize = 1 << 20;
 /// How much of a layer must go out before another progress line is sent.
 const PROGRESS_STEP: u64 = 4 << 20;
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct PushRequest {
-    model: Option<String>,
-    /// Ollama's older spelling of `model`.
-    name: Option<String>,
-    #[serde(default)]
-    insecure: bool,
-    stream: Option<bool>,
-    username: Option<String>,
-    password: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 enum PushError {
@@ -61,18 +49,9 @@ impl From<reqwest::Error> for PushError {
 
 pub(crate) async fn push(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<PushRequest>,
+    ApiJson(req): ApiJson<TransferRequest>,
 ) -> Result<Response> {
-    for (field, value) in [("username", &req.username), ("password", &req.password)] {
-        if value.as_deref().is_some_and(|v| !v.is_empty()) {
-            return Err(ApiError::bad(format!(
-                "\"{field}\": registry credentials in the request are not supported; \
-                 the registry's bearer-token challenge is answered anonymously"
-            )));
-        }
-    }
-    let given = req.model.or(req.name).unwrap_or_default();
-    let name = ModelName::parse(&given).map_err(|_| ApiError::bad("invalid model name"))?;
+    let name = req.model_name()?;
     // The model must exist before anything streams: a 404 with Ollama's message.
     let store = state.store.clone();
     let lookup = name.clone();

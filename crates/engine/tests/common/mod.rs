@@ -1,0 +1,17 @@
+//! What the engine's tests against real files share: where the repository and the
+//! model cache are.
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `WICK_MODEL_CACHE`, else `models-cache/` in the repository.
+#[allow(dead_code)]
+pub fn model_cache() -> PathBuf {
+    std::env::var_os("WICK_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models-cache"))
+}
