@@ -313,10 +313,13 @@ async fn create_rejects_bad_input_and_writes_nothing() {
     let r = post(
         &c.app,
         "/api/create",
-        json!({"model": "x", "from": "a", "quantize": "q4_K_M"}),
+        json!({"model": "x", "from": "a", "quantize": "q3_K_L"}),
     )
     .await;
-    assert_eq!(r.error(), "\"quantize\" is not supported yet");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r
+        .error()
+        .starts_with("\"quantize\": unsupported quantization type q3_K_L"));
     let r = post(&c.app, "/api/create", json!({"model": "x", "from": "nope"})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let missing = Digest::of_bytes(b"missing");
