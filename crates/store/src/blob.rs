@@ -77,30 +77,24 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<
     persist(tmp, dest)
 }
 
-/// Streams a blob into the store. Chunks are hashed as they are written to a temp file
-/// inside `blobs/`; [`BlobWriter::commit`] checks the digest and renames the file into
-/// place. Dropping the writer without committing removes the temp file.
-pub struct BlobWriter {
+/// A temp file inside `blobs/`, hashed as it is written; [`HashedTemp::commit`] checks
+/// the digest and renames it into place. Dropped uncommitted, the file is removed.
+struct HashedTemp {
     file: NamedTempFile,
     hasher: Sha256,
     written: u64,
-    expected: Digest,
-    dest: PathBuf,
 }
 
-impl BlobWriter {
-    pub(crate) fn new(blobs_dir: &Path, expected: Digest) -> Result<Self> {
-        Ok(BlobWriter {
+impl HashedTemp {
+    fn new(blobs_dir: &Path) -> Result<Self> {
+        Ok(HashedTemp {
             file: temp_in(blobs_dir)?,
             hasher: Sha256::new(),
             written: 0,
-            dest: blobs_dir.join(expected.file_name()),
-            expected,
         })
     }
 
-    /// Append a chunk.
-    pub fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
+    fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
         if let Err(e) = self.file.as_file_mut().write_all(chunk) {
             let context = format!("writing {}", self.file.path().display());
             return Err(StoreError::io(context, e));
@@ -110,9 +104,60 @@ impl BlobWriter {
         Ok(())
     }
 
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_file_mut().write(buf)?;
+        self.hasher.update(&buf[..n.min(buf.len())]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    /// Verify the digest, fsync and rename into `dest`. Returns the size. On a mismatch
+    /// the temp file is removed and the store is left unchanged.
+    fn commit(self, expected: &Digest, dest: &Path) -> Result<u64> {
+        let got = Digest::from_sha256(self.hasher.finalize().into());
+        if &got != expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                got,
+            });
+        }
+        let tmp_path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .ctx(|| format!("syncing {}", tmp_path.display()))?;
+        make_readable(self.file.as_file(), &tmp_path)?;
+        persist(self.file, dest)?;
+        Ok(self.written)
+    }
+}
+
+/// Streams a blob into the store. Chunks are hashed as they are written to a temp file
+/// inside `blobs/`; [`BlobWriter::commit`] checks the digest and renames the file into
+/// place. Dropping the writer without committing removes the temp file.
+pub struct BlobWriter {
+    temp: HashedTemp,
+    expected: Digest,
+    dest: PathBuf,
+}
+
+impl BlobWriter {
+    pub(crate) fn new(blobs_dir: &Path, expected: Digest) -> Result<Self> {
+        Ok(BlobWriter {
+            temp: HashedTemp::new(blobs_dir)?,
+            dest: blobs_dir.join(expected.file_name()),
+            expected,
+        })
+    }
+
+    /// Append a chunk.
+    pub fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
+        self.temp.write_all(chunk)
+    }
+
     /// Bytes written so far.
     pub fn bytes_written(&self) -> u64 {
-        self.written
+        self.temp.written
     }
 
     /// The digest the content must have.
@@ -123,35 +168,18 @@ impl BlobWriter {
     /// Verify the digest, fsync and rename into `blobs/sha256-<hex>`. Returns the size.
     /// On a mismatch the temp file is removed and the store is left unchanged.
     pub fn commit(self) -> Result<u64> {
-        let got = Digest::from_sha256(self.hasher.finalize().into());
-        if got != self.expected {
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected,
-                got,
-            });
-        }
-        let tmp_path = self.file.path().to_path_buf();
-        self.file
-            .as_file()
-            .sync_all()
-            .ctx(|| format!("syncing {}", tmp_path.display()))?;
-        make_readable(self.file.as_file(), &tmp_path)?;
-        persist(self.file, &self.dest)?;
-        Ok(self.written)
+        self.temp.commit(&self.expected, &self.dest)
     }
 }
 
 /// Lets a `BlobWriter` be the target of `std::io::copy`.
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_file_mut().write(buf)?;
-        self.hasher.update(&buf[..n.min(buf.len())]);
-        self.written += n as u64;
-        Ok(n)
+        self.temp.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_file_mut().flush()
+        self.temp.file.as_file_mut().flush()
     }
 }
 
@@ -254,9 +282,7 @@ impl PartialBlob {
 /// digest the client names and renames the file into place. Dropped unfinished, the
 /// temp file is removed.
 pub struct Upload {
-    file: NamedTempFile,
-    hasher: Sha256,
-    written: u64,
+    temp: HashedTemp,
     blobs_dir: PathBuf,
 }
 
@@ -264,47 +290,26 @@ impl Upload {
     pub(crate) fn new(blobs_dir: &Path) -> Result<Self> {
         fs::create_dir_all(blobs_dir).ctx(|| format!("creating {}", blobs_dir.display()))?;
         Ok(Upload {
-            file: temp_in(blobs_dir)?,
-            hasher: Sha256::new(),
-            written: 0,
+            temp: HashedTemp::new(blobs_dir)?,
             blobs_dir: blobs_dir.to_path_buf(),
         })
     }
 
     /// Append a chunk.
     pub fn write_all(&mut self, chunk: &[u8]) -> Result<()> {
-        if let Err(e) = self.file.as_file_mut().write_all(chunk) {
-            let context = format!("writing {}", self.file.path().display());
-            return Err(StoreError::io(context, e));
-        }
-        self.hasher.update(chunk);
-        self.written += chunk.len() as u64;
-        Ok(())
+        self.temp.write_all(chunk)
     }
 
     /// Bytes received so far.
     pub fn bytes_written(&self) -> u64 {
-        self.written
+        self.temp.written
     }
 
     /// Check the content against `expected`, fsync and rename into place. A mismatch
     /// removes the temp file and leaves the store unchanged.
     pub fn finish(self, expected: &Digest) -> Result<u64> {
-        let got = Digest::from_sha256(self.hasher.finalize().into());
-        if &got != expected {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                got,
-            });
-        }
-        let tmp_path = self.file.path().to_path_buf();
-        self.file
-            .as_file()
-            .sync_all()
-            .ctx(|| format!("syncing {}", tmp_path.display()))?;
-        make_readable(self.file.as_file(), &tmp_path)?;
-        persist(self.file, &self.blobs_dir.join(expected.file_name()))?;
-        Ok(self.written)
+        self.temp
+            .commit(expected, &self.blobs_dir.join(expected.file_name()))
     }
 }
 
