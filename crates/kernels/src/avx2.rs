@@ -674,6 +674,54 @@ mod imp {
         )
     }
 
+    /// Exact totals of up to four vectors of 8 i32 lanes, one per lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn totals4(v: [__m256i; 4]) -> __m128i {
+        let c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
+    }
+
+    /// Exact totals of up to four vectors of 4 i32 lanes, one per lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn totals4_128(v: [__m128i; 4]) -> __m128i {
+        _mm_hadd_epi32(_mm_hadd_epi32(v[0], v[1]), _mm_hadd_epi32(v[2], v[3]))
+    }
+
+    /// The pairs of an `NR x MR` kernel (at most 4) as lanes `r * MR + a`: the f32
+    /// products `dw[r] * dy[a]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair_scales<const NR: usize, const MR: usize>(
+        dw: [f32; NR],
+        dy: [f32; MR],
+    ) -> __m128 {
+        let mut w = [0f32; 4];
+        let mut y = [0f32; 4];
+        for r in 0..NR {
+            for a in 0..MR {
+                w[r * MR + a] = dw[r];
+                y[r * MR + a] = dy[a];
+            }
+        }
+        _mm_mul_ps(_mm_loadu_ps(w.as_ptr()), _mm_loadu_ps(y.as_ptr()))
+    }
+
+    /// Lanes `r * MR + a` of `acc` as `[r][a]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair_lanes<const NR: usize, const MR: usize>(acc: __m128) -> [[f32; MR]; NR] {
+        let mut l = [0f32; 4];
+        _mm_storeu_ps(l.as_mut_ptr(), acc);
+        std::array::from_fn(|r| std::array::from_fn(|a| l[r * MR + a]))
+    }
+
+    // The K-quant kernels follow the float order of [`crate::scalar::k_chain`]: the
+    // integer sums of a block are totalled exactly, and each (weight row, activation
+    // row) pair, one lane of a 4-lane vector, adds them to its own `fma` chain. So the
+    // batched GEMM (`crate::kgemm`) and these kernels give the same bits.
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_k<const NR: usize, const MR: usize>(
         lut: Lut,
@@ -682,15 +730,18 @@ mod imp {
         nb: usize,
         x: [*const Q8KBlock; MR],
     ) -> [[f32; MR]; NR] {
+        const { assert!(NR * MR <= 4) };
         let m4 = _mm256_set1_epi8(0x0f);
-        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
-        let mut acc_m = [[_mm_setzero_ps(); MR]; NR];
+        let mut acc = _mm_setzero_ps();
         for i in 0..nb {
             prefetch(pf, i * NR * 144, NR * 144);
+            let mut ints = [_mm256_setzero_si256(); 4];
+            let mut mins_p = [_mm_setzero_si128(); 4];
+            let mut dw = [0f32; NR];
+            let mut dminw = [0f32; NR];
             for r in 0..NR {
                 let b = w[r].add(i * 144);
                 let (scales, mins) = k4_scales_mins(b.add(4));
-                let mut sumi = [_mm256_setzero_si256(); MR];
                 for j in 0..4 {
                     let scale_l = k4_scale(scales, 2 * j);
                     let scale_h = k4_scale(scales, 2 * j + 1);
@@ -702,33 +753,23 @@ mod imp {
                         let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(ql, load(q8)));
                         let ph =
                             _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(qh, load(q8.add(32))));
-                        sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(pl, ph));
+                        let p = &mut ints[r * MR + a];
+                        *p = _mm256_add_epi32(*p, _mm256_add_epi32(pl, ph));
                     }
                 }
-                let dw = lut.at(b);
-                let dminw = lut.at(b.add(2));
                 for a in 0..MR {
-                    let y = &*x[a].add(i);
-                    let d = y.d * dw;
-                    let dmin = -y.d * dminw;
-                    let prod = k4_min_products(mins, y);
-                    acc_m[r][a] =
-                        _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r][a]);
-                    acc[r][a] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
+                    mins_p[r * MR + a] = k4_min_products(mins, &*x[a].add(i));
                 }
+                dw[r] = lut.at(b);
+                dminw[r] = lut.at(b.add(2));
             }
+            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            let dmin = pair_scales::<NR, MR>(dminw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+            acc = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins_p)), acc);
         }
-        let mut out = acc.map(|row| finish(row));
-        for r in 0..NR {
-            for a in 0..MR {
-                let mut m = acc_m[r][a];
-                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-                m = _mm_add_ss(m, _mm_movehdup_ps(m));
-                out[r][a] += _mm_cvtss_f32(m);
-            }
-        }
-        out
+        pair_lanes::<NR, MR>(acc)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -739,17 +780,20 @@ mod imp {
         nb: usize,
         x: [*const Q8KBlock; MR],
     ) -> [[f32; MR]; NR] {
+        const { assert!(NR * MR <= 4) };
         let m4 = _mm256_set1_epi8(0x0f);
         let m1 = _mm256_set1_epi8(1);
-        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
-        let mut summs = [[0f32; MR]; NR];
+        let mut acc = _mm_setzero_ps();
         for i in 0..nb {
             prefetch(pf, i * NR * 176, NR * 176);
+            let mut ints = [_mm256_setzero_si256(); 4];
+            let mut mins_p = [_mm_setzero_si128(); 4];
+            let mut dw = [0f32; NR];
+            let mut dminw = [0f32; NR];
             for r in 0..NR {
                 let b = w[r].add(i * 176);
                 let (scales, mins) = k4_scales_mins(b.add(4));
                 let hbits = _mm256_loadu_si256(b.add(16) as *const __m256i);
-                let mut sumi = [_mm256_setzero_si256(); MR];
                 for j in 0..4 {
                     let scale_0 = k4_scale(scales, 2 * j);
                     let scale_1 = k4_scale(scales, 2 * j + 1);
@@ -769,32 +813,23 @@ mod imp {
                         let p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q0, load(q8)));
                         let p1 =
                             _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q1, load(q8.add(32))));
-                        sumi[a] = _mm256_add_epi32(sumi[a], _mm256_add_epi32(p0, p1));
+                        let p = &mut ints[r * MR + a];
+                        *p = _mm256_add_epi32(*p, _mm256_add_epi32(p0, p1));
                     }
                 }
-                let dw = lut.at(b);
-                let dminw = lut.at(b.add(2));
                 for a in 0..MR {
-                    let y = &*x[a].add(i);
-                    let d = y.d * dw;
-                    let dmin = -y.d * dminw;
-                    let prod = k4_min_products(mins, y);
-                    let zero = _mm_setzero_si128();
-                    let total = _mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero);
-                    // Contracted to an fma in ggml's builds, as for Q4_1.
-                    summs[r][a] = dmin.mul_add(_mm_cvtsi128_si32(total) as f32, summs[r][a]);
-                    acc[r][a] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
+                    mins_p[r * MR + a] = k4_min_products(mins, &*x[a].add(i));
                 }
+                dw[r] = lut.at(b);
+                dminw[r] = lut.at(b.add(2));
             }
+            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            let dmin = pair_scales::<NR, MR>(dminw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+            acc = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins_p)), acc);
         }
-        let mut out = acc.map(|row| finish(row));
-        for r in 0..NR {
-            for a in 0..MR {
-                out[r][a] += summs[r][a];
-            }
-        }
-        out
+        pair_lanes::<NR, MR>(acc)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -805,16 +840,18 @@ mod imp {
         nb: usize,
         x: [*const Q8KBlock; MR],
     ) -> [[f32; MR]; NR] {
+        const { assert!(NR * MR <= 4) };
         let m4 = _mm256_set1_epi8(0x0f);
         let m3 = _mm256_set1_epi8(3);
         let m32 = _mm256_set1_epi8(32);
-        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+        let mut acc = _mm_setzero_ps();
         for i in 0..nb {
             prefetch(pf, i * NR * 210, NR * 210);
+            let mut ints = [_mm256_setzero_si256(); 4];
+            let mut dw = [0f32; NR];
             for r in 0..NR {
                 let b = w[r].add(i * 210);
                 let sc = b.add(192) as *const i8;
-                let mut sumi = [_mm256_setzero_si256(); MR];
                 for j in 0..2 {
                     let ql = b.add(64 * j);
                     let bits1 = _mm256_loadu_si256(ql as *const __m256i);
@@ -839,24 +876,9 @@ mod imp {
                     let mut s = [_mm256_setzero_si256(); 4];
                     for k in 0..4 {
                         let lo = (4 * k) as u8;
-                        let pick = _mm256_set_epi16(
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo + 2, lo + 3]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                            i16::from_le_bytes([lo, lo + 1]),
-                        );
+                        let l = i16::from_le_bytes([lo, lo + 1]);
+                        let h = i16::from_le_bytes([lo + 2, lo + 3]);
+                        let pick = _mm256_set_epi16(h, h, h, h, h, h, h, h, l, l, l, l, l, l, l, l);
                         // In-lane shuffle: the high lane must read its own copy.
                         let both = _mm256_permute2x128_si256::<0x00>(sc16, sc16);
                         s[k] = _mm256_shuffle_epi8(both, pick);
@@ -869,19 +891,18 @@ mod imp {
                                 _mm256_maddubs_epi16(q[k], y),
                                 _mm256_maddubs_epi16(m32, y),
                             );
-                            sumi[a] = _mm256_add_epi32(sumi[a], _mm256_madd_epi16(s[k], p));
+                            let t = &mut ints[r * MR + a];
+                            *t = _mm256_add_epi32(*t, _mm256_madd_epi16(s[k], p));
                         }
                     }
                 }
-                let dw = lut.at(b.add(208));
-                for a in 0..MR {
-                    let d = (*x[a].add(i)).d * dw;
-                    acc[r][a] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[a]), acc[r][a]);
-                }
+                dw[r] = lut.at(b.add(208));
             }
+            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
         }
-        acc.map(|row| finish(row))
+        pair_lanes::<NR, MR>(acc)
     }
 
     // --------------------------------------------------------------- F16 / F32

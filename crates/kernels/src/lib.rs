@@ -18,7 +18,10 @@
 //!   is the same whatever `m`, the tiling or the thread count, so a row of a batched call
 //!   is bit-identical to the same row computed alone (tested). llama.cpp's x86 build
 //!   repacks Q4_0 and Q4_K weights and sums those in another order, so there the last
-//!   bits can differ from it.
+//!   bits can differ from it. The K-quants (Q4_K, Q5_K, Q6_K) use their own order, one
+//!   scalar `fma` chain per pair over the blocks' exact integer sums, which lets batches
+//!   of [`kgemm`]'s `MIN_ROWS` rows or more run a GEMM with one activation row per vector
+//!   lane and still give every row the bits it gets alone.
 //! * Work is split over output rows into tasks run by a [`ThreadPool`]. Kernels take `NR`
 //!   weight rows x `MR` activation rows. Decode (`m = 1`) runs 4 weight rows at a time
 //!   (four independent `fma` chains) and prefetches the next four rows while it
@@ -43,6 +46,7 @@ mod act;
 mod avx2;
 mod f16;
 pub mod gguf;
+mod kgemm;
 mod matrix;
 mod pool;
 pub mod reference;

@@ -73,6 +73,7 @@ struct Scratch {
     q8: Vec<Q8Block>,
     q8aux: Vec<Q8Aux>,
     q8k: Vec<Q8KBlock>,
+    groups: Vec<crate::kgemm::ActGroupBlock>,
     f: Vec<f32>,
 }
 
@@ -420,6 +421,13 @@ impl QMatrix {
             }
         };
 
+        if let Acts::Q8K { blocks, per_row } = acts {
+            if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
+                let groups = grow(&mut scratch.groups, m.div_ceil(8) * per_row);
+                self.run_kgemm(range, pool, threads, blocks, per_row, m, groups, out);
+                return;
+            }
+        }
         let rows = range.len();
         let rb = self.row_bytes();
         let tasks_wanted = threads * if m <= ACT_TILE { 8 } else { 2 };
@@ -478,6 +486,87 @@ impl QMatrix {
             }
         };
         pool.run(threads, n_tasks, &task);
+    }
+}
+
+impl QMatrix {
+    /// The K-quant GEMM ([`crate::kgemm`]) for `m` rows already quantized to Q8_K:
+    /// interleave them in groups of 8, then split the weight rows of `range` over tasks;
+    /// a task unpacks two weight rows at a time and runs them against every group.
+    #[allow(clippy::too_many_arguments)]
+    fn run_kgemm(
+        &self,
+        range: &std::ops::Range<usize>,
+        pool: &ThreadPool,
+        threads: usize,
+        blocks: &[Q8KBlock],
+        per_row: usize,
+        m: usize,
+        groups: &mut [crate::kgemm::ActGroupBlock],
+        out: &mut [f32],
+    ) {
+        let n_groups = m.div_ceil(8);
+        let gp = SyncPtr(groups.as_mut_ptr());
+        pool.run(threads, n_groups, &|g| {
+            let rows: Vec<&[Q8KBlock]> = (8 * g..(8 * g + 8).min(m))
+                .map(|a| &blocks[a * per_row..(a + 1) * per_row])
+                .collect();
+            // SAFETY: group g's blocks are written by this task alone and are in bounds.
+            let dst = unsafe { std::slice::from_raw_parts_mut(gp.get().add(g * per_row), per_row) };
+            crate::kgemm::pack_group(&rows, dst);
+        });
+        let groups: &[crate::kgemm::ActGroupBlock] = groups;
+        let rows = range.len();
+        let rb = self.row_bytes();
+        let chunk = rows.div_ceil(threads * 8).max(2).next_multiple_of(2);
+        let outp = SyncPtr(out.as_mut_ptr());
+        let kind = self.kind;
+        let cols = self.cols;
+        pool.run(threads, rows.div_ceil(chunk), &|t| {
+            crate::kgemm::with_scratch(cols, per_row, |codes, meta| {
+                let r1 = ((t + 1) * chunk).min(rows);
+                let mut r = t * chunk;
+                while r < r1 {
+                    let nr = (r1 - r).min(2);
+                    for i in 0..nr {
+                        let (bytes, at) = self.part_of(range.start + r + i);
+                        crate::kgemm::unpack_row(
+                            kind,
+                            &bytes[at * rb..(at + 1) * rb],
+                            &mut codes[i * cols..(i + 1) * cols],
+                            &mut meta[i * per_row..(i + 1) * per_row],
+                        );
+                    }
+                    let mut g = 0;
+                    while g < n_groups {
+                        let ng = (n_groups - g).min(2);
+                        let mut res = [[0f32; 16]; 2];
+                        crate::kgemm::dots_dyn(
+                            kind,
+                            nr,
+                            ng,
+                            codes,
+                            meta,
+                            &groups[g * per_row..(g + ng) * per_row],
+                            per_row,
+                            &mut res,
+                        );
+                        for (i, row) in res.iter().enumerate().take(nr) {
+                            for (l, &v) in row.iter().enumerate().take(8 * ng) {
+                                let a = 8 * g + l;
+                                if a < m {
+                                    // SAFETY: a < m and r + i < rows: in bounds of `out`;
+                                    // rows r0..r1 belong to this task alone.
+                                    unsafe { *outp.get().add(a * rows + r + i) = v };
+                                }
+                            }
+                        }
+                        g += ng;
+                    }
+                    r += nr;
+                }
+            });
+        });
     }
 }
 

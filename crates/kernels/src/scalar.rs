@@ -1,5 +1,6 @@
 //! Portable kernels: one weight row against one activation row, integer sums per block
-//! and then float scaling as ggml's generic `ggml_vec_dot_*` do.
+//! and then float scaling as ggml's generic `ggml_vec_dot_*` do (the K-quants: one
+//! `fma` chain per pair, see [`k_chain`]).
 
 use crate::act::{Q8Block, Q8KBlock};
 use crate::f16::read_f16;
@@ -169,9 +170,7 @@ fn dot_q4_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
             }
         }
         let (sumi, summ) = k4_sums(&b[4..16], &q, y);
-        let d = y.d * read_f16(b, 0);
-        let dmin = y.d * read_f16(b, 2);
-        sumf += d * sumi as f32 - dmin * summ as f32;
+        sumf = k_chain(sumf, y.d * read_f16(b, 0), sumi, y.d * read_f16(b, 2), summ);
     }
     sumf
 }
@@ -191,9 +190,7 @@ fn dot_q5_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
             }
         }
         let (sumi, summ) = k4_sums(&b[4..16], &q, y);
-        let d = y.d * read_f16(b, 0);
-        let dmin = y.d * read_f16(b, 2);
-        sumf += d * sumi as f32 - dmin * summ as f32;
+        sumf = k_chain(sumf, y.d * read_f16(b, 0), sumi, y.d * read_f16(b, 2), summ);
     }
     sumf
 }
@@ -218,7 +215,15 @@ fn dot_q6_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
                 }
             }
         }
-        sumf += y.d * read_f16(b, 208) * sumi as f32;
+        sumf = (y.d * read_f16(b, 208)).mul_add(sumi as f32, sumf);
     }
     sumf
+}
+
+/// The K-quants' float order, which every backend and tile shape follows so a row's
+/// result never depends on how it was computed: per block, the exact integer sums
+/// scaled and added to one f32 chain by `fma`, the minimums' term second.
+#[inline]
+pub(crate) fn k_chain(acc: f32, d: f32, sumi: i32, dmin: f32, summ: i32) -> f32 {
+    (-dmin).mul_add(summ as f32, d.mul_add(sumi as f32, acc))
 }

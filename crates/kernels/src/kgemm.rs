@@ -1,0 +1,427 @@
+//! The K-quant GEMM: Q4_K, Q5_K and Q6_K weights times many activation rows.
+//!
+//! The row-by-row kernels unpack a weight block once for up to four activation rows, but
+//! every (weight row, activation row) pair still pays its own widening multiply
+//! (`vpmaddwd`) per 32 values and its own float finish per block. Here the layout is
+//! turned around so one vector lane is one activation row:
+//!
+//! * activations are quantized to Q8_K as usual, then interleaved in groups of eight
+//!   rows ([`ActGroupBlock`]): one 32-byte vector holds four consecutive columns of each
+//!   of the eight rows;
+//! * a weight row is unpacked once per call into plain byte codes (`0..=63`) and per
+//!   block scales ([`WeightBlock`]), kept in L1;
+//! * the inner step broadcasts four codes of the weight row and multiplies them with the
+//!   group's vector (`vpmaddubsw`), summing in 16 bits over as many steps as cannot
+//!   overflow, then applies the sub-block scale with one `vpmaddwd` for all eight rows;
+//!   the codes' offsets (Q6_K's 32) and Q4_K/Q5_K's minimums come from the activations'
+//!   sub-block sums;
+//! * each block's exact integer total then goes into the pair's `fma` chain in the order
+//!   of [`crate::scalar::k_chain`], for eight pairs at once.
+//!
+//! The integers are exact and the float order is the row-by-row kernels' own, so a row
+//! computed here is bit-identical to the same row computed alone (tested).
+
+use crate::act::Q8KBlock;
+use crate::f16::read_f16;
+use crate::reference::k4_scale_min;
+use crate::QuantKind;
+
+/// Eight activation rows of one 256-value block, interleaved.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct ActGroupBlock {
+    /// `qs[k]`: columns `4k..4k + 4` of row 0, then of row 1, ... row 7.
+    qs: [[i8; 32]; 64],
+    /// Each row's scale.
+    d: [f32; 8],
+    /// `sum32[p]`: each row's sums over the 32-column sub-blocks `2p` and `2p + 1`.
+    sum32: [[i16; 16]; 4],
+    /// `sum16[p]`: each row's sums over the 16-column sub-blocks `2p` and `2p + 1`.
+    sum16: [[i16; 16]; 8],
+}
+
+impl Default for ActGroupBlock {
+    fn default() -> Self {
+        Self {
+            qs: [[0; 32]; 64],
+            d: [0.0; 8],
+            sum32: [[0; 16]; 4],
+            sum16: [[0; 16]; 8],
+        }
+    }
+}
+
+/// Interleave up to eight quantized rows (each `out.len()` blocks) into `out`; missing
+/// rows are zero.
+pub(crate) fn pack_group(rows: &[&[Q8KBlock]], out: &mut [ActGroupBlock]) {
+    debug_assert!(rows.len() <= 8);
+    for (b, g) in out.iter_mut().enumerate() {
+        *g = ActGroupBlock::default();
+        for (r, row) in rows.iter().enumerate() {
+            let y = &row[b];
+            for (k, v) in g.qs.iter_mut().enumerate() {
+                v[4 * r..4 * r + 4].copy_from_slice(&y.qs[4 * k..4 * k + 4]);
+            }
+            g.d[r] = y.d;
+            for p in 0..4 {
+                g.sum32[p][2 * r] = y.pair_sums[2 * p];
+                g.sum32[p][2 * r + 1] = y.pair_sums[2 * p + 1];
+            }
+            for p in 0..8 {
+                g.sum16[p][2 * r] = y.bsums[2 * p];
+                g.sum16[p][2 * r + 1] = y.bsums[2 * p + 1];
+            }
+        }
+    }
+}
+
+/// One weight block's scales, unpacked; its 256 codes live in a separate byte row.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+pub(crate) struct WeightBlock {
+    /// `d` as f32.
+    d: f32,
+    /// `dmin` as f32 (Q4_K, Q5_K).
+    dmin: f32,
+    /// Sub-block scales, each as an i16 twice in one i32 (a `vpmaddwd` operand once
+    /// broadcast): 8 of 32 values (Q4_K, Q5_K) or 16 of 16 values (Q6_K).
+    scale: [i32; 16],
+    /// i16 pairs `(x[2p], x[2p + 1])` for the offset terms: the minimums of the 32-value
+    /// sub-blocks (Q4_K, Q5_K, 4 pairs) or the scales of the 16-value ones (Q6_K, 8).
+    pairs: [i32; 8],
+}
+
+fn twice(v: i16) -> i32 {
+    (v as u16 as i32) | ((v as u16 as i32) << 16)
+}
+
+fn pair(lo: i16, hi: i16) -> i32 {
+    (lo as u16 as i32) | ((hi as u16 as i32) << 16)
+}
+
+/// Unpack one weight row of `kind` (whole blocks) into `codes` (one byte per value) and
+/// `meta` (one [`WeightBlock`] per block).
+pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut [WeightBlock]) {
+    let ts = kind.type_size();
+    for ((b, q), m) in w
+        .chunks_exact(ts)
+        .zip(codes.chunks_exact_mut(256))
+        .zip(meta.iter_mut())
+    {
+        match kind {
+            QuantKind::Q4K | QuantKind::Q5K => {
+                let (qs, qh) = if kind == QuantKind::Q4K {
+                    (&b[16..144], None)
+                } else {
+                    (&b[48..176], Some(&b[16..48]))
+                };
+                for c in 0..4 {
+                    for l in 0..32 {
+                        let (mut lo, mut hi) = (qs[32 * c + l] & 0xf, qs[32 * c + l] >> 4);
+                        if let Some(qh) = qh {
+                            lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                            hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                        }
+                        q[64 * c + l] = lo;
+                        q[64 * c + 32 + l] = hi;
+                    }
+                }
+                let sm: [(u8, u8); 8] = std::array::from_fn(|j| k4_scale_min(&b[4..16], j));
+                m.d = read_f16(b, 0);
+                m.dmin = read_f16(b, 2);
+                for (dst, &(sc, _)) in m.scale.iter_mut().zip(&sm) {
+                    *dst = twice(sc as i16);
+                }
+                for p in 0..4 {
+                    m.pairs[p] = pair(sm[2 * p].1 as i16, sm[2 * p + 1].1 as i16);
+                }
+            }
+            QuantKind::Q6K => {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                for h in 0..2 {
+                    for k in 0..4 {
+                        for l in 0..32 {
+                            let lo = ql[64 * h + 32 * (k & 1) + l];
+                            let lo = if k < 2 { lo & 0xf } else { lo >> 4 };
+                            let hi = (qh[32 * h + l] >> (2 * k)) & 3;
+                            q[128 * h + 32 * k + l] = lo | (hi << 4);
+                        }
+                    }
+                }
+                m.d = read_f16(b, 208);
+                m.dmin = 0.0;
+                for (dst, &v) in m.scale.iter_mut().zip(sc) {
+                    *dst = twice(v as i8 as i16);
+                }
+                for p in 0..8 {
+                    m.pairs[p] = pair(sc[2 * p] as i8 as i16, sc[2 * p + 1] as i8 as i16);
+                }
+            }
+            _ => unreachable!("kgemm handles the K-quants only"),
+        }
+    }
+}
+
+/// Batches of at least this many rows take the GEMM (smaller ones the row-by-row
+/// kernels: same bits, see the module doc).
+pub(crate) const MIN_ROWS: usize = 8;
+
+thread_local! {
+    static WEIGHTS: std::cell::RefCell<(Vec<u8>, Vec<WeightBlock>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Run `f` with room for two unpacked weight rows of `cols` values (`per_row` blocks).
+pub(crate) fn with_scratch(
+    cols: usize,
+    per_row: usize,
+    f: impl FnOnce(&mut [u8], &mut [WeightBlock]),
+) {
+    WEIGHTS.with(|cell| {
+        let mut own;
+        let mut borrowed = cell.try_borrow_mut();
+        let (codes, meta) = match borrowed.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => {
+                own = (Vec::new(), Vec::new());
+                &mut own
+            }
+        };
+        if codes.len() < 2 * cols {
+            codes.resize(2 * cols, 0);
+        }
+        if meta.len() < 2 * per_row {
+            meta.resize(2 * per_row, WeightBlock::default());
+        }
+        f(&mut codes[..2 * cols], &mut meta[..2 * per_row]);
+    })
+}
+
+/// [`dots`] for `nr` rows (of `codes`/`meta`, `per_row` blocks each) and `ng` groups
+/// (of `acts`), both 1 or 2.
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots_dyn(
+    kind: QuantKind,
+    nr: usize,
+    ng: usize,
+    codes: &[u8],
+    meta: &[WeightBlock],
+    acts: &[ActGroupBlock],
+    per_row: usize,
+    out: &mut [[f32; 16]; 2],
+) {
+    let cols = per_row * 256;
+    let c = |i: usize| &codes[i * cols..(i + 1) * cols];
+    let w = |i: usize| &meta[i * per_row..(i + 1) * per_row];
+    let a = |g: usize| &acts[g * per_row..(g + 1) * per_row];
+    match (nr, ng) {
+        (2, 2) => dots::<2, 2>(kind, [c(0), c(1)], [w(0), w(1)], [a(0), a(1)], out),
+        (2, _) => dots::<2, 1>(kind, [c(0), c(1)], [w(0), w(1)], [a(0)], out),
+        (_, 2) => dots::<1, 2>(kind, [c(0)], [w(0)], [a(0), a(1)], out),
+        _ => dots::<1, 1>(kind, [c(0)], [w(0)], [a(0)], out),
+    }
+}
+
+/// Without AVX2 the GEMM is never chosen.
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots_dyn(
+    _kind: QuantKind,
+    _nr: usize,
+    _ng: usize,
+    _codes: &[u8],
+    _meta: &[WeightBlock],
+    _acts: &[ActGroupBlock],
+    _per_row: usize,
+    _out: &mut [[f32; 16]; 2],
+) {
+    unreachable!("the K-quant GEMM runs on the AVX2 backend only")
+}
+
+/// `out[r][g * 8 + l]` = dot(weight row `r`, activation row `l` of group `g`) for `NR`
+/// unpacked weight rows and `NG` groups, `nb` blocks each. Callers check AVX2 first.
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+pub(crate) fn dots<const NR: usize, const NG: usize>(
+    kind: QuantKind,
+    codes: [&[u8]; NR],
+    meta: [&[WeightBlock]; NR],
+    acts: [&[ActGroupBlock]; NG],
+    out: &mut [[f32; 16]; 2],
+) {
+    let nb = meta[0].len();
+    assert!(NR <= 2 && NG <= 2 && crate::avx2::available());
+    for r in 0..NR {
+        assert!(codes[r].len() >= nb * 256 && meta[r].len() >= nb);
+    }
+    for g in acts {
+        assert!(g.len() >= nb);
+    }
+    let c = codes.map(|c| c.as_ptr());
+    let m = meta.map(|m| m.as_ptr());
+    let a = acts.map(|a| a.as_ptr());
+    // SAFETY: CPU features and every extent read were checked above.
+    let res = unsafe {
+        match kind {
+            QuantKind::Q6K => imp::q6_k::<NR, NG>(c, m, a, nb),
+            QuantKind::Q4K => imp::q45_k::<NR, NG, 8>(c, m, a, nb),
+            _ => imp::q45_k::<NR, NG, 4>(c, m, a, nb),
+        }
+    };
+    for r in 0..NR {
+        for g in 0..NG {
+            out[r][8 * g..8 * g + 8].copy_from_slice(&res[r][g]);
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+mod imp {
+    use std::arch::x86_64::*;
+
+    use super::{ActGroupBlock, WeightBlock};
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load(p: *const i8) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+
+    /// Four codes of a row, broadcast.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn codes4(p: *const u8) -> __m256i {
+        _mm256_set1_epi32((p as *const i32).read_unaligned())
+    }
+
+    /// Eight lanes of f32 as an array.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lanes(v: __m256) -> [f32; 8] {
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), v);
+        l
+    }
+
+    /// Q4_K and Q5_K: 16-bit sums over `STEPS` steps of 4 columns (Q4_K's codes
+    /// `0..=15`: 8 steps, at most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4 steps),
+    /// then the 32-value sub-block's scale.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q45_k<const NR: usize, const NG: usize, const STEPS: usize>(
+        codes: [*const u8; NR],
+        meta: [*const WeightBlock; NR],
+        acts: [*const ActGroupBlock; NG],
+        nb: usize,
+    ) -> [[[f32; 8]; NG]; NR] {
+        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        for b in 0..nb {
+            let mut ints = [[_mm256_setzero_si256(); NG]; NR];
+            for j in 0..8 {
+                for h in 0..8 / STEPS {
+                    let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
+                    for k in 0..STEPS {
+                        let col4 = 8 * j + STEPS * h + k;
+                        let a: [__m256i; NG] =
+                            std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                        for r in 0..NR {
+                            let w = codes4(codes[r].add(256 * b + 4 * col4));
+                            for g in 0..NG {
+                                s16[r][g] =
+                                    _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
+                            }
+                        }
+                    }
+                    for r in 0..NR {
+                        let sc = _mm256_set1_epi32((*meta[r].add(b)).scale[j]);
+                        for g in 0..NG {
+                            ints[r][g] =
+                                _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], sc));
+                        }
+                    }
+                }
+            }
+            for r in 0..NR {
+                let wb = &*meta[r].add(b);
+                for g in 0..NG {
+                    let ab = &*acts[g].add(b);
+                    let mut mins = _mm256_setzero_si256();
+                    for p in 0..4 {
+                        mins = _mm256_add_epi32(
+                            mins,
+                            _mm256_madd_epi16(
+                                _mm256_set1_epi32(wb.pairs[p]),
+                                load(ab.sum32[p].as_ptr() as *const i8),
+                            ),
+                        );
+                    }
+                    let dy = _mm256_load_ps(ab.d.as_ptr());
+                    let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), dy);
+                    let dmin = _mm256_mul_ps(_mm256_set1_ps(wb.dmin), dy);
+                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints[r][g]), acc[r][g]);
+                    acc[r][g] = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc[r][g]);
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| lanes(v)))
+    }
+
+    /// Q6_K (codes `0..=63`): 16-bit sums over 8 columns (2 steps; at most
+    /// 2 * 2 * 63 * 127 < 2^15), the 16-value sub-block's scale per 8 columns, and the
+    /// codes' offset of 32 from the activations' sub-block sums.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6_k<const NR: usize, const NG: usize>(
+        codes: [*const u8; NR],
+        meta: [*const WeightBlock; NR],
+        acts: [*const ActGroupBlock; NG],
+        nb: usize,
+    ) -> [[[f32; 8]; NG]; NR] {
+        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        for b in 0..nb {
+            let mut ints = [[_mm256_setzero_si256(); NG]; NR];
+            for s in 0..16 {
+                for half in 0..2 {
+                    let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
+                    for k in 0..2 {
+                        let col4 = 4 * s + 2 * half + k;
+                        let a: [__m256i; NG] =
+                            std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                        for r in 0..NR {
+                            let w = codes4(codes[r].add(256 * b + 4 * col4));
+                            for g in 0..NG {
+                                s16[r][g] =
+                                    _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
+                            }
+                        }
+                    }
+                    for r in 0..NR {
+                        let sc = _mm256_set1_epi32((*meta[r].add(b)).scale[s]);
+                        for g in 0..NG {
+                            ints[r][g] =
+                                _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], sc));
+                        }
+                    }
+                }
+            }
+            for r in 0..NR {
+                let wb = &*meta[r].add(b);
+                for g in 0..NG {
+                    let ab = &*acts[g].add(b);
+                    let mut off = _mm256_setzero_si256();
+                    for p in 0..8 {
+                        off = _mm256_add_epi32(
+                            off,
+                            _mm256_madd_epi16(
+                                _mm256_set1_epi32(wb.pairs[p]),
+                                load(ab.sum16[p].as_ptr() as *const i8),
+                            ),
+                        );
+                    }
+                    let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(off));
+                    let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), _mm256_load_ps(ab.d.as_ptr()));
+                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[r][g]);
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| lanes(v)))
+    }
+}
