@@ -95,6 +95,15 @@ pub(crate) mod quant {
     pub(crate) use crate::act::{quantize_q8_0 as q8_0, quantize_q8_k as q8_k, round_to_f16};
 }
 
+/// The unsigned byte codes of a row of Q4_0, Q4_1 or Q5_0 blocks (the GEMM's unpacking).
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+pub(crate) fn codes32(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+    let ts = kind.type_size();
+    assert!(available() && codes.len() == w.len() / ts * 32 && w.len().is_multiple_of(ts));
+    // SAFETY: features checked; every block read is inside `w`, every store in `codes`.
+    unsafe { imp::codes32(kind, w, codes) }
+}
+
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 // Kernels index several per-row arrays with the same activation index.
 #[allow(clippy::needless_range_loop)]
@@ -337,13 +346,13 @@ mod imp {
                 };
                 match kind {
                     QuantKind::Q4_0 => {
-                        run_kernel!(q4_0_signed / q4_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q4_0_signed / q4_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     QuantKind::Q4_1 => {
-                        run_kernel!(q4_1 / q4_1, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q4_1 / q4_1, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     QuantKind::Q5_0 => {
-                        run_kernel!(q5_0_signed / q5_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
+                        run_kernel!(q5_0_signed / q5_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     _ => {
                         run_kernel!(q8_0 / q8_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
@@ -377,6 +386,24 @@ mod imp {
                     }
                 }
             }
+        }
+    }
+
+    /// See [`super::codes32`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn codes32(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+        let ts = kind.type_size();
+        for (b, q) in w.chunks_exact(ts).zip(codes.chunks_exact_mut(32)) {
+            let p = b.as_ptr();
+            let v = match kind {
+                QuantKind::Q4_0 => nibbles(p.add(2)),
+                QuantKind::Q4_1 => nibbles(p.add(4)),
+                _ => _mm256_or_si256(
+                    nibbles(p.add(6)),
+                    _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
+                ),
+            };
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
         }
     }
 
@@ -463,14 +490,6 @@ mod imp {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
     }
 
-    /// Same for unsigned `x` (no sign trick).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul_sum_u8(x: __m256i, y: __m256i) -> __m256 {
-        let dot = _mm256_maddubs_epi16(x, y);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-    }
-
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn finish<const MR: usize>(acc: [__m256; MR]) -> [f32; MR] {
@@ -527,7 +546,8 @@ mod imp {
     /// A kernel for a kind stored as unsigned codes `q + offset` (Q4_0: 8, Q5_0: 16):
     /// `maddubs(code, y)` summed per 4 bytes, minus the activation block's `corr`
     /// (`offset * sum(y)` per lane), is ggml's per-lane `sum(q * y)` exactly, without
-    /// its two sign fix-ups per block and row.
+    /// its two sign fix-ups per block and row. Float order: one `fma` chain per pair
+    /// over exact block totals (as [`crate::scalar`] and [`crate::kgemm`]).
     macro_rules! offset_kernel {
         ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
             #[target_feature(enable = "avx2,fma,f16c")]
@@ -538,28 +558,71 @@ mod imp {
                 nb: usize,
                 x: [Q8Ptr; MR],
             ) -> [[f32; MR]; NR] {
+                const { assert!(NR * MR <= 4) };
                 let ones = _mm256_set1_epi16(1);
-                let mut acc = [[_mm256_setzero_ps(); MR]; NR];
+                let mut acc = _mm_setzero_ps();
                 for ib in 0..nb {
                     prefetch(pf, ib * NR * $stride, NR * $stride);
+                    let mut ints = [_mm256_setzero_si256(); 4];
+                    let mut dw = [0f32; NR];
                     for r in 0..NR {
                         let $b = w[r].add(ib * $stride);
-                        let dw = _mm256_set1_ps(lut.at($b));
+                        dw[r] = lut.at($b);
                         let code = $unpack;
                         for a in 0..MR {
                             let y = &*x[a].b.add(ib);
                             let aux = &*x[a].aux.add(ib);
                             let dot = _mm256_maddubs_epi16(code, load(y.qs.as_ptr()));
-                            let lanes = _mm256_sub_epi32(
+                            ints[r * MR + a] = _mm256_sub_epi32(
                                 _mm256_madd_epi16(dot, ones),
                                 _mm256_loadu_si256(aux.corr.as_ptr() as *const __m256i),
                             );
-                            let d = _mm256_mul_ps(dw, _mm256_loadu_ps(aux.dv.as_ptr()));
-                            acc[r][a] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r][a]);
                         }
                     }
+                    let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
+                    let d = pair_scales::<NR, MR>(dw, dy);
+                    acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
                 }
-                acc.map(|row| finish(row))
+                pair_lanes::<NR, MR>(acc)
+            }
+        };
+    }
+
+    /// A signed 32-value kind in the chain order (see `offset_kernel`).
+    macro_rules! signed_chain_kernel {
+        ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name<const NR: usize, const MR: usize>(
+                lut: Lut,
+                pf: *const u8,
+                w: [*const u8; NR],
+                nb: usize,
+                x: [Q8Ptr; MR],
+            ) -> [[f32; MR]; NR] {
+                const { assert!(NR * MR <= 4) };
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = _mm_setzero_ps();
+                for ib in 0..nb {
+                    prefetch(pf, ib * NR * $stride, NR * $stride);
+                    let mut ints = [_mm256_setzero_si256(); 4];
+                    let mut dw = [0f32; NR];
+                    for r in 0..NR {
+                        let $b = w[r].add(ib * $stride);
+                        dw[r] = lut.at($b);
+                        let qx = $unpack;
+                        let ax = _mm256_sign_epi8(qx, qx);
+                        for a in 0..MR {
+                            let y = &*x[a].b.add(ib);
+                            let dot =
+                                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(load(y.qs.as_ptr()), qx));
+                            ints[r * MR + a] = _mm256_madd_epi16(dot, ones);
+                        }
+                    }
+                    let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
+                    let d = pair_scales::<NR, MR>(dw, dy);
+                    acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+                }
+                pair_lanes::<NR, MR>(acc)
             }
         };
     }
@@ -577,13 +640,13 @@ mod imp {
     // Batches use the signed forms for Q4_0/Q5_0 (same integers, same float ops): with
     // 8 activation rows per weight block the sign fix-up of the weights is amortized,
     // and the extra `corr` load per pair costs more than the `vpsignb` it saves.
-    signed_kernel!(q4_0_signed, 18, |b| _mm256_sub_epi8(
+    signed_chain_kernel!(q4_0_signed, 18, |b| _mm256_sub_epi8(
         nibbles(b.add(2)),
         _mm256_set1_epi8(8)
     ));
 
     // A clear fifth bit means value - 16: set the high nibble to 0xf.
-    signed_kernel!(q5_0_signed, 22, |b| _mm256_or_si256(
+    signed_chain_kernel!(q5_0_signed, 22, |b| _mm256_or_si256(
         nibbles(b.add(6)),
         _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0xf0u8 as i8))
     ));
@@ -596,33 +659,33 @@ mod imp {
         nb: usize,
         x: [Q8Ptr; MR],
     ) -> [[f32; MR]; NR] {
-        let mut acc = [[_mm256_setzero_ps(); MR]; NR];
-        let mut summs = [[0f32; MR]; NR];
+        const { assert!(NR * MR <= 4) };
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm_setzero_ps();
         for ib in 0..nb {
             prefetch(pf, ib * NR * 20, NR * 20);
+            let mut ints = [_mm256_setzero_si256(); 4];
+            let mut dw = [0f32; NR];
+            let mut mw = [0f32; NR];
             for r in 0..NR {
                 let b = w[r].add(ib * 20);
-                let dw = _mm256_set1_ps(lut.at(b));
-                let mw = lut.at(b.add(2));
+                dw[r] = lut.at(b);
+                mw[r] = lut.at(b.add(2));
                 let qx = nibbles(b.add(4));
                 for a in 0..MR {
                     let y = &*x[a].b.add(ib);
-                    // ggml's `summs += m * s` is contracted to an fma by GCC and Clang
-                    // (-ffp-contract defaults) in FMA builds: do the same.
-                    summs[r][a] = mw.mul_add(y.s, summs[r][a]);
-                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
-                    let q = mul_sum_u8(qx, load(y.qs.as_ptr()));
-                    acc[r][a] = _mm256_fmadd_ps(d, q, acc[r][a]);
+                    let dot = _mm256_maddubs_epi16(qx, load(y.qs.as_ptr()));
+                    ints[r * MR + a] = _mm256_madd_epi16(dot, ones);
                 }
             }
+            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
+            let sy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).s);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+            let (m, s) = pair_vectors::<NR, MR>(mw, sy);
+            acc = _mm_fmadd_ps(m, s, acc);
         }
-        let mut out = acc.map(|row| finish(row));
-        for r in 0..NR {
-            for a in 0..MR {
-                out[r][a] += summs[r][a];
-            }
-        }
-        out
+        pair_lanes::<NR, MR>(acc)
     }
 
     // ------------------------------------------------------------ K-quants x Q8_K
@@ -689,23 +752,34 @@ mod imp {
         _mm_hadd_epi32(_mm_hadd_epi32(v[0], v[1]), _mm_hadd_epi32(v[2], v[3]))
     }
 
-    /// The pairs of an `NR x MR` kernel (at most 4) as lanes `r * MR + a`: the f32
-    /// products `dw[r] * dy[a]`.
+    /// The pairs of an `NR x MR` kernel (at most 4) as lanes `r * MR + a`: `w[r]` and
+    /// `y[a]` spread over those lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair_vectors<const NR: usize, const MR: usize>(
+        w: [f32; NR],
+        y: [f32; MR],
+    ) -> (__m128, __m128) {
+        let mut wl = [0f32; 4];
+        let mut yl = [0f32; 4];
+        for r in 0..NR {
+            for a in 0..MR {
+                wl[r * MR + a] = w[r];
+                yl[r * MR + a] = y[a];
+            }
+        }
+        (_mm_loadu_ps(wl.as_ptr()), _mm_loadu_ps(yl.as_ptr()))
+    }
+
+    /// The f32 products `dw[r] * dy[a]` in lanes `r * MR + a`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn pair_scales<const NR: usize, const MR: usize>(
         dw: [f32; NR],
         dy: [f32; MR],
     ) -> __m128 {
-        let mut w = [0f32; 4];
-        let mut y = [0f32; 4];
-        for r in 0..NR {
-            for a in 0..MR {
-                w[r * MR + a] = dw[r];
-                y[r * MR + a] = dy[a];
-            }
-        }
-        _mm_mul_ps(_mm_loadu_ps(w.as_ptr()), _mm_loadu_ps(y.as_ptr()))
+        let (w, y) = pair_vectors::<NR, MR>(dw, dy);
+        _mm_mul_ps(w, y)
     }
 
     /// Lanes `r * MR + a` of `acc` as `[r][a]`.

@@ -21,7 +21,7 @@
 //! The integers are exact and the float order is the row-by-row kernels' own, so a row
 //! computed here is bit-identical to the same row computed alone (tested).
 
-use crate::act::Q8KBlock;
+use crate::act::{Q8Block, Q8KBlock};
 use crate::f16::read_f16;
 use crate::reference::k4_scale_min;
 use crate::QuantKind;
@@ -166,35 +166,191 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
 /// kernels: same bits, see the module doc).
 pub(crate) const MIN_ROWS: usize = 8;
 
-thread_local! {
-    static WEIGHTS: std::cell::RefCell<(Vec<u8>, Vec<WeightBlock>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// A task's unpacked weight rows (two at most).
+#[derive(Default)]
+pub(crate) struct RowScratch {
+    /// One byte code per value.
+    pub codes: Vec<u8>,
+    /// K-quants: per 256-value block.
+    pub meta: Vec<WeightBlock>,
+    /// 32-value kinds: per block, `d` and the minimum `m` (Q4_1).
+    pub dm: Vec<[f32; 2]>,
 }
 
-/// Run `f` with room for two unpacked weight rows of `cols` values (`per_row` blocks).
+thread_local! {
+    static WEIGHTS: std::cell::RefCell<RowScratch> =
+        std::cell::RefCell::new(RowScratch::default());
+}
+
+/// Run `f` with room for two unpacked weight rows of `cols` values in `blocks` blocks.
 pub(crate) fn with_scratch(
     cols: usize,
-    per_row: usize,
-    f: impl FnOnce(&mut [u8], &mut [WeightBlock]),
+    blocks: usize,
+    k_quant: bool,
+    f: impl FnOnce(&mut RowScratch),
 ) {
     WEIGHTS.with(|cell| {
         let mut own;
         let mut borrowed = cell.try_borrow_mut();
-        let (codes, meta) = match borrowed.as_deref_mut() {
+        let s = match borrowed.as_deref_mut() {
             Ok(s) => s,
             Err(_) => {
-                own = (Vec::new(), Vec::new());
+                own = RowScratch::default();
                 &mut own
             }
         };
-        if codes.len() < 2 * cols {
-            codes.resize(2 * cols, 0);
+        if s.codes.len() < 2 * cols {
+            s.codes.resize(2 * cols, 0);
         }
-        if meta.len() < 2 * per_row {
-            meta.resize(2 * per_row, WeightBlock::default());
+        if k_quant && s.meta.len() < 2 * blocks {
+            s.meta.resize(2 * blocks, WeightBlock::default());
         }
-        f(&mut codes[..2 * cols], &mut meta[..2 * per_row]);
+        if !k_quant && s.dm.len() < 2 * blocks {
+            s.dm.resize(2 * blocks, [0.0; 2]);
+        }
+        f(s);
     })
+}
+
+// ------------------------------------------------------------- 32-value kinds
+
+/// Eight activation rows of one 32-value block (Q8_0/Q8_1), interleaved.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+pub(crate) struct ActGroup32 {
+    /// `qs[k]`: columns `4k..4k + 4` of row 0, then of row 1, ... row 7.
+    qs: [[i8; 32]; 8],
+    d: [f32; 8],
+    /// Q8_1's `s` (Q4_1 weights).
+    s: [f32; 8],
+    /// Each row's sum of its 32 quants (for the weights' code offset).
+    isum: [i32; 8],
+}
+
+/// Interleave up to eight quantized rows (each `out.len()` blocks) into `out`.
+pub(crate) fn pack_group32(rows: &[&[Q8Block]], out: &mut [ActGroup32]) {
+    debug_assert!(rows.len() <= 8);
+    for (b, g) in out.iter_mut().enumerate() {
+        *g = ActGroup32::default();
+        for (r, row) in rows.iter().enumerate() {
+            let y = &row[b];
+            for (k, v) in g.qs.iter_mut().enumerate() {
+                v[4 * r..4 * r + 4].copy_from_slice(&y.qs[4 * k..4 * k + 4]);
+            }
+            g.d[r] = y.d;
+            g.s[r] = y.s;
+            g.isum[r] = y.qs.iter().map(|&q| q as i32).sum();
+        }
+    }
+}
+
+/// Unpack one row of a 32-value kind (Q4_0, Q4_1, Q5_0) into unsigned byte codes and
+/// per-block `[d, m]`.
+pub(crate) fn unpack_row32(kind: QuantKind, w: &[u8], codes: &mut [u8], dm: &mut [[f32; 2]]) {
+    let ts = kind.type_size();
+    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+    if crate::avx2::available() {
+        crate::avx2::codes32(kind, w, codes);
+        let at_m = if kind == QuantKind::Q4_1 {
+            Some(2)
+        } else {
+            None
+        };
+        for (b, m) in w.chunks_exact(ts).zip(dm.iter_mut()) {
+            *m = [read_f16(b, 0), at_m.map_or(0.0, |at| read_f16(b, at))];
+        }
+        return;
+    }
+    for ((b, q), m) in w
+        .chunks_exact(ts)
+        .zip(codes.chunks_exact_mut(32))
+        .zip(dm.iter_mut())
+    {
+        match kind {
+            QuantKind::Q4_0 => {
+                for j in 0..16 {
+                    q[j] = b[2 + j] & 0xf;
+                    q[j + 16] = b[2 + j] >> 4;
+                }
+                *m = [read_f16(b, 0), 0.0];
+            }
+            QuantKind::Q4_1 => {
+                for j in 0..16 {
+                    q[j] = b[4 + j] & 0xf;
+                    q[j + 16] = b[4 + j] >> 4;
+                }
+                *m = [read_f16(b, 0), read_f16(b, 2)];
+            }
+            QuantKind::Q5_0 => {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    q[j] = (b[6 + j] & 0xf) | ((((qh >> j) & 1) as u8) << 4);
+                    q[j + 16] = (b[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+                *m = [read_f16(b, 0), 0.0];
+            }
+            _ => unreachable!("unpack_row32 handles Q4_0, Q4_1 and Q5_0"),
+        }
+    }
+}
+
+/// `out[r][g * 8 + l]` for `nr` rows of a 32-value kind and `ng` groups (1 or 2 each).
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+pub(crate) fn dots32_dyn(
+    kind: QuantKind,
+    nr: usize,
+    ng: usize,
+    s: &RowScratch,
+    acts: &[ActGroup32],
+    blocks: usize,
+    out: &mut [[f32; 16]; 2],
+) {
+    let cols = blocks * 32;
+    assert!(nr <= 2 && ng <= 2 && crate::avx2::available());
+    assert!(s.codes.len() >= nr * cols && s.dm.len() >= nr * blocks && acts.len() >= ng * blocks);
+    let c = |i: usize| s.codes[i * cols..].as_ptr();
+    let w = |i: usize| s.dm[i * blocks..].as_ptr();
+    let a = |g: usize| acts[g * blocks..].as_ptr();
+    macro_rules! go {
+        ($nr:literal, $ng:literal) => {{
+            let cs: [*const u8; $nr] = std::array::from_fn(c);
+            let ws: [*const [f32; 2]; $nr] = std::array::from_fn(w);
+            let gs: [*const ActGroup32; $ng] = std::array::from_fn(a);
+            // SAFETY: CPU features and every extent read were checked above.
+            let res = unsafe {
+                match kind {
+                    QuantKind::Q4_0 => imp::q32::<$nr, $ng, 8, 3, false>(cs, ws, gs, blocks),
+                    QuantKind::Q4_1 => imp::q32::<$nr, $ng, 8, 0, true>(cs, ws, gs, blocks),
+                    _ => imp::q32::<$nr, $ng, 4, 4, false>(cs, ws, gs, blocks),
+                }
+            };
+            for r in 0..$nr {
+                for g in 0..$ng {
+                    out[r][8 * g..8 * g + 8].copy_from_slice(&res[r][g]);
+                }
+            }
+        }};
+    }
+    match (nr, ng) {
+        (2, 2) => go!(2, 2),
+        (2, _) => go!(2, 1),
+        (_, 2) => go!(1, 2),
+        _ => go!(1, 1),
+    }
+}
+
+/// Without AVX2 the GEMM is never chosen.
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+pub(crate) fn dots32_dyn(
+    _kind: QuantKind,
+    _nr: usize,
+    _ng: usize,
+    _s: &RowScratch,
+    _acts: &[ActGroup32],
+    _blocks: usize,
+    _out: &mut [[f32; 16]; 2],
+) {
+    unreachable!("the GEMM runs on the AVX2 backend only")
 }
 
 /// [`dots`] for `nr` rows (of `codes`/`meta`, `per_row` blocks each) and `ng` groups
@@ -279,7 +435,7 @@ pub(crate) fn dots<const NR: usize, const NG: usize>(
 mod imp {
     use std::arch::x86_64::*;
 
-    use super::{ActGroupBlock, WeightBlock};
+    use super::{ActGroup32, ActGroupBlock, WeightBlock};
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -419,6 +575,71 @@ mod imp {
                     let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(off));
                     let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), _mm256_load_ps(ab.d.as_ptr()));
                     acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[r][g]);
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| lanes(v)))
+    }
+
+    /// Q4_0, Q4_1, Q5_0: 16-bit sums over `STEPS` steps of 4 columns (codes `0..=15`:
+    /// 8 steps; Q5_0's `0..=31`: 4), widened with ones; the codes' offset (`1 << SHIFT`,
+    /// none when `SHIFT` is 0) times the row sums subtracted; Q4_1's `m * s` added.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q32<
+        const NR: usize,
+        const NG: usize,
+        const STEPS: usize,
+        const SHIFT: i32,
+        const MIN: bool,
+    >(
+        codes: [*const u8; NR],
+        dm: [*const [f32; 2]; NR],
+        acts: [*const ActGroup32; NG],
+        nb: usize,
+    ) -> [[[f32; 8]; NG]; NR] {
+        let ones = _mm256_set1_epi16(1);
+        let shift = _mm_cvtsi32_si128(SHIFT);
+        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        for b in 0..nb {
+            let mut ints = [[_mm256_setzero_si256(); NG]; NR];
+            for h in 0..8 / STEPS {
+                let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
+                for k in 0..STEPS {
+                    let col4 = STEPS * h + k;
+                    let a: [__m256i; NG] =
+                        std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                    for r in 0..NR {
+                        let w = codes4(codes[r].add(32 * b + 4 * col4));
+                        for g in 0..NG {
+                            s16[r][g] = _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
+                        }
+                    }
+                }
+                for r in 0..NR {
+                    for g in 0..NG {
+                        ints[r][g] =
+                            _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], ones));
+                    }
+                }
+            }
+            for r in 0..NR {
+                let [dw, mw] = *dm[r].add(b);
+                for g in 0..NG {
+                    let ab = &*acts[g].add(b);
+                    let mut total = ints[r][g];
+                    if SHIFT != 0 {
+                        let isum = _mm256_load_si256(ab.isum.as_ptr() as *const __m256i);
+                        total = _mm256_sub_epi32(total, _mm256_sll_epi32(isum, shift));
+                    }
+                    let d = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_load_ps(ab.d.as_ptr()));
+                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[r][g]);
+                    if MIN {
+                        acc[r][g] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(mw),
+                            _mm256_load_ps(ab.s.as_ptr()),
+                            acc[r][g],
+                        );
+                    }
                 }
             }
         }

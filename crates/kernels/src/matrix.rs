@@ -74,6 +74,7 @@ struct Scratch {
     q8aux: Vec<Q8Aux>,
     q8k: Vec<Q8KBlock>,
     groups: Vec<crate::kgemm::ActGroupBlock>,
+    groups32: Vec<crate::kgemm::ActGroup32>,
     f: Vec<f32>,
 }
 
@@ -421,11 +422,82 @@ impl QMatrix {
             }
         };
 
-        if let Acts::Q8K { blocks, per_row } = acts {
-            if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
-                let groups = grow(&mut scratch.groups, m.div_ceil(8) * per_row);
-                self.run_kgemm(range, pool, threads, blocks, per_row, m, groups, out);
-                return;
+        if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
+            match acts {
+                Acts::Q8K { blocks, per_row } => {
+                    let groups = grow(&mut scratch.groups, m.div_ceil(8) * per_row);
+                    pack_groups(
+                        pool,
+                        threads,
+                        m,
+                        per_row,
+                        blocks,
+                        groups,
+                        crate::kgemm::pack_group,
+                    );
+                    let groups: &[crate::kgemm::ActGroupBlock] = groups;
+                    self.run_gemm(
+                        range,
+                        pool,
+                        threads,
+                        m,
+                        per_row,
+                        out,
+                        &|nr, ng, g, s, res| {
+                            crate::kgemm::dots_dyn(
+                                self.kind,
+                                nr,
+                                ng,
+                                &s.codes,
+                                &s.meta,
+                                &groups[g * per_row..(g + ng) * per_row],
+                                per_row,
+                                res,
+                            )
+                        },
+                    );
+                    return;
+                }
+                Acts::Q8 {
+                    blocks, per_row, ..
+                } if matches!(
+                    self.kind,
+                    QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0
+                ) =>
+                {
+                    let groups = grow(&mut scratch.groups32, m.div_ceil(8) * per_row);
+                    pack_groups(
+                        pool,
+                        threads,
+                        m,
+                        per_row,
+                        blocks,
+                        groups,
+                        crate::kgemm::pack_group32,
+                    );
+                    let groups: &[crate::kgemm::ActGroup32] = groups;
+                    self.run_gemm(
+                        range,
+                        pool,
+                        threads,
+                        m,
+                        per_row,
+                        out,
+                        &|nr, ng, g, s, res| {
+                            crate::kgemm::dots32_dyn(
+                                self.kind,
+                                nr,
+                                ng,
+                                s,
+                                &groups[g * per_row..(g + ng) * per_row],
+                                per_row,
+                                res,
+                            )
+                        },
+                    );
+                    return;
+                }
+                _ => {}
             }
         }
         let rows = range.len();
@@ -489,68 +561,79 @@ impl QMatrix {
     }
 }
 
+/// `m` quantized activation rows (`per_row` blocks each) interleaved in groups of 8 by
+/// `pack`, one task per group.
+fn pack_groups<B: Sync, G: Send>(
+    pool: &ThreadPool,
+    threads: usize,
+    m: usize,
+    per_row: usize,
+    blocks: &[B],
+    groups: &mut [G],
+    pack: impl Fn(&[&[B]], &mut [G]) + Sync,
+) {
+    let gp = SyncPtr(groups.as_mut_ptr());
+    pool.run(threads, m.div_ceil(8), &|g| {
+        let rows: Vec<&[B]> = (8 * g..(8 * g + 8).min(m))
+            .map(|a| &blocks[a * per_row..(a + 1) * per_row])
+            .collect();
+        // SAFETY: group g's blocks are written by this task alone and are in bounds.
+        let dst = unsafe { std::slice::from_raw_parts_mut(gp.get().add(g * per_row), per_row) };
+        pack(&rows, dst);
+    });
+}
+
+/// `dots(nr, ng, g, scratch, res)`: `res[r][8 * i + l]` = dot(unpacked weight row `r`
+/// of `scratch`, activation row `l` of group `g + i`) for `nr` rows and `ng` groups.
+type GemmDots<'a> =
+    dyn Fn(usize, usize, usize, &crate::kgemm::RowScratch, &mut [[f32; 16]; 2]) + Sync + 'a;
+
 impl QMatrix {
-    /// The K-quant GEMM ([`crate::kgemm`]) for `m` rows already quantized to Q8_K:
-    /// interleave them in groups of 8, then split the weight rows of `range` over tasks;
-    /// a task unpacks two weight rows at a time and runs them against every group.
+    /// The GEMM ([`crate::kgemm`]) over activations already interleaved in groups of 8:
+    /// the weight rows of `range` are split over tasks; a task unpacks two weight rows
+    /// at a time and runs them against every group.
     #[allow(clippy::too_many_arguments)]
-    fn run_kgemm(
+    fn run_gemm(
         &self,
         range: &std::ops::Range<usize>,
         pool: &ThreadPool,
         threads: usize,
-        blocks: &[Q8KBlock],
-        per_row: usize,
         m: usize,
-        groups: &mut [crate::kgemm::ActGroupBlock],
+        per_row: usize,
         out: &mut [f32],
+        dots: &GemmDots,
     ) {
         let n_groups = m.div_ceil(8);
-        let gp = SyncPtr(groups.as_mut_ptr());
-        pool.run(threads, n_groups, &|g| {
-            let rows: Vec<&[Q8KBlock]> = (8 * g..(8 * g + 8).min(m))
-                .map(|a| &blocks[a * per_row..(a + 1) * per_row])
-                .collect();
-            // SAFETY: group g's blocks are written by this task alone and are in bounds.
-            let dst = unsafe { std::slice::from_raw_parts_mut(gp.get().add(g * per_row), per_row) };
-            crate::kgemm::pack_group(&rows, dst);
-        });
-        let groups: &[crate::kgemm::ActGroupBlock] = groups;
         let rows = range.len();
         let rb = self.row_bytes();
         let chunk = rows.div_ceil(threads * 8).max(2).next_multiple_of(2);
         let outp = SyncPtr(out.as_mut_ptr());
         let kind = self.kind;
         let cols = self.cols;
+        let k_quant = matches!(kind, QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K);
         pool.run(threads, rows.div_ceil(chunk), &|t| {
-            crate::kgemm::with_scratch(cols, per_row, |codes, meta| {
+            crate::kgemm::with_scratch(cols, per_row, k_quant, |s| {
                 let r1 = ((t + 1) * chunk).min(rows);
                 let mut r = t * chunk;
                 while r < r1 {
                     let nr = (r1 - r).min(2);
                     for i in 0..nr {
                         let (bytes, at) = self.part_of(range.start + r + i);
-                        crate::kgemm::unpack_row(
-                            kind,
-                            &bytes[at * rb..(at + 1) * rb],
-                            &mut codes[i * cols..(i + 1) * cols],
-                            &mut meta[i * per_row..(i + 1) * per_row],
-                        );
+                        let w = &bytes[at * rb..(at + 1) * rb];
+                        let codes = &mut s.codes[i * cols..(i + 1) * cols];
+                        if k_quant {
+                            let meta = &mut s.meta[i * per_row..(i + 1) * per_row];
+                            crate::kgemm::unpack_row(kind, w, codes, meta);
+                        } else {
+                            let dm = &mut s.dm[i * per_row..(i + 1) * per_row];
+                            crate::kgemm::unpack_row32(kind, w, codes, dm);
+                        }
                     }
                     let mut g = 0;
                     while g < n_groups {
                         let ng = (n_groups - g).min(2);
                         let mut res = [[0f32; 16]; 2];
-                        crate::kgemm::dots_dyn(
-                            kind,
-                            nr,
-                            ng,
-                            codes,
-                            meta,
-                            &groups[g * per_row..(g + ng) * per_row],
-                            per_row,
-                            &mut res,
-                        );
+                        dots(nr, ng, g, s, &mut res);
                         for (i, row) in res.iter().enumerate().take(nr) {
                             for (l, &v) in row.iter().enumerate().take(8 * ng) {
                                 let a = 8 * g + l;

@@ -1,6 +1,6 @@
 //! Portable kernels: one weight row against one activation row, integer sums per block
 //! and then float scaling as ggml's generic `ggml_vec_dot_*` do (the K-quants: one
-//! `fma` chain per pair, see [`k_chain`]).
+//! `fma` chain per pair, see [`k_chain`]; Q4_0, Q4_1 and Q5_0 likewise).
 
 use crate::act::{Q8Block, Q8KBlock};
 use crate::f16::read_f16;
@@ -93,7 +93,7 @@ fn dot_q4_0(w: &[u8], x: &[Q8Block]) -> f32 {
             sumi += ((q & 0xf) as i32 - 8) * y.qs[j] as i32;
             sumi += ((q >> 4) as i32 - 8) * y.qs[j + 16] as i32;
         }
-        sumf += sumi as f32 * (read_f16(b, 0) * y.d);
+        sumf = (read_f16(b, 0) * y.d).mul_add(sumi as f32, sumf);
     }
     sumf
 }
@@ -107,7 +107,8 @@ fn dot_q4_1(w: &[u8], x: &[Q8Block]) -> f32 {
             sumi += (q & 0xf) as i32 * y.qs[j] as i32;
             sumi += (q >> 4) as i32 * y.qs[j + 16] as i32;
         }
-        sumf += sumi as f32 * (read_f16(b, 0) * y.d) + read_f16(b, 2) * y.s;
+        sumf = (read_f16(b, 0) * y.d).mul_add(sumi as f32, sumf);
+        sumf = read_f16(b, 2).mul_add(y.s, sumf);
     }
     sumf
 }
@@ -123,7 +124,7 @@ fn dot_q5_0(w: &[u8], x: &[Q8Block]) -> f32 {
             let hi = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
             sumi += lo * y.qs[j] as i32 + hi * y.qs[j + 16] as i32;
         }
-        sumf += sumi as f32 * (read_f16(b, 0) * y.d);
+        sumf = (read_f16(b, 0) * y.d).mul_add(sumi as f32, sumf);
     }
     sumf
 }
