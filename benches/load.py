@@ -72,6 +72,8 @@ REQUEST_TIMEOUT = 900
 MODELS = [
     ("smollm2", "smollm2-135m-instruct-q4_1.gguf", "smollm2:135m"),
     ("qwen", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder:0.5b"),
+    # Realistic size; fetched only by `scripts/fetch-models.sh --with-bench`.
+    ("qwen15", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder:1.5b"),
 ]
 
 # Plain prose (no chat markup) so the models continue it instead of ending a turn.

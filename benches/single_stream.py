@@ -60,6 +60,8 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = [
     ("smollm2", "smollm2-135m-instruct-q4_1.gguf", "smollm2:135m"),
     ("qwen", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder:0.5b"),
+    # Realistic size; fetched only by `scripts/fetch-models.sh --with-bench`.
+    ("qwen15", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder:1.5b"),
     ("gemma3", "gemma-3-270m-q4_k_m.gguf", "gemma3:270m"),
 ]
 

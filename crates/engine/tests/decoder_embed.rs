@@ -7,7 +7,6 @@ mod common;
 
 use common::{model_cache, repo};
 
-
 use serde_json::Value;
 use wick_engine::{Device, Model};
 

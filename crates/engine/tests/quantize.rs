@@ -10,7 +10,6 @@ mod common;
 
 use common::{model_cache, repo};
 
-
 use candle_core::quantized::GgmlDType;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

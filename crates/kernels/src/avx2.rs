@@ -104,6 +104,15 @@ pub(crate) fn codes32(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
     unsafe { imp::codes32(kind, w, codes) }
 }
 
+/// The byte codes of a row of Q4_K, Q5_K or Q6_K blocks (the GEMM's unpacking).
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+pub(crate) fn codes_k(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+    let ts = kind.type_size();
+    assert!(available() && codes.len() == w.len() / ts * 256 && w.len().is_multiple_of(ts));
+    // SAFETY: features checked; every block read is inside `w`, every store in `codes`.
+    unsafe { imp::codes_k(kind, w, codes) }
+}
+
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 // Kernels index several per-row arrays with the same activation index.
 #[allow(clippy::needless_range_loop)]
@@ -404,6 +413,79 @@ mod imp {
                 ),
             };
             _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+        }
+    }
+
+    /// See [`super::codes_k`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn codes_k(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+        let ts = kind.type_size();
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m1 = _mm256_set1_epi8(1);
+        let m3 = _mm256_set1_epi8(3);
+        for (b, q) in w.chunks_exact(ts).zip(codes.chunks_exact_mut(256)) {
+            let b = b.as_ptr();
+            let q = q.as_mut_ptr() as *mut __m256i;
+            match kind {
+                QuantKind::Q4K | QuantKind::Q5K => {
+                    let (qs, hbits) = if kind == QuantKind::Q4K {
+                        (b.add(16), None)
+                    } else {
+                        (
+                            b.add(48),
+                            Some(_mm256_loadu_si256(b.add(16) as *const __m256i)),
+                        )
+                    };
+                    for j in 0..4 {
+                        let bits = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                        let mut lo = _mm256_and_si256(bits, m4);
+                        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                        if let Some(hb) = hbits {
+                            let h0 = _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * j as i32));
+                            let h1 = _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * j as i32 + 1));
+                            lo = _mm256_add_epi8(
+                                lo,
+                                _mm256_slli_epi16::<4>(_mm256_and_si256(h0, m1)),
+                            );
+                            hi = _mm256_add_epi8(
+                                hi,
+                                _mm256_slli_epi16::<4>(_mm256_and_si256(h1, m1)),
+                            );
+                        }
+                        _mm256_storeu_si256(q.add(2 * j), lo);
+                        _mm256_storeu_si256(q.add(2 * j + 1), hi);
+                    }
+                }
+                _ => {
+                    for j in 0..2 {
+                        let ql = b.add(64 * j);
+                        let bits1 = _mm256_loadu_si256(ql as *const __m256i);
+                        let bits2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                        let hb = _mm256_loadu_si256(b.add(128 + 32 * j) as *const __m256i);
+                        let h = |shift: i32| {
+                            _mm256_slli_epi16::<4>(_mm256_and_si256(
+                                _mm256_srl_epi16(hb, _mm_cvtsi32_si128(shift)),
+                                m3,
+                            ))
+                        };
+                        let v = [
+                            _mm256_or_si256(_mm256_and_si256(bits1, m4), h(0)),
+                            _mm256_or_si256(_mm256_and_si256(bits2, m4), h(2)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4),
+                                h(4),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4),
+                                h(6),
+                            ),
+                        ];
+                        for (k, vk) in v.into_iter().enumerate() {
+                            _mm256_storeu_si256(q.add(4 * j + k), vk);
+                        }
+                    }
+                }
+            }
         }
     }
 

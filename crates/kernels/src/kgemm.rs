@@ -103,6 +103,14 @@ fn pair(lo: i16, hi: i16) -> i32 {
 /// `meta` (one [`WeightBlock`] per block).
 pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut [WeightBlock]) {
     let ts = kind.type_size();
+    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+    let simd = crate::avx2::available();
+    #[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+    let simd = false;
+    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+    if simd {
+        crate::avx2::codes_k(kind, w, codes);
+    }
     for ((b, q), m) in w
         .chunks_exact(ts)
         .zip(codes.chunks_exact_mut(256))
@@ -115,7 +123,7 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
                 } else {
                     (&b[48..176], Some(&b[16..48]))
                 };
-                for c in 0..4 {
+                for c in (0..4).filter(|_| !simd) {
                     for l in 0..32 {
                         let (mut lo, mut hi) = (qs[32 * c + l] & 0xf, qs[32 * c + l] >> 4);
                         if let Some(qh) = qh {
@@ -138,7 +146,7 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
             }
             QuantKind::Q6K => {
                 let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                for h in 0..2 {
+                for h in (0..2).filter(|_| !simd) {
                     for k in 0..4 {
                         for l in 0..32 {
                             let lo = ql[64 * h + 32 * (k & 1) + l];
@@ -182,8 +190,10 @@ thread_local! {
         std::cell::RefCell::new(RowScratch::default());
 }
 
-/// Run `f` with room for two unpacked weight rows of `cols` values in `blocks` blocks.
+/// Run `f` with room for `rows` unpacked weight rows of `cols` values in `blocks`
+/// blocks each.
 pub(crate) fn with_scratch(
+    rows: usize,
     cols: usize,
     blocks: usize,
     k_quant: bool,
@@ -199,14 +209,14 @@ pub(crate) fn with_scratch(
                 &mut own
             }
         };
-        if s.codes.len() < 2 * cols {
-            s.codes.resize(2 * cols, 0);
+        if s.codes.len() < rows * cols {
+            s.codes.resize(rows * cols, 0);
         }
-        if k_quant && s.meta.len() < 2 * blocks {
-            s.meta.resize(2 * blocks, WeightBlock::default());
+        if k_quant && s.meta.len() < rows * blocks {
+            s.meta.resize(rows * blocks, WeightBlock::default());
         }
-        if !k_quant && s.dm.len() < 2 * blocks {
-            s.dm.resize(2 * blocks, [0.0; 2]);
+        if !k_quant && s.dm.len() < rows * blocks {
+            s.dm.resize(rows * blocks, [0.0; 2]);
         }
         f(s);
     })
@@ -294,148 +304,180 @@ pub(crate) fn unpack_row32(kind: QuantKind, w: &[u8], codes: &mut [u8], dm: &mut
     }
 }
 
-/// `out[r][g * 8 + l]` for `nr` rows of a 32-value kind and `ng` groups (1 or 2 each).
+/// The interleaved activation groups of one call.
+#[derive(Clone, Copy)]
+pub(crate) enum Groups<'a> {
+    K(&'a [ActGroupBlock]),
+    B32(&'a [ActGroup32]),
+}
+
+/// Continue the `fma` chains `accs[p][r][8 * i + l]` (pair of unpacked weight row
+/// `2 * p + r` of `s` and activation row `l` of group `g + i`, `per_row` blocks per
+/// row) over the blocks `span`, for the first `rows` rows of `s` and `ng` groups (1 or
+/// 2). Chains continued over consecutive spans end with the same bits as one call over
+/// their union.
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-pub(crate) fn dots32_dyn(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots(
     kind: QuantKind,
-    nr: usize,
+    rows: usize,
     ng: usize,
     s: &RowScratch,
-    acts: &[ActGroup32],
-    blocks: usize,
-    out: &mut [[f32; 16]; 2],
+    groups: Groups,
+    g: usize,
+    per_row: usize,
+    span: std::ops::Range<usize>,
+    accs: &mut [[[f32; 16]; 2]],
 ) {
-    let cols = blocks * 32;
-    assert!(nr <= 2 && ng <= 2 && crate::avx2::available());
-    assert!(s.codes.len() >= nr * cols && s.dm.len() >= nr * blocks && acts.len() >= ng * blocks);
-    let c = |i: usize| s.codes[i * cols..].as_ptr();
-    let w = |i: usize| s.dm[i * blocks..].as_ptr();
-    let a = |g: usize| acts[g * blocks..].as_ptr();
-    macro_rules! go {
-        ($nr:literal, $ng:literal) => {{
-            let cs: [*const u8; $nr] = std::array::from_fn(c);
-            let ws: [*const [f32; 2]; $nr] = std::array::from_fn(w);
-            let gs: [*const ActGroup32; $ng] = std::array::from_fn(a);
-            // SAFETY: CPU features and every extent read were checked above.
-            let res = unsafe {
-                match kind {
-                    QuantKind::Q4_0 => imp::q32::<$nr, $ng, 8, 3, false>(cs, ws, gs, blocks),
-                    QuantKind::Q4_1 => imp::q32::<$nr, $ng, 8, 0, true>(cs, ws, gs, blocks),
-                    _ => imp::q32::<$nr, $ng, 4, 4, false>(cs, ws, gs, blocks),
-                }
-            };
-            for r in 0..$nr {
-                for g in 0..$ng {
-                    out[r][8 * g..8 * g + 8].copy_from_slice(&res[r][g]);
-                }
-            }
-        }};
+    let bs = kind.block_size();
+    let cols = per_row * bs;
+    let nb = span.len();
+    assert!((1..=2).contains(&ng) && span.end <= per_row && crate::avx2::available());
+    assert!(s.codes.len() >= rows * cols && accs.len() >= rows.div_ceil(2));
+    let k = matches!(groups, Groups::K(_));
+    match groups {
+        Groups::K(a) => assert!(s.meta.len() >= rows * per_row && a.len() >= (g + ng) * per_row),
+        Groups::B32(a) => assert!(s.dm.len() >= rows * per_row && a.len() >= (g + ng) * per_row),
     }
-    match (nr, ng) {
-        (2, 2) => go!(2, 2),
-        (2, _) => go!(2, 1),
-        (_, 2) => go!(1, 2),
-        _ => go!(1, 1),
+    let codes = s.codes[span.start * bs..].as_ptr();
+    let accs = accs.as_mut_ptr();
+    // SAFETY: CPU features and every extent read or written were checked above.
+    unsafe {
+        macro_rules! rows {
+            ($ng:literal) => {{
+                if k {
+                    let Groups::K(a) = groups else { unreachable!() };
+                    let meta = s.meta[span.start..].as_ptr();
+                    let gs: [*const ActGroupBlock; $ng] =
+                        std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
+                    match kind {
+                        QuantKind::Q6K => {
+                            imp::rows_q6_k::<$ng>(codes, cols, meta, per_row, rows, gs, nb, accs)
+                        }
+                        QuantKind::Q4K => imp::rows_q45_k::<$ng, 8>(
+                            codes, cols, meta, per_row, rows, gs, nb, accs,
+                        ),
+                        _ => imp::rows_q45_k::<$ng, 4>(
+                            codes, cols, meta, per_row, rows, gs, nb, accs,
+                        ),
+                    }
+                } else {
+                    let Groups::B32(a) = groups else {
+                        unreachable!()
+                    };
+                    let dm = s.dm[span.start..].as_ptr();
+                    let gs: [*const ActGroup32; $ng] =
+                        std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
+                    match kind {
+                        QuantKind::Q4_0 => imp::rows_q32::<$ng, 8, 3, false>(
+                            codes, cols, dm, per_row, rows, gs, nb, accs,
+                        ),
+                        QuantKind::Q4_1 => imp::rows_q32::<$ng, 8, 0, true>(
+                            codes, cols, dm, per_row, rows, gs, nb, accs,
+                        ),
+                        _ => imp::rows_q32::<$ng, 4, 4, false>(
+                            codes, cols, dm, per_row, rows, gs, nb, accs,
+                        ),
+                    }
+                }
+            }};
+        }
+        if ng == 2 {
+            rows!(2)
+        } else {
+            rows!(1)
+        }
     }
 }
 
 /// Without AVX2 the GEMM is never chosen.
 #[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
-pub(crate) fn dots32_dyn(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots(
     _kind: QuantKind,
-    _nr: usize,
+    _rows: usize,
     _ng: usize,
     _s: &RowScratch,
-    _acts: &[ActGroup32],
-    _blocks: usize,
-    _out: &mut [[f32; 16]; 2],
+    _groups: Groups,
+    _g: usize,
+    _per_row: usize,
+    _span: std::ops::Range<usize>,
+    _accs: &mut [[[f32; 16]; 2]],
 ) {
     unreachable!("the GEMM runs on the AVX2 backend only")
 }
 
-/// [`dots`] for `nr` rows (of `codes`/`meta`, `per_row` blocks each) and `ng` groups
-/// (of `acts`), both 1 or 2.
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dots_dyn(
-    kind: QuantKind,
-    nr: usize,
-    ng: usize,
-    codes: &[u8],
-    meta: &[WeightBlock],
-    acts: &[ActGroupBlock],
-    per_row: usize,
-    out: &mut [[f32; 16]; 2],
-) {
-    let cols = per_row * 256;
-    let c = |i: usize| &codes[i * cols..(i + 1) * cols];
-    let w = |i: usize| &meta[i * per_row..(i + 1) * per_row];
-    let a = |g: usize| &acts[g * per_row..(g + 1) * per_row];
-    match (nr, ng) {
-        (2, 2) => dots::<2, 2>(kind, [c(0), c(1)], [w(0), w(1)], [a(0), a(1)], out),
-        (2, _) => dots::<2, 1>(kind, [c(0), c(1)], [w(0), w(1)], [a(0)], out),
-        (_, 2) => dots::<1, 2>(kind, [c(0)], [w(0)], [a(0), a(1)], out),
-        _ => dots::<1, 1>(kind, [c(0)], [w(0)], [a(0)], out),
-    }
-}
-
-/// Without AVX2 the GEMM is never chosen.
-#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dots_dyn(
-    _kind: QuantKind,
-    _nr: usize,
-    _ng: usize,
-    _codes: &[u8],
-    _meta: &[WeightBlock],
-    _acts: &[ActGroupBlock],
-    _per_row: usize,
-    _out: &mut [[f32; 16]; 2],
-) {
-    unreachable!("the K-quant GEMM runs on the AVX2 backend only")
-}
-
-/// `out[r][g * 8 + l]` = dot(weight row `r`, activation row `l` of group `g`) for `NR`
-/// unpacked weight rows and `NG` groups, `nb` blocks each. Callers check AVX2 first.
-#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-pub(crate) fn dots<const NR: usize, const NG: usize>(
-    kind: QuantKind,
-    codes: [&[u8]; NR],
-    meta: [&[WeightBlock]; NR],
-    acts: [&[ActGroupBlock]; NG],
-    out: &mut [[f32; 16]; 2],
-) {
-    let nb = meta[0].len();
-    assert!(NR <= 2 && NG <= 2 && crate::avx2::available());
-    for r in 0..NR {
-        assert!(codes[r].len() >= nb * 256 && meta[r].len() >= nb);
-    }
-    for g in acts {
-        assert!(g.len() >= nb);
-    }
-    let c = codes.map(|c| c.as_ptr());
-    let m = meta.map(|m| m.as_ptr());
-    let a = acts.map(|a| a.as_ptr());
-    // SAFETY: CPU features and every extent read were checked above.
-    let res = unsafe {
-        match kind {
-            QuantKind::Q6K => imp::q6_k::<NR, NG>(c, m, a, nb),
-            QuantKind::Q4K => imp::q45_k::<NR, NG, 8>(c, m, a, nb),
-            _ => imp::q45_k::<NR, NG, 4>(c, m, a, nb),
-        }
-    };
-    for r in 0..NR {
-        for g in 0..NG {
-            out[r][8 * g..8 * g + 8].copy_from_slice(&res[r][g]);
-        }
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+#[allow(clippy::needless_range_loop)]
 mod imp {
     use std::arch::x86_64::*;
 
     use super::{ActGroup32, ActGroupBlock, WeightBlock};
+
+    /// Generate a driver running a microkernel over the row pairs of unpacked rows
+    /// (`codes` rows `stride` bytes apart, block data `mstride` entries apart).
+    macro_rules! row_driver {
+        ($name:ident, $kernel:ident, $meta:ty, $act:ty; $($c:ident: $ct:ty),*) => {
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $name<const NG: usize, $(const $c: $ct),*>(
+                codes: *const u8,
+                stride: usize,
+                meta: *const $meta,
+                mstride: usize,
+                rows: usize,
+                acts: [*const $act; NG],
+                nb: usize,
+                accs: *mut [[f32; 16]; 2],
+            ) {
+                let mut r = 0;
+                while r + 2 <= rows {
+                    let cs = [codes.add(r * stride), codes.add((r + 1) * stride)];
+                    let ms = [meta.add(r * mstride), meta.add((r + 1) * mstride)];
+                    $kernel::<2, NG, $($c),*>(cs, ms, acts, nb, accs.add(r / 2));
+                    r += 2;
+                }
+                if r < rows {
+                    let cs = [codes.add(r * stride)];
+                    let ms = [meta.add(r * mstride)];
+                    $kernel::<1, NG, $($c),*>(cs, ms, acts, nb, accs.add(r / 2));
+                }
+            }
+        };
+    }
+
+    row_driver!(rows_q45_k, q45_k, WeightBlock, ActGroupBlock; STEPS: usize);
+    row_driver!(rows_q32, q32, [f32; 2], ActGroup32; STEPS: usize, SHIFT: i32, MIN: bool);
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows_q6_k<const NG: usize>(
+        codes: *const u8,
+        stride: usize,
+        meta: *const WeightBlock,
+        mstride: usize,
+        rows: usize,
+        acts: [*const ActGroupBlock; NG],
+        nb: usize,
+        accs: *mut [[f32; 16]; 2],
+    ) {
+        let mut r = 0;
+        while r + 2 <= rows {
+            let cs = [codes.add(r * stride), codes.add((r + 1) * stride)];
+            let ms = [meta.add(r * mstride), meta.add((r + 1) * mstride)];
+            q6_k::<2, NG>(cs, ms, acts, nb, accs.add(r / 2));
+            r += 2;
+        }
+        if r < rows {
+            q6_k::<1, NG>(
+                [codes.add(r * stride)],
+                [meta.add(r * mstride)],
+                acts,
+                nb,
+                accs.add(r / 2),
+            );
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -450,26 +492,17 @@ mod imp {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// Eight lanes of f32 as an array.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes(v: __m256) -> [f32; 8] {
-        let mut l = [0f32; 8];
-        _mm256_storeu_ps(l.as_mut_ptr(), v);
-        l
-    }
-
     /// Q4_K and Q5_K: 16-bit sums over `STEPS` steps of 4 columns (Q4_K's codes
     /// `0..=15`: 8 steps, at most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4 steps),
     /// then the 32-value sub-block's scale.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q45_k<const NR: usize, const NG: usize, const STEPS: usize>(
+    unsafe fn q45_k<const NR: usize, const NG: usize, const STEPS: usize>(
         codes: [*const u8; NR],
         meta: [*const WeightBlock; NR],
         acts: [*const ActGroupBlock; NG],
         nb: usize,
-    ) -> [[[f32; 8]; NG]; NR] {
-        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        acc: *mut [[f32; 16]; 2],
+    ) {
         for b in 0..nb {
             let mut ints = [[_mm256_setzero_si256(); NG]; NR];
             for j in 0..8 {
@@ -477,8 +510,12 @@ mod imp {
                     let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
                     for k in 0..STEPS {
                         let col4 = 8 * j + STEPS * h + k;
-                        let a: [__m256i; NG] =
-                            std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                        // Plain loops, not closures: a closure does not inherit the target
+                        // features and would be called, not inlined, per step.
+                        let mut a = [_mm256_setzero_si256(); NG];
+                        for g in 0..NG {
+                            a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
+                        }
                         for r in 0..NR {
                             let w = codes4(codes[r].add(256 * b + 4 * col4));
                             for g in 0..NG {
@@ -513,25 +550,25 @@ mod imp {
                     let dy = _mm256_load_ps(ab.d.as_ptr());
                     let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), dy);
                     let dmin = _mm256_mul_ps(_mm256_set1_ps(wb.dmin), dy);
-                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints[r][g]), acc[r][g]);
-                    acc[r][g] = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc[r][g]);
+                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
+                    let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints[r][g]), _mm256_loadu_ps(c));
+                    _mm256_storeu_ps(c, _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), v));
                 }
             }
         }
-        acc.map(|row| row.map(|v| lanes(v)))
     }
 
     /// Q6_K (codes `0..=63`): 16-bit sums over 8 columns (2 steps; at most
     /// 2 * 2 * 63 * 127 < 2^15), the 16-value sub-block's scale per 8 columns, and the
     /// codes' offset of 32 from the activations' sub-block sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q6_k<const NR: usize, const NG: usize>(
+    unsafe fn q6_k<const NR: usize, const NG: usize>(
         codes: [*const u8; NR],
         meta: [*const WeightBlock; NR],
         acts: [*const ActGroupBlock; NG],
         nb: usize,
-    ) -> [[[f32; 8]; NG]; NR] {
-        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        acc: *mut [[f32; 16]; 2],
+    ) {
         for b in 0..nb {
             let mut ints = [[_mm256_setzero_si256(); NG]; NR];
             for s in 0..16 {
@@ -539,8 +576,12 @@ mod imp {
                     let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
                     for k in 0..2 {
                         let col4 = 4 * s + 2 * half + k;
-                        let a: [__m256i; NG] =
-                            std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                        // Plain loops, not closures: a closure does not inherit the target
+                        // features and would be called, not inlined, per step.
+                        let mut a = [_mm256_setzero_si256(); NG];
+                        for g in 0..NG {
+                            a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
+                        }
                         for r in 0..NR {
                             let w = codes4(codes[r].add(256 * b + 4 * col4));
                             for g in 0..NG {
@@ -574,18 +615,19 @@ mod imp {
                     }
                     let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(off));
                     let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), _mm256_load_ps(ab.d.as_ptr()));
-                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[r][g]);
+                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
+                    let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
+                    _mm256_storeu_ps(c, v);
                 }
             }
         }
-        acc.map(|row| row.map(|v| lanes(v)))
     }
 
     /// Q4_0, Q4_1, Q5_0: 16-bit sums over `STEPS` steps of 4 columns (codes `0..=15`:
     /// 8 steps; Q5_0's `0..=31`: 4), widened with ones; the codes' offset (`1 << SHIFT`,
     /// none when `SHIFT` is 0) times the row sums subtracted; Q4_1's `m * s` added.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q32<
+    unsafe fn q32<
         const NR: usize,
         const NG: usize,
         const STEPS: usize,
@@ -596,18 +638,24 @@ mod imp {
         dm: [*const [f32; 2]; NR],
         acts: [*const ActGroup32; NG],
         nb: usize,
-    ) -> [[[f32; 8]; NG]; NR] {
+        acc: *mut [[f32; 16]; 2],
+    ) {
         let ones = _mm256_set1_epi16(1);
         let shift = _mm_cvtsi32_si128(SHIFT);
-        let mut acc = [[_mm256_setzero_ps(); NG]; NR];
+        // The chains stay in the caller's memory, touched once per block: in registers
+        // they would crowd out the inner loop's and spill there instead.
         for b in 0..nb {
             let mut ints = [[_mm256_setzero_si256(); NG]; NR];
             for h in 0..8 / STEPS {
                 let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
                 for k in 0..STEPS {
                     let col4 = STEPS * h + k;
-                    let a: [__m256i; NG] =
-                        std::array::from_fn(|g| load((*acts[g].add(b)).qs[col4].as_ptr()));
+                    // Plain loops, not closures: a closure does not inherit the target
+                    // features and would be called, not inlined, per step.
+                    let mut a = [_mm256_setzero_si256(); NG];
+                    for g in 0..NG {
+                        a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
+                    }
                     for r in 0..NR {
                         let w = codes4(codes[r].add(32 * b + 4 * col4));
                         for g in 0..NG {
@@ -632,17 +680,14 @@ mod imp {
                         total = _mm256_sub_epi32(total, _mm256_sll_epi32(isum, shift));
                     }
                     let d = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_load_ps(ab.d.as_ptr()));
-                    acc[r][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[r][g]);
+                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
+                    let mut v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
                     if MIN {
-                        acc[r][g] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(mw),
-                            _mm256_load_ps(ab.s.as_ptr()),
-                            acc[r][g],
-                        );
+                        v = _mm256_fmadd_ps(_mm256_set1_ps(mw), _mm256_load_ps(ab.s.as_ptr()), v);
                     }
+                    _mm256_storeu_ps(c, v);
                 }
             }
         }
-        acc.map(|row| row.map(|v| lanes(v)))
     }
 }

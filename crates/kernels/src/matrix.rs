@@ -423,39 +423,14 @@ impl QMatrix {
         };
 
         if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
+            let n_groups = m.div_ceil(8);
             match acts {
                 Acts::Q8K { blocks, per_row } => {
-                    let groups = grow(&mut scratch.groups, m.div_ceil(8) * per_row);
-                    pack_groups(
-                        pool,
-                        threads,
-                        m,
-                        per_row,
-                        blocks,
-                        groups,
-                        crate::kgemm::pack_group,
-                    );
-                    let groups: &[crate::kgemm::ActGroupBlock] = groups;
-                    self.run_gemm(
-                        range,
-                        pool,
-                        threads,
-                        m,
-                        per_row,
-                        out,
-                        &|nr, ng, g, s, res| {
-                            crate::kgemm::dots_dyn(
-                                self.kind,
-                                nr,
-                                ng,
-                                &s.codes,
-                                &s.meta,
-                                &groups[g * per_row..(g + ng) * per_row],
-                                per_row,
-                                res,
-                            )
-                        },
-                    );
+                    let groups = grow(&mut scratch.groups, n_groups * per_row);
+                    let pack = crate::kgemm::pack_group;
+                    pack_groups(pool, threads, m, per_row, blocks, groups, pack);
+                    let groups = crate::kgemm::Groups::K(groups);
+                    self.run_gemm(range, pool, threads, m, per_row, groups, out);
                     return;
                 }
                 Acts::Q8 {
@@ -465,36 +440,11 @@ impl QMatrix {
                     QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0
                 ) =>
                 {
-                    let groups = grow(&mut scratch.groups32, m.div_ceil(8) * per_row);
-                    pack_groups(
-                        pool,
-                        threads,
-                        m,
-                        per_row,
-                        blocks,
-                        groups,
-                        crate::kgemm::pack_group32,
-                    );
-                    let groups: &[crate::kgemm::ActGroup32] = groups;
-                    self.run_gemm(
-                        range,
-                        pool,
-                        threads,
-                        m,
-                        per_row,
-                        out,
-                        &|nr, ng, g, s, res| {
-                            crate::kgemm::dots32_dyn(
-                                self.kind,
-                                nr,
-                                ng,
-                                s,
-                                &groups[g * per_row..(g + ng) * per_row],
-                                per_row,
-                                res,
-                            )
-                        },
-                    );
+                    let groups = grow(&mut scratch.groups32, n_groups * per_row);
+                    let pack = crate::kgemm::pack_group32;
+                    pack_groups(pool, threads, m, per_row, blocks, groups, pack);
+                    let groups = crate::kgemm::Groups::B32(groups);
+                    self.run_gemm(range, pool, threads, m, per_row, groups, out);
                     return;
                 }
                 _ => {}
@@ -583,15 +533,17 @@ fn pack_groups<B: Sync, G: Send>(
     });
 }
 
-/// `dots(nr, ng, g, scratch, res)`: `res[r][8 * i + l]` = dot(unpacked weight row `r`
-/// of `scratch`, activation row `l` of group `g + i`) for `nr` rows and `ng` groups.
-type GemmDots<'a> =
-    dyn Fn(usize, usize, usize, &crate::kgemm::RowScratch, &mut [[f32; 16]; 2]) + Sync + 'a;
+/// Unpacked weight bytes a GEMM task keeps at once (in L2), and interleaved activation
+/// bytes of the two groups one pass multiplies them with (in L1).
+const GEMM_WEIGHT_BYTES: usize = 160 * 1024;
+const GEMM_ACT_BYTES: usize = 20 * 1024;
 
 impl QMatrix {
-    /// The GEMM ([`crate::kgemm`]) over activations already interleaved in groups of 8:
-    /// the weight rows of `range` are split over tasks; a task unpacks two weight rows
-    /// at a time and runs them against every group.
+    /// The GEMM ([`crate::kgemm`]) over activations interleaved in groups of 8: the weight
+    /// rows of `range` are split over tasks; a task unpacks as many rows as fit
+    /// [`GEMM_WEIGHT_BYTES`], then, for each pair of groups, runs every two of those rows
+    /// against the pair over a span of blocks that fits [`GEMM_ACT_BYTES`], span after
+    /// span, continuing each pair's chain.
     #[allow(clippy::too_many_arguments)]
     fn run_gemm(
         &self,
@@ -600,8 +552,8 @@ impl QMatrix {
         threads: usize,
         m: usize,
         per_row: usize,
+        groups: crate::kgemm::Groups,
         out: &mut [f32],
-        dots: &GemmDots,
     ) {
         let n_groups = m.div_ceil(8);
         let rows = range.len();
@@ -610,15 +562,29 @@ impl QMatrix {
         let outp = SyncPtr(out.as_mut_ptr());
         let kind = self.kind;
         let cols = self.cols;
-        let k_quant = matches!(kind, QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K);
+        let k_quant = matches!(groups, crate::kgemm::Groups::K(_));
+        let (meta_bytes, group_block_bytes) = if k_quant {
+            (
+                std::mem::size_of::<crate::kgemm::WeightBlock>(),
+                std::mem::size_of::<crate::kgemm::ActGroupBlock>(),
+            )
+        } else {
+            (8, std::mem::size_of::<crate::kgemm::ActGroup32>())
+        };
+        let unpacked_row = cols + per_row * meta_bytes;
+        let held = (GEMM_WEIGHT_BYTES / unpacked_row)
+            .clamp(2, chunk)
+            .next_multiple_of(2);
+        let span = (GEMM_ACT_BYTES / (2 * group_block_bytes)).clamp(1, per_row);
         pool.run(threads, rows.div_ceil(chunk), &|t| {
-            crate::kgemm::with_scratch(cols, per_row, k_quant, |s| {
-                let r1 = ((t + 1) * chunk).min(rows);
-                let mut r = t * chunk;
-                while r < r1 {
-                    let nr = (r1 - r).min(2);
-                    for i in 0..nr {
-                        let (bytes, at) = self.part_of(range.start + r + i);
+            crate::kgemm::with_scratch(held, cols, per_row, k_quant, |s| {
+                let end = ((t + 1) * chunk).min(rows);
+                let mut accs = vec![[[0f32; 16]; 2]; held / 2];
+                let mut r0 = t * chunk;
+                while r0 < end {
+                    let r1 = (r0 + held).min(end);
+                    for i in 0..r1 - r0 {
+                        let (bytes, at) = self.part_of(range.start + r0 + i);
                         let w = &bytes[at * rb..(at + 1) * rb];
                         let codes = &mut s.codes[i * cols..(i + 1) * cols];
                         if k_quant {
@@ -629,24 +595,40 @@ impl QMatrix {
                             crate::kgemm::unpack_row32(kind, w, codes, dm);
                         }
                     }
-                    let mut g = 0;
-                    while g < n_groups {
+                    for g in (0..n_groups).step_by(2) {
                         let ng = (n_groups - g).min(2);
-                        let mut res = [[0f32; 16]; 2];
-                        dots(nr, ng, g, s, &mut res);
-                        for (i, row) in res.iter().enumerate().take(nr) {
-                            for (l, &v) in row.iter().enumerate().take(8 * ng) {
-                                let a = 8 * g + l;
-                                if a < m {
-                                    // SAFETY: a < m and r + i < rows: in bounds of `out`;
-                                    // rows r0..r1 belong to this task alone.
-                                    unsafe { *outp.get().add(a * rows + r + i) = v };
-                                }
+                        let pairs = (r1 - r0).div_ceil(2);
+                        accs[..pairs].fill([[0f32; 16]; 2]);
+                        for b0 in (0..per_row).step_by(span) {
+                            let blocks = b0..(b0 + span).min(per_row);
+                            let accs = &mut accs[..pairs];
+                            crate::kgemm::dots(
+                                kind,
+                                r1 - r0,
+                                ng,
+                                s,
+                                groups,
+                                g,
+                                per_row,
+                                blocks,
+                                accs,
+                            );
+                        }
+                        // Activation row after activation row, each a run of
+                        // consecutive outputs.
+                        #[allow(clippy::needless_range_loop)]
+                        for l in 0..(8 * ng).min(m - 8 * g) {
+                            let a = 8 * g + l;
+                            for r in r0..r1 {
+                                let p = (r - r0) / 2;
+                                let v = accs[p][(r - r0) % 2][l];
+                                // SAFETY: a < m and r < rows: in bounds of `out`; this
+                                // task's rows are its own.
+                                unsafe { *outp.get().add(a * rows + r) = v };
                             }
                         }
-                        g += ng;
                     }
-                    r += nr;
+                    r0 = r1;
                 }
             });
         });
