@@ -842,15 +842,20 @@ mod imp {
         w: [f32; NR],
         y: [f32; MR],
     ) -> (__m128, __m128) {
-        let mut wl = [0f32; 4];
-        let mut yl = [0f32; 4];
-        for r in 0..NR {
-            for a in 0..MR {
-                wl[r * MR + a] = w[r];
-                yl[r * MR + a] = y[a];
+        // Built in registers (lane inserts): a vector load of values just stored one by
+        // one would stall on store forwarding.
+        let lane = |p: usize| {
+            if p < NR * MR {
+                (w[p / MR], y[p % MR])
+            } else {
+                (0.0, 0.0)
             }
-        }
-        (_mm_loadu_ps(wl.as_ptr()), _mm_loadu_ps(yl.as_ptr()))
+        };
+        let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+        (
+            _mm_setr_ps(l0.0, l1.0, l2.0, l3.0),
+            _mm_setr_ps(l0.1, l1.1, l2.1, l3.1),
+        )
     }
 
     /// The f32 products `dw[r] * dy[a]` in lanes `r * MR + a`.

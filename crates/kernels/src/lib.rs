@@ -5,33 +5,35 @@
 //!
 //! * [`QMatrix`] holds a weight matrix exactly as a GGUF file stores it: `rows` output
 //!   features, each a row of `cols` inputs packed in ggml blocks ([`QuantKind`]). Nothing
-//!   is repacked, so loading is a copy and [`QMatrix::dequantize_row`] doubles as the
-//!   token-embedding lookup.
+//!   is repacked at load, so loading is a copy (or a borrow of the mapped file), resident
+//!   memory is the file's, and [`QMatrix::dequantize_row`] doubles as the token-embedding
+//!   lookup.
 //! * [`QMatrix::matmul`] computes `out[i][j] = dot(x[i], W[j])` for `m` activation rows.
 //!   Like ggml, it first quantizes the activations once to the type the weights pair with
 //!   (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1, Q8_K for the K-quants, f16 for F16, none
 //!   for F32), reproducing the rounding of ggml's x86 quantizers bit for bit, then takes
-//!   integer dot products per block and scales them in float the way ggml's AVX2
-//!   `ggml_vec_dot_*` functions (and llamafile's tinyBLAS, which llama.cpp uses for
-//!   Q8_0/Q5_0) do: one 8-lane accumulator per output, blocks in order, the same
-//!   horizontal sum. That sequence of float operations per (weight row, activation row)
-//!   is the same whatever `m`, the tiling or the thread count, so a row of a batched call
-//!   is bit-identical to the same row computed alone (tested). llama.cpp's x86 build
-//!   repacks Q4_0 and Q4_K weights and sums those in another order, so there the last
-//!   bits can differ from it. The K-quants (Q4_K, Q5_K, Q6_K) use their own order, one
-//!   scalar `fma` chain per pair over the blocks' exact integer sums, which lets batches
-//!   of [`kgemm`]'s `MIN_ROWS` rows or more run a GEMM with one activation row per vector
-//!   lane and still give every row the bits it gets alone.
-//! * Work is split over output rows into tasks run by a [`ThreadPool`]. Kernels take `NR`
-//!   weight rows x `MR` activation rows. Decode (`m = 1`) runs 4 weight rows at a time
-//!   (four independent `fma` chains) and prefetches the next four rows while it
-//!   computes, which keeps it near the memory bandwidth; its Q4_0/Q5_0 kernels multiply
-//!   unsigned weight codes and subtract a per-lane activation sum computed once per
-//!   call (same integers as ggml's sign trick, fewer uops on the ports that limit). Batches take activation rows in
-//!   tiles of [`ACT_TILE`] (their quantized form stays in L1) and, per weight row, in
-//!   groups of up to 8 (32-value kinds) or 4 (K-quants, F16, F32): each weight block is
-//!   unpacked once for the whole group. With `m > ACT_TILE` a task's weights are sized to
-//!   stay in L2 from one tile to the next.
+//!   exact integer dot products per block and scales them in float.
+//! * The float order is fixed per kind, whatever `m`, the tiling, the backend or the
+//!   thread count, so a row of a batched call is bit-identical to the same row computed
+//!   alone (tested) and batching never changes a greedy token. Q4_0, Q4_1, Q5_0 and the
+//!   K-quants (Q4_K, Q5_K, Q6_K): one scalar `fma` chain per (weight row, activation row)
+//!   pair over the blocks' exact integer totals (see `scalar::k_chain`). Q8_0, F16 and
+//!   F32: ggml's AVX2 `ggml_vec_dot_*` order (an 8-lane accumulator per pair, the same
+//!   horizontal sum). llama.cpp's x86 build repacks several kinds and sums those in yet
+//!   other orders, so the last bits differ from it anyway; its tokens agree wherever its
+//!   top-2 margin is clear (the parity tests).
+//! * Batches of 8 rows or more of the chain-order kinds run a GEMM (`kgemm`): the
+//!   activations are interleaved in groups of 8 rows so one vector lane is one row, each
+//!   weight row is unpacked once per call to byte codes, and the inner step broadcasts
+//!   four codes against a group (`vpmaddubsw`), summing in 16 bits for as many steps as
+//!   cannot overflow before one `vpmaddwd` applies the sub-block scale for 8 rows at
+//!   once. Tiles keep two groups' span of blocks in L1 and the task's unpacked rows in L2.
+//! * Smaller batches and decode use row kernels of `NR` weight rows x `MR` activation
+//!   rows (at most 4 pairs). Decode (`m = 1`) runs 4 weight rows at a time and prefetches
+//!   the next four while it computes, which keeps it near the memory bandwidth; its
+//!   Q4_0/Q5_0 kernels multiply unsigned weight codes and subtract a per-lane activation
+//!   sum computed once per call (same integers as ggml's sign trick, fewer uops). Work is
+//!   split over output rows into tasks run by a [`ThreadPool`].
 //! * The AVX2+FMA+F16C kernels are chosen at run time ([`Backend::detect`]); a portable
 //!   scalar path computes the same integer sums for every kind and is what other CPUs run
 //!   (`--cfg wick_kernels_portable` builds that configuration on x86 too). [`reference`](mod@reference)
@@ -39,8 +41,8 @@
 //! * [`ThreadPool`] keeps `n - 1` worker threads that spin briefly and then park between
 //!   jobs; the calling thread works too, so `ThreadPool::new(1)` spawns nothing. A job
 //!   never waits for a worker that has not started on it.
-//! * The only allocation per call is a reused thread-local buffer for the quantized
-//!   activations.
+//! * The only allocations per call are reused thread-local buffers: the quantized (and,
+//!   for the GEMM, interleaved) activations and a task's unpacked weight rows.
 
 mod act;
 mod avx2;

@@ -1,6 +1,7 @@
 //! Kernel benchmark: per kind and shape, the time of `QMatrix::matmul` for m = 1 (as
 //! GB/s of weight bytes streamed, against the measured memory bandwidth), m = 8 and
-//! m = 512 (as GFLOP/s), with 1 and 2 threads.
+//! m = 512 (as GFLOP/s), with 1 and 2 threads, and m = 512 on 2 threads as a fraction
+//! of the machine's measured int8 peak (`%pk`).
 //!
 //! `cargo run --release -p wick-kernels --bin kernel_bench -- [--quick] [--no-real]
 //! [--no-synthetic] [--only Q4_K,Q6_K] [--models DIR]`
@@ -105,6 +106,53 @@ fn memory_bandwidth(pool: &ThreadPool, threads: usize) -> f64 {
         });
     });
     (n * 4) as f64 / t / 1e9
+}
+
+/// The machine's int8 peak (GOP/s, a multiply and an add counted as two operations):
+/// `threads` threads each running independent `vpmaddubsw` + `vpaddw` pairs, the GEMM's
+/// inner step, from registers. `None` without AVX2.
+fn int8_peak(pool: &ThreadPool, threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !is_x86_feature_detected!("avx2") {
+            return None;
+        }
+        const ITERS: usize = 1 << 20;
+        let t = time_it(Duration::from_millis(500), || {
+            pool.run(threads, threads, &|task| {
+                // SAFETY: AVX2 was detected above.
+                let v = unsafe { maddubs_loop(ITERS, task as i8) };
+                std::hint::black_box(v);
+            });
+        });
+        // 12 instructions of 32 byte pairs per iteration, 2 operations per pair.
+        Some((threads * ITERS * 12 * 32 * 2) as f64 / t / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (pool, threads);
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn maddubs_loop(iters: usize, seed: i8) -> i32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_set1_epi8(seed); 12];
+    for _ in 0..iters {
+        // Twelve independent chains (more than latency x throughput), each product
+        // depending on its chain so none can be hoisted out of the loop.
+        for v in acc.iter_mut() {
+            *v = _mm256_add_epi16(*v, _mm256_maddubs_epi16(a, *v));
+        }
+    }
+    let mut total = 0;
+    for v in acc {
+        total += _mm256_extract_epi16::<0>(v);
+    }
+    total
 }
 
 struct Case {
@@ -244,6 +292,12 @@ fn main() {
         }
     };
     let t_run = time_it(Duration::from_millis(300), || pool.run(2, 2, &spin));
+    let peak = int8_peak(&pool, 2);
+    if let (Some(p1), Some(p2)) = (int8_peak(&pool, 1), peak) {
+        println!(
+            "int8 peak (vpmaddubsw + vpaddw from registers): {p1:.0} GOP/s (1 thread), {p2:.0} GOP/s (2 threads)"
+        );
+    }
     println!(
         "pool.run of 2 x 5 us tasks on 2 threads: {:.2} us (overhead {:.2} us)\n",
         t_run * 1e6,
@@ -259,7 +313,7 @@ fn main() {
     }
     let budget = Duration::from_millis(if opts.quick { 150 } else { 400 });
     println!(
-        "{:<5} {:<52} {:>8} | {:>9} {:>6} | {:>9} {:>6} {:>4} | {:>7} | {:>7} {:>7}",
+        "{:<5} {:<52} {:>8} | {:>9} {:>6} | {:>9} {:>6} {:>4} | {:>7} | {:>7} {:>7} {:>5}",
         "kind",
         "matrix (rows x cols)",
         "MB",
@@ -270,7 +324,8 @@ fn main() {
         "%bw",
         "m=8 GF",
         "m512 t1",
-        "t2 GF"
+        "t2 GF",
+        "%pk"
     );
     for case in &cases {
         let w = &case.w;
@@ -323,7 +378,7 @@ fn main() {
         }
         let gbs = |t: f64| bytes as f64 / t / 1e9;
         println!(
-            "{:<5} {:<52} {:>8.2} | {:>9.1} {:>6.1} | {:>9.1} {:>6.1} {:>3.0}% | {:>7.1} | {:>7.1} {:>7.1}",
+            "{:<5} {:<52} {:>8.2} | {:>9.1} {:>6.1} | {:>9.1} {:>6.1} {:>3.0}% | {:>7.1} | {:>7.1} {:>7.1} {:>4.0}%",
             w.kind().name(),
             format!("{} ({rows}x{cols})", case.label),
             bytes as f64 / 1e6,
@@ -335,6 +390,7 @@ fn main() {
             flops(8, t8),
             g512_1,
             g512_2,
+            100.0 * g512_2 / peak.unwrap_or(f64::NAN),
         );
     }
 }
