@@ -625,113 +625,107 @@ mod imp {
         };
     }
 
-    /// A kernel for a kind stored as unsigned codes `q + offset` (Q4_0: 8, Q5_0: 16):
+    /// A 32-value kind in the chain order (one `fma` chain per pair over exact block
+    /// totals, as [`crate::scalar`] and [`crate::kgemm`]): `$unpack` gives a block's 32
+    /// weight codes, `$lanes` the pair's 8 i32 lanes of `sum(q * y)` from them, the
+    /// activation block `$y` and (decode only) its [`Q8Aux`] pointer `$aux`.
+    macro_rules! chain_kernel {
+        ($name:ident, $stride:expr, |$b:ident| $unpack:expr, |$code:ident, $y:ident, $aux:ident| $lanes:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name<const NR: usize, const MR: usize>(
+                lut: Lut,
+                pf: *const u8,
+                w: [*const u8; NR],
+                nb: usize,
+                x: [Q8Ptr; MR],
+            ) -> [[f32; MR]; NR] {
+                const { assert!(NR * MR <= 4) };
+                let mut acc = _mm_setzero_ps();
+                for ib in 0..nb {
+                    prefetch(pf, ib * NR * $stride, NR * $stride);
+                    let mut ints = [_mm256_setzero_si256(); 4];
+                    let mut dw = [0f32; NR];
+                    for r in 0..NR {
+                        let $b = w[r].add(ib * $stride);
+                        dw[r] = lut.at($b);
+                        let $code = $unpack;
+                        for a in 0..MR {
+                            let $y = &*x[a].b.add(ib);
+                            let $aux = x[a].aux.wrapping_add(ib);
+                            ints[r * MR + a] = $lanes;
+                        }
+                    }
+                    let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
+                    let d = pair_scales::<NR, MR>(dw, dy);
+                    acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+                }
+                pair_lanes::<NR, MR>(acc)
+            }
+        };
+    }
+
+    /// Lanes of `sum(q * y)` for codes stored as `q + offset` (Q4_0: 8, Q5_0: 16):
     /// `maddubs(code, y)` summed per 4 bytes, minus the activation block's `corr`
-    /// (`offset * sum(y)` per lane), is ggml's per-lane `sum(q * y)` exactly, without
-    /// its two sign fix-ups per block and row. Float order: one `fma` chain per pair
-    /// over exact block totals (as [`crate::scalar`] and [`crate::kgemm`]).
-    macro_rules! offset_kernel {
-        ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
-            #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $name<const NR: usize, const MR: usize>(
-                lut: Lut,
-                pf: *const u8,
-                w: [*const u8; NR],
-                nb: usize,
-                x: [Q8Ptr; MR],
-            ) -> [[f32; MR]; NR] {
-                const { assert!(NR * MR <= 4) };
-                let ones = _mm256_set1_epi16(1);
-                let mut acc = _mm_setzero_ps();
-                for ib in 0..nb {
-                    prefetch(pf, ib * NR * $stride, NR * $stride);
-                    let mut ints = [_mm256_setzero_si256(); 4];
-                    let mut dw = [0f32; NR];
-                    for r in 0..NR {
-                        let $b = w[r].add(ib * $stride);
-                        dw[r] = lut.at($b);
-                        let code = $unpack;
-                        for a in 0..MR {
-                            let y = &*x[a].b.add(ib);
-                            let aux = &*x[a].aux.add(ib);
-                            let dot = _mm256_maddubs_epi16(code, load(y.qs.as_ptr()));
-                            ints[r * MR + a] = _mm256_sub_epi32(
-                                _mm256_madd_epi16(dot, ones),
-                                _mm256_loadu_si256(aux.corr.as_ptr() as *const __m256i),
-                            );
-                        }
-                    }
-                    let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
-                    let d = pair_scales::<NR, MR>(dw, dy);
-                    acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
-                }
-                pair_lanes::<NR, MR>(acc)
-            }
-        };
+    /// (`offset * sum(y)` per lane), without ggml's two sign fix-ups per block and row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn offset_lanes(code: __m256i, y: &Q8Block, aux: *const Q8Aux) -> __m256i {
+        let dot = _mm256_maddubs_epi16(code, load(y.qs.as_ptr()));
+        _mm256_sub_epi32(
+            _mm256_madd_epi16(dot, _mm256_set1_epi16(1)),
+            _mm256_loadu_si256((*aux).corr.as_ptr() as *const __m256i),
+        )
     }
 
-    /// A signed 32-value kind in the chain order (see `offset_kernel`).
-    macro_rules! signed_chain_kernel {
-        ($name:ident, $stride:expr, |$b:ident| $unpack:expr) => {
-            #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $name<const NR: usize, const MR: usize>(
-                lut: Lut,
-                pf: *const u8,
-                w: [*const u8; NR],
-                nb: usize,
-                x: [Q8Ptr; MR],
-            ) -> [[f32; MR]; NR] {
-                const { assert!(NR * MR <= 4) };
-                let ones = _mm256_set1_epi16(1);
-                let mut acc = _mm_setzero_ps();
-                for ib in 0..nb {
-                    prefetch(pf, ib * NR * $stride, NR * $stride);
-                    let mut ints = [_mm256_setzero_si256(); 4];
-                    let mut dw = [0f32; NR];
-                    for r in 0..NR {
-                        let $b = w[r].add(ib * $stride);
-                        dw[r] = lut.at($b);
-                        let qx = $unpack;
-                        let ax = _mm256_sign_epi8(qx, qx);
-                        for a in 0..MR {
-                            let y = &*x[a].b.add(ib);
-                            let dot =
-                                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(load(y.qs.as_ptr()), qx));
-                            ints[r * MR + a] = _mm256_madd_epi16(dot, ones);
-                        }
-                    }
-                    let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
-                    let d = pair_scales::<NR, MR>(dw, dy);
-                    acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
-                }
-                pair_lanes::<NR, MR>(acc)
-            }
-        };
+    /// Lanes of `sum(q * y)` for signed codes (ggml's sign trick).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn signed_lanes(q: __m256i, y: &Q8Block) -> __m256i {
+        let dot = _mm256_maddubs_epi16(
+            _mm256_sign_epi8(q, q),
+            _mm256_sign_epi8(load(y.qs.as_ptr()), q),
+        );
+        _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
     }
 
-    offset_kernel!(q4_0, 18, |b| nibbles(b.add(2)));
+    // Decode (aux filled): unsigned codes minus the activations' correction.
+    chain_kernel!(q4_0, 18, |b| nibbles(b.add(2)), |c, y, aux| offset_lanes(
+        c, y, aux
+    ));
 
     // The fifth bit adds 16 to the nibble.
-    offset_kernel!(q5_0, 22, |b| _mm256_or_si256(
-        nibbles(b.add(6)),
-        _mm256_and_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0x10))
-    ));
+    chain_kernel!(
+        q5_0,
+        22,
+        |b| _mm256_or_si256(
+            nibbles(b.add(6)),
+            _mm256_and_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0x10))
+        ),
+        |c, y, aux| offset_lanes(c, y, aux)
+    );
 
     signed_kernel!(q8_0, 34, |b| load(b.add(2) as *const i8));
 
     // Batches use the signed forms for Q4_0/Q5_0 (same integers, same float ops): with
-    // 8 activation rows per weight block the sign fix-up of the weights is amortized,
-    // and the extra `corr` load per pair costs more than the `vpsignb` it saves.
-    signed_chain_kernel!(q4_0_signed, 18, |b| _mm256_sub_epi8(
-        nibbles(b.add(2)),
-        _mm256_set1_epi8(8)
-    ));
+    // several activation rows per weight block the sign fix-up of the weights is
+    // amortized, and the extra `corr` load per pair costs more than the `vpsignb` saved.
+    chain_kernel!(
+        q4_0_signed,
+        18,
+        |b| _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)),
+        |q, y, _aux| signed_lanes(q, y)
+    );
 
     // A clear fifth bit means value - 16: set the high nibble to 0xf.
-    signed_chain_kernel!(q5_0_signed, 22, |b| _mm256_or_si256(
-        nibbles(b.add(6)),
-        _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0xf0u8 as i8))
-    ));
+    chain_kernel!(
+        q5_0_signed,
+        22,
+        |b| _mm256_or_si256(
+            nibbles(b.add(6)),
+            _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0xf0u8 as i8))
+        ),
+        |q, y, _aux| signed_lanes(q, y)
+    );
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1<const NR: usize, const MR: usize>(
@@ -883,6 +877,24 @@ mod imp {
     // row) pair, one lane of a 4-lane vector, adds them to its own `fma` chain. So the
     // batched GEMM (`crate::kgemm`) and these kernels give the same bits.
 
+    /// One block of Q4_K/Q5_K pairs added to their chains: `d * sum`, then
+    /// `- dmin * minimums` (see [`crate::scalar::k_chain`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k4_chain<const NR: usize, const MR: usize>(
+        acc: __m128,
+        dw: [f32; NR],
+        dminw: [f32; NR],
+        dy: [f32; MR],
+        ints: [__m256i; 4],
+        mins: [__m128i; 4],
+    ) -> __m128 {
+        let d = pair_scales::<NR, MR>(dw, dy);
+        let dmin = pair_scales::<NR, MR>(dminw, dy);
+        let acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+        _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins)), acc)
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_k<const NR: usize, const MR: usize>(
         lut: Lut,
@@ -925,10 +937,7 @@ mod imp {
                 dminw[r] = lut.at(b.add(2));
             }
             let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
-            let d = pair_scales::<NR, MR>(dw, dy);
-            let dmin = pair_scales::<NR, MR>(dminw, dy);
-            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
-            acc = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins_p)), acc);
+            acc = k4_chain::<NR, MR>(acc, dw, dminw, dy, ints, mins_p);
         }
         pair_lanes::<NR, MR>(acc)
     }
@@ -985,10 +994,7 @@ mod imp {
                 dminw[r] = lut.at(b.add(2));
             }
             let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
-            let d = pair_scales::<NR, MR>(dw, dy);
-            let dmin = pair_scales::<NR, MR>(dminw, dy);
-            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
-            acc = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins_p)), acc);
+            acc = k4_chain::<NR, MR>(acc, dw, dminw, dy, ints, mins_p);
         }
         pair_lanes::<NR, MR>(acc)
     }

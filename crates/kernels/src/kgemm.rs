@@ -51,6 +51,14 @@ impl Default for ActGroupBlock {
     }
 }
 
+/// Row `r`'s quants `qs` into the group's vectors: columns `4k..4k + 4` go to bytes
+/// `4r..4r + 4` of vector `k`.
+fn interleave(qs: &[i8], r: usize, dst: &mut [[i8; 32]]) {
+    for (v, q) in dst.iter_mut().zip(qs.chunks_exact(4)) {
+        v[4 * r..4 * r + 4].copy_from_slice(q);
+    }
+}
+
 /// Interleave up to eight quantized rows (each `out.len()` blocks) into `out`; missing
 /// rows are zero.
 pub(crate) fn pack_group(rows: &[&[Q8KBlock]], out: &mut [ActGroupBlock]) {
@@ -59,9 +67,7 @@ pub(crate) fn pack_group(rows: &[&[Q8KBlock]], out: &mut [ActGroupBlock]) {
         *g = ActGroupBlock::default();
         for (r, row) in rows.iter().enumerate() {
             let y = &row[b];
-            for (k, v) in g.qs.iter_mut().enumerate() {
-                v[4 * r..4 * r + 4].copy_from_slice(&y.qs[4 * k..4 * k + 4]);
-            }
+            interleave(&y.qs, r, &mut g.qs);
             g.d[r] = y.d;
             for p in 0..4 {
                 g.sum32[p][2 * r] = y.pair_sums[2 * p];
@@ -244,9 +250,7 @@ pub(crate) fn pack_group32(rows: &[&[Q8Block]], out: &mut [ActGroup32]) {
         *g = ActGroup32::default();
         for (r, row) in rows.iter().enumerate() {
             let y = &row[b];
-            for (k, v) in g.qs.iter_mut().enumerate() {
-                v[4 * r..4 * r + 4].copy_from_slice(&y.qs[4 * k..4 * k + 4]);
-            }
+            interleave(&y.qs, r, &mut g.qs);
             g.d[r] = y.d;
             g.s[r] = y.s;
             g.isum[r] = y.qs.iter().map(|&q| q as i32).sum();
@@ -358,17 +362,13 @@ pub(crate) fn dots(
                     let meta = s.meta[span.start..].as_ptr();
                     let gs: [*const ActGroupBlock; $ng] =
                         std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
-                    match kind {
-                        QuantKind::Q6K => {
-                            imp::rows_q6_k::<$ng>(codes, cols, meta, per_row, rows, gs, nb, accs)
-                        }
-                        QuantKind::Q4K => imp::rows_q45_k::<$ng, 8>(
-                            codes, cols, meta, per_row, rows, gs, nb, accs,
-                        ),
-                        _ => imp::rows_q45_k::<$ng, 4>(
-                            codes, cols, meta, per_row, rows, gs, nb, accs,
-                        ),
-                    }
+                    // (sub-blocks per block, 16-bit steps, Q6_K)
+                    let run = match kind {
+                        QuantKind::Q6K => imp::rows_k::<$ng, 16, 2, true>,
+                        QuantKind::Q4K => imp::rows_k::<$ng, 8, 8, false>,
+                        _ => imp::rows_k::<$ng, 8, 4, false>,
+                    };
+                    run(codes, cols, meta, per_row, rows, gs, nb, accs)
                 } else {
                     let Groups::B32(a) = groups else {
                         unreachable!()
@@ -376,17 +376,13 @@ pub(crate) fn dots(
                     let dm = s.dm[span.start..].as_ptr();
                     let gs: [*const ActGroup32; $ng] =
                         std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
-                    match kind {
-                        QuantKind::Q4_0 => imp::rows_q32::<$ng, 8, 3, false>(
-                            codes, cols, dm, per_row, rows, gs, nb, accs,
-                        ),
-                        QuantKind::Q4_1 => imp::rows_q32::<$ng, 8, 0, true>(
-                            codes, cols, dm, per_row, rows, gs, nb, accs,
-                        ),
-                        _ => imp::rows_q32::<$ng, 4, 4, false>(
-                            codes, cols, dm, per_row, rows, gs, nb, accs,
-                        ),
-                    }
+                    // (16-bit steps, log2 of the code offset, Q4_1's minimum)
+                    let run = match kind {
+                        QuantKind::Q4_0 => imp::rows_q32::<$ng, 8, 3, false>,
+                        QuantKind::Q4_1 => imp::rows_q32::<$ng, 8, 0, true>,
+                        _ => imp::rows_q32::<$ng, 4, 4, false>,
+                    };
+                    run(codes, cols, dm, per_row, rows, gs, nb, accs)
                 }
             }};
         }
@@ -454,86 +450,73 @@ mod imp {
         };
     }
 
-    row_driver!(rows_q45_k, q45_k, WeightBlock, ActGroupBlock; STEPS: usize);
+    row_driver!(rows_k, k_quant, WeightBlock, ActGroupBlock; SUBS: usize, STEPS: usize, SIX: bool);
     row_driver!(rows_q32, q32, [f32; 2], ActGroup32; STEPS: usize, SHIFT: i32, MIN: bool);
 
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows_q6_k<const NG: usize>(
-        codes: *const u8,
-        stride: usize,
-        meta: *const WeightBlock,
-        mstride: usize,
-        rows: usize,
-        acts: [*const ActGroupBlock; NG],
-        nb: usize,
-        accs: *mut [[f32; 16]; 2],
-    ) {
-        let mut r = 0;
-        while r + 2 <= rows {
-            let cs = [codes.add(r * stride), codes.add((r + 1) * stride)];
-            let ms = [meta.add(r * mstride), meta.add((r + 1) * mstride)];
-            q6_k::<2, NG>(cs, ms, acts, nb, accs.add(r / 2));
-            r += 2;
-        }
-        if r < rows {
-            q6_k::<1, NG>(
-                [codes.add(r * stride)],
-                [meta.add(r * mstride)],
-                acts,
-                nb,
-                accs.add(r / 2),
-            );
-        }
-    }
-
+    /// The inner loop: per (weight row, group), the 16-bit sums over `STEPS` steps of
+    /// four columns from column `4 * col4` on, of each row's codes (`codes[r]`, already
+    /// at the block) broadcast against the group's interleaved quants (`qs[g]`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load(p: *const i8) -> __m256i {
-        _mm256_loadu_si256(p as *const __m256i)
+    unsafe fn steps<const NR: usize, const NG: usize, const STEPS: usize>(
+        codes: [*const u8; NR],
+        qs: [*const [i8; 32]; NG],
+        col4: usize,
+    ) -> [[__m256i; NG]; NR] {
+        let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
+        for k in col4..col4 + STEPS {
+            // Plain loops, not closures: a closure does not inherit the target features
+            // and would be called, not inlined, per step.
+            let mut a = [_mm256_setzero_si256(); NG];
+            for g in 0..NG {
+                a[g] = _mm256_loadu_si256(qs[g].add(k) as *const __m256i);
+            }
+            for r in 0..NR {
+                // Four codes of the row, broadcast.
+                let w = _mm256_set1_epi32((codes[r].add(4 * k) as *const i32).read_unaligned());
+                for g in 0..NG {
+                    s16[r][g] = _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
+                }
+            }
+        }
+        s16
     }
 
-    /// Four codes of a row, broadcast.
-    #[inline]
+    /// The K-quants: 16-bit sums over `STEPS` steps (Q4_K's codes `0..=15`: 8 steps, at
+    /// most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4; Q6_K's `0..=63`: 2), then the
+    /// scale of the sub-block (`SUBS` per block: 8 of 32 values, Q6_K's 16 of 16). Then
+    /// Q4_K/Q5_K subtract their minimums, and Q6_K (`SIX`) its codes' offset of 32, from
+    /// the activations' sub-block sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn codes4(p: *const u8) -> __m256i {
-        _mm256_set1_epi32((p as *const i32).read_unaligned())
-    }
-
-    /// Q4_K and Q5_K: 16-bit sums over `STEPS` steps of 4 columns (Q4_K's codes
-    /// `0..=15`: 8 steps, at most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4 steps),
-    /// then the 32-value sub-block's scale.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q45_k<const NR: usize, const NG: usize, const STEPS: usize>(
+    unsafe fn k_quant<
+        const NR: usize,
+        const NG: usize,
+        const SUBS: usize,
+        const STEPS: usize,
+        const SIX: bool,
+    >(
         codes: [*const u8; NR],
         meta: [*const WeightBlock; NR],
         acts: [*const ActGroupBlock; NG],
         nb: usize,
         acc: *mut [[f32; 16]; 2],
     ) {
+        let sub4 = 64 / SUBS;
         for b in 0..nb {
             let mut ints = [[_mm256_setzero_si256(); NG]; NR];
-            for j in 0..8 {
-                for h in 0..8 / STEPS {
-                    let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
-                    for k in 0..STEPS {
-                        let col4 = 8 * j + STEPS * h + k;
-                        // Plain loops, not closures: a closure does not inherit the target
-                        // features and would be called, not inlined, per step.
-                        let mut a = [_mm256_setzero_si256(); NG];
-                        for g in 0..NG {
-                            a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
-                        }
-                        for r in 0..NR {
-                            let w = codes4(codes[r].add(256 * b + 4 * col4));
-                            for g in 0..NG {
-                                s16[r][g] =
-                                    _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
-                            }
-                        }
-                    }
+            let mut cs = codes;
+            for c in cs.iter_mut() {
+                *c = c.add(256 * b);
+            }
+            let mut qs = [std::ptr::null(); NG];
+            for g in 0..NG {
+                qs[g] = (*acts[g].add(b)).qs.as_ptr();
+            }
+            for sub in 0..SUBS {
+                for h in 0..sub4 / STEPS {
+                    let s16 = steps::<NR, NG, STEPS>(cs, qs, sub4 * sub + STEPS * h);
                     for r in 0..NR {
-                        let sc = _mm256_set1_epi32((*meta[r].add(b)).scale[j]);
+                        let sc = _mm256_set1_epi32((*meta[r].add(b)).scale[sub]);
                         for g in 0..NG {
                             ints[r][g] =
                                 _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], sc));
@@ -545,87 +528,30 @@ mod imp {
                 let wb = &*meta[r].add(b);
                 for g in 0..NG {
                     let ab = &*acts[g].add(b);
-                    let mut mins = _mm256_setzero_si256();
-                    for p in 0..4 {
-                        mins = _mm256_add_epi32(
-                            mins,
-                            _mm256_madd_epi16(
-                                _mm256_set1_epi32(wb.pairs[p]),
-                                load(ab.sum32[p].as_ptr() as *const i8),
-                            ),
-                        );
-                    }
+                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
                     let dy = _mm256_load_ps(ab.d.as_ptr());
                     let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), dy);
-                    let dmin = _mm256_mul_ps(_mm256_set1_ps(wb.dmin), dy);
-                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
-                    let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints[r][g]), _mm256_loadu_ps(c));
-                    _mm256_storeu_ps(c, _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), v));
-                }
-            }
-        }
-    }
-
-    /// Q6_K (codes `0..=63`): 16-bit sums over 8 columns (2 steps; at most
-    /// 2 * 2 * 63 * 127 < 2^15), the 16-value sub-block's scale per 8 columns, and the
-    /// codes' offset of 32 from the activations' sub-block sums.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q6_k<const NR: usize, const NG: usize>(
-        codes: [*const u8; NR],
-        meta: [*const WeightBlock; NR],
-        acts: [*const ActGroupBlock; NG],
-        nb: usize,
-        acc: *mut [[f32; 16]; 2],
-    ) {
-        for b in 0..nb {
-            let mut ints = [[_mm256_setzero_si256(); NG]; NR];
-            for s in 0..16 {
-                for half in 0..2 {
-                    let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
-                    for k in 0..2 {
-                        let col4 = 4 * s + 2 * half + k;
-                        // Plain loops, not closures: a closure does not inherit the target
-                        // features and would be called, not inlined, per step.
-                        let mut a = [_mm256_setzero_si256(); NG];
-                        for g in 0..NG {
-                            a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
-                        }
-                        for r in 0..NR {
-                            let w = codes4(codes[r].add(256 * b + 4 * col4));
-                            for g in 0..NG {
-                                s16[r][g] =
-                                    _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
-                            }
-                        }
-                    }
-                    for r in 0..NR {
-                        let sc = _mm256_set1_epi32((*meta[r].add(b)).scale[s]);
-                        for g in 0..NG {
-                            ints[r][g] =
-                                _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], sc));
-                        }
-                    }
-                }
-            }
-            for r in 0..NR {
-                let wb = &*meta[r].add(b);
-                for g in 0..NG {
-                    let ab = &*acts[g].add(b);
-                    let mut off = _mm256_setzero_si256();
-                    for p in 0..8 {
-                        off = _mm256_add_epi32(
-                            off,
+                    let mut extra = _mm256_setzero_si256();
+                    let sums: &[[i16; 16]] = if SIX { &ab.sum16 } else { &ab.sum32 };
+                    for (p, sum) in sums.iter().enumerate() {
+                        extra = _mm256_add_epi32(
+                            extra,
                             _mm256_madd_epi16(
                                 _mm256_set1_epi32(wb.pairs[p]),
-                                load(ab.sum16[p].as_ptr() as *const i8),
+                                _mm256_loadu_si256(sum.as_ptr() as *const __m256i),
                             ),
                         );
                     }
-                    let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(off));
-                    let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), _mm256_load_ps(ab.d.as_ptr()));
-                    let c = (*acc)[r].as_mut_ptr().add(8 * g);
-                    let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
-                    _mm256_storeu_ps(c, v);
+                    if SIX {
+                        let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(extra));
+                        let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
+                        _mm256_storeu_ps(c, v);
+                    } else {
+                        let dmin = _mm256_mul_ps(_mm256_set1_ps(wb.dmin), dy);
+                        let v =
+                            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints[r][g]), _mm256_loadu_ps(c));
+                        _mm256_storeu_ps(c, _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(extra), v));
+                    }
                 }
             }
         }
@@ -654,23 +580,16 @@ mod imp {
         // they would crowd out the inner loop's and spill there instead.
         for b in 0..nb {
             let mut ints = [[_mm256_setzero_si256(); NG]; NR];
+            let mut cs = codes;
+            for c in cs.iter_mut() {
+                *c = c.add(32 * b);
+            }
+            let mut qs = [std::ptr::null(); NG];
+            for g in 0..NG {
+                qs[g] = (*acts[g].add(b)).qs.as_ptr();
+            }
             for h in 0..8 / STEPS {
-                let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
-                for k in 0..STEPS {
-                    let col4 = STEPS * h + k;
-                    // Plain loops, not closures: a closure does not inherit the target
-                    // features and would be called, not inlined, per step.
-                    let mut a = [_mm256_setzero_si256(); NG];
-                    for g in 0..NG {
-                        a[g] = load((*acts[g].add(b)).qs[col4].as_ptr());
-                    }
-                    for r in 0..NR {
-                        let w = codes4(codes[r].add(32 * b + 4 * col4));
-                        for g in 0..NG {
-                            s16[r][g] = _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(w, a[g]));
-                        }
-                    }
-                }
+                let s16 = steps::<NR, NG, STEPS>(cs, qs, STEPS * h);
                 for r in 0..NR {
                     for g in 0..NG {
                         ints[r][g] =
