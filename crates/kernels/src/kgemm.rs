@@ -108,38 +108,10 @@ fn pair(lo: i16, hi: i16) -> i32 {
 /// Unpack one weight row of `kind` (whole blocks) into `codes` (one byte per value) and
 /// `meta` (one [`WeightBlock`] per block).
 pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut [WeightBlock]) {
-    let ts = kind.type_size();
-    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-    let simd = crate::avx2::available();
-    #[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
-    let simd = false;
-    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-    if simd {
-        crate::avx2::codes_k(kind, w, codes);
-    }
-    for ((b, q), m) in w
-        .chunks_exact(ts)
-        .zip(codes.chunks_exact_mut(256))
-        .zip(meta.iter_mut())
-    {
+    unpack_codes(kind, w, codes);
+    for (b, m) in w.chunks_exact(kind.type_size()).zip(meta.iter_mut()) {
         match kind {
             QuantKind::Q4K | QuantKind::Q5K => {
-                let (qs, qh) = if kind == QuantKind::Q4K {
-                    (&b[16..144], None)
-                } else {
-                    (&b[48..176], Some(&b[16..48]))
-                };
-                for c in (0..4).filter(|_| !simd) {
-                    for l in 0..32 {
-                        let (mut lo, mut hi) = (qs[32 * c + l] & 0xf, qs[32 * c + l] >> 4);
-                        if let Some(qh) = qh {
-                            lo |= ((qh[l] >> (2 * c)) & 1) << 4;
-                            hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
-                        }
-                        q[64 * c + l] = lo;
-                        q[64 * c + 32 + l] = hi;
-                    }
-                }
                 let sm: [(u8, u8); 8] = std::array::from_fn(|j| k4_scale_min(&b[4..16], j));
                 m.d = read_f16(b, 0);
                 m.dmin = read_f16(b, 2);
@@ -151,17 +123,7 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
                 }
             }
             QuantKind::Q6K => {
-                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                for h in (0..2).filter(|_| !simd) {
-                    for k in 0..4 {
-                        for l in 0..32 {
-                            let lo = ql[64 * h + 32 * (k & 1) + l];
-                            let lo = if k < 2 { lo & 0xf } else { lo >> 4 };
-                            let hi = (qh[32 * h + l] >> (2 * k)) & 3;
-                            q[128 * h + 32 * k + l] = lo | (hi << 4);
-                        }
-                    }
-                }
+                let sc = &b[192..208];
                 m.d = read_f16(b, 208);
                 m.dmin = 0.0;
                 for (dst, &v) in m.scale.iter_mut().zip(sc) {
@@ -171,8 +133,22 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
                     m.pairs[p] = pair(sc[2 * p] as i8 as i16, sc[2 * p + 1] as i8 as i16);
                 }
             }
-            _ => unreachable!("kgemm handles the K-quants only"),
+            _ => unreachable!("unpack_row handles the K-quants only"),
         }
+    }
+}
+
+/// A row's byte codes, one per value (the GEMM runs on the AVX2 backend only).
+fn unpack_codes(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+    match kind {
+        QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => crate::avx2::codes_k(kind, w, codes),
+        _ => crate::avx2::codes32(kind, w, codes),
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+    {
+        let _ = (kind, w, codes);
+        unreachable!("the GEMM runs on the AVX2 backend only")
     }
 }
 
@@ -261,54 +237,15 @@ pub(crate) fn pack_group32(rows: &[&[Q8Block]], out: &mut [ActGroup32]) {
 /// Unpack one row of a 32-value kind (Q4_0, Q4_1, Q5_0) into unsigned byte codes and
 /// per-block `[d, m]`.
 pub(crate) fn unpack_row32(kind: QuantKind, w: &[u8], codes: &mut [u8], dm: &mut [[f32; 2]]) {
-    let ts = kind.type_size();
-    #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
-    if crate::avx2::available() {
-        crate::avx2::codes32(kind, w, codes);
-        // The table, not a scalar F16C conversion per scale (see `f16_table`).
-        let lut = crate::f16::f16_table();
-        let f = |b: &[u8], at: usize| lut[u16::from_le_bytes([b[at], b[at + 1]]) as usize];
-        if kind == QuantKind::Q4_1 {
-            for (b, m) in w.chunks_exact(ts).zip(dm.iter_mut()) {
-                *m = [f(b, 0), f(b, 2)];
-            }
-        } else {
-            for (b, m) in w.chunks_exact(ts).zip(dm.iter_mut()) {
-                *m = [f(b, 0), 0.0];
-            }
-        }
-        return;
-    }
-    for ((b, q), m) in w
-        .chunks_exact(ts)
-        .zip(codes.chunks_exact_mut(32))
-        .zip(dm.iter_mut())
-    {
-        match kind {
-            QuantKind::Q4_0 => {
-                for j in 0..16 {
-                    q[j] = b[2 + j] & 0xf;
-                    q[j + 16] = b[2 + j] >> 4;
-                }
-                *m = [read_f16(b, 0), 0.0];
-            }
-            QuantKind::Q4_1 => {
-                for j in 0..16 {
-                    q[j] = b[4 + j] & 0xf;
-                    q[j + 16] = b[4 + j] >> 4;
-                }
-                *m = [read_f16(b, 0), read_f16(b, 2)];
-            }
-            QuantKind::Q5_0 => {
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                for j in 0..16 {
-                    q[j] = (b[6 + j] & 0xf) | ((((qh >> j) & 1) as u8) << 4);
-                    q[j + 16] = (b[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-                }
-                *m = [read_f16(b, 0), 0.0];
-            }
-            _ => unreachable!("unpack_row32 handles Q4_0, Q4_1 and Q5_0"),
-        }
+    unpack_codes(kind, w, codes);
+    // The table, not a scalar F16C conversion per scale (see `f16_table`).
+    let lut = crate::f16::f16_table();
+    let f = |b: &[u8], at: usize| lut[u16::from_le_bytes([b[at], b[at + 1]]) as usize];
+    let blocks = w.chunks_exact(kind.type_size()).zip(dm.iter_mut());
+    match kind {
+        QuantKind::Q4_0 | QuantKind::Q5_0 => blocks.for_each(|(b, m)| *m = [f(b, 0), 0.0]),
+        QuantKind::Q4_1 => blocks.for_each(|(b, m)| *m = [f(b, 0), f(b, 2)]),
+        _ => unreachable!("unpack_row32 handles Q4_0, Q4_1 and Q5_0"),
     }
 }
 
