@@ -877,26 +877,10 @@ mod imp {
     // row) pair, one lane of a 4-lane vector, adds them to its own `fma` chain. So the
     // batched GEMM (`crate::kgemm`) and these kernels give the same bits.
 
-    /// One block of Q4_K/Q5_K pairs added to their chains: `d * sum`, then
-    /// `- dmin * minimums` (see [`crate::scalar::k_chain`]).
-    #[inline]
+    /// Q4_K and, with `FIVE`, Q5_K (whose fifth bits add 16 to the nibbles): the same
+    /// scales, minimums and chain step.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn k4_chain<const NR: usize, const MR: usize>(
-        acc: __m128,
-        dw: [f32; NR],
-        dminw: [f32; NR],
-        dy: [f32; MR],
-        ints: [__m256i; 4],
-        mins: [__m128i; 4],
-    ) -> __m128 {
-        let d = pair_scales::<NR, MR>(dw, dy);
-        let dmin = pair_scales::<NR, MR>(dminw, dy);
-        let acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
-        _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins)), acc)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k<const NR: usize, const MR: usize>(
+    unsafe fn k4_row<const NR: usize, const MR: usize, const FIVE: bool>(
         lut: Lut,
         pf: *const u8,
         w: [*const u8; NR],
@@ -904,23 +888,33 @@ mod imp {
         x: [*const Q8KBlock; MR],
     ) -> [[f32; MR]; NR] {
         const { assert!(NR * MR <= 4) };
+        let stride = if FIVE { 176 } else { 144 };
         let m4 = _mm256_set1_epi8(0x0f);
+        let m1 = _mm256_set1_epi8(1);
         let mut acc = _mm_setzero_ps();
         for i in 0..nb {
-            prefetch(pf, i * NR * 144, NR * 144);
+            prefetch(pf, i * NR * stride, NR * stride);
             let mut ints = [_mm256_setzero_si256(); 4];
             let mut mins_p = [_mm_setzero_si128(); 4];
             let mut dw = [0f32; NR];
             let mut dminw = [0f32; NR];
             for r in 0..NR {
-                let b = w[r].add(i * 144);
+                let b = w[r].add(i * stride);
                 let (scales, mins) = k4_scales_mins(b.add(4));
+                let qs = b.add(if FIVE { 48 } else { 16 });
+                let hbits = _mm256_loadu_si256(b.add(16) as *const __m256i);
                 for j in 0..4 {
                     let scale_l = k4_scale(scales, 2 * j);
                     let scale_h = k4_scale(scales, 2 * j + 1);
-                    let bits = _mm256_loadu_si256(b.add(16 + 32 * j) as *const __m256i);
-                    let ql = _mm256_and_si256(bits, m4);
-                    let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    let bits = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                    let mut ql = _mm256_and_si256(bits, m4);
+                    let mut qh = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    if FIVE {
+                        let h0 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32));
+                        let h1 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1));
+                        ql = _mm256_add_epi8(ql, _mm256_slli_epi16::<4>(_mm256_and_si256(h0, m1)));
+                        qh = _mm256_add_epi8(qh, _mm256_slli_epi16::<4>(_mm256_and_si256(h1, m1)));
+                    }
                     for a in 0..MR {
                         let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
                         let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(ql, load(q8)));
@@ -937,9 +931,23 @@ mod imp {
                 dminw[r] = lut.at(b.add(2));
             }
             let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
-            acc = k4_chain::<NR, MR>(acc, dw, dminw, dy, ints, mins_p);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            let dmin = pair_scales::<NR, MR>(dminw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+            acc = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(totals4_128(mins_p)), acc);
         }
         pair_lanes::<NR, MR>(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k<const NR: usize, const MR: usize>(
+        lut: Lut,
+        pf: *const u8,
+        w: [*const u8; NR],
+        nb: usize,
+        x: [*const Q8KBlock; MR],
+    ) -> [[f32; MR]; NR] {
+        k4_row::<NR, MR, false>(lut, pf, w, nb, x)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -950,53 +958,7 @@ mod imp {
         nb: usize,
         x: [*const Q8KBlock; MR],
     ) -> [[f32; MR]; NR] {
-        const { assert!(NR * MR <= 4) };
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m1 = _mm256_set1_epi8(1);
-        let mut acc = _mm_setzero_ps();
-        for i in 0..nb {
-            prefetch(pf, i * NR * 176, NR * 176);
-            let mut ints = [_mm256_setzero_si256(); 4];
-            let mut mins_p = [_mm_setzero_si128(); 4];
-            let mut dw = [0f32; NR];
-            let mut dminw = [0f32; NR];
-            for r in 0..NR {
-                let b = w[r].add(i * 176);
-                let (scales, mins) = k4_scales_mins(b.add(4));
-                let hbits = _mm256_loadu_si256(b.add(16) as *const __m256i);
-                for j in 0..4 {
-                    let scale_0 = k4_scale(scales, 2 * j);
-                    let scale_1 = k4_scale(scales, 2 * j + 1);
-                    let bits = _mm256_loadu_si256(b.add(48 + 32 * j) as *const __m256i);
-                    let h0 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32));
-                    let h1 = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1));
-                    let q0 = _mm256_add_epi8(
-                        _mm256_and_si256(bits, m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(h0, m1)),
-                    );
-                    let q1 = _mm256_add_epi8(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(h1, m1)),
-                    );
-                    for a in 0..MR {
-                        let q8 = (*x[a].add(i)).qs.as_ptr().add(64 * j);
-                        let p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q0, load(q8)));
-                        let p1 =
-                            _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q1, load(q8.add(32))));
-                        let p = &mut ints[r * MR + a];
-                        *p = _mm256_add_epi32(*p, _mm256_add_epi32(p0, p1));
-                    }
-                }
-                for a in 0..MR {
-                    mins_p[r * MR + a] = k4_min_products(mins, &*x[a].add(i));
-                }
-                dw[r] = lut.at(b);
-                dminw[r] = lut.at(b.add(2));
-            }
-            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].add(i)).d);
-            acc = k4_chain::<NR, MR>(acc, dw, dminw, dy, ints, mins_p);
-        }
-        pair_lanes::<NR, MR>(acc)
+        k4_row::<NR, MR, true>(lut, pf, w, nb, x)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
