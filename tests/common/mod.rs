@@ -38,11 +38,22 @@ pub struct Server {
     pub client: reqwest::blocking::Client,
 }
 
+/// A loopback port nothing listens on, never one this test process handed out before: the
+/// kernel may offer a port again once its probe socket closes, and two servers started by
+/// parallel tests must not race for it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 impl Server {
@@ -57,6 +68,22 @@ impl Server {
 
     /// Start a server on the store in `store` (a store another server used).
     pub fn start_in(store: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
+        // Another process may take the probed port before wick binds it; then wick exits
+        // and the server is started again on a new port.
+        let mut store = store;
+        for _ in 0..5 {
+            match Self::try_start_in(store, env) {
+                Ok(server) => return server,
+                Err(returned) => store = returned,
+            }
+        }
+        panic!("wick serve could not bind a loopback port in 5 tries");
+    }
+
+    fn try_start_in(
+        store: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Result<Server, tempfile::TempDir> {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wick"));
         cmd.arg("serve")
@@ -68,26 +95,34 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start wick serve");
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            store,
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .build()
-                .expect("http client"),
-        };
+        let mut child = cmd.spawn().expect("start wick serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .expect("http client");
+        let mut exited = || matches!(child.try_wait(), Ok(Some(_)));
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = server.client.get(&server.base).send() {
-                if r.status().is_success() {
-                    return server;
+            // Our child exiting means its bind failed; whatever answers on the port then
+            // is someone else's server.
+            if exited() {
+                return Err(store);
+            }
+            if let Ok(r) = client.get(&base).send() {
+                if r.status().is_success() && !exited() {
+                    return Ok(Server {
+                        child,
+                        base,
+                        store,
+                        client,
+                    });
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("wick serve did not come up on {}", server.base);
+        let _ = child.kill();
+        panic!("wick serve did not come up on {base}");
     }
 
     /// Start a server whose store holds the real SmolLM2 as `smollm2:135m`, imported
