@@ -30,7 +30,7 @@ pub struct CpuBatchInput<'a> {
 
 /// What a forward pass ends with for the rows that want an output.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Head {
+pub(crate) enum Head {
     Logits,
     Hidden,
 }

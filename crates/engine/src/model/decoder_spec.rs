@@ -232,13 +232,6 @@ impl DecoderSpec {
             swa_layers,
         })
     }
-
-    /// Whether this is a plain llama/qwen2 decoder (what the candle path runs today).
-    pub fn is_plain(&self) -> bool {
-        matches!(self.arch.as_str(), "llama" | "qwen2")
-            && self.rope.freq_scale == 1.0
-            && self.rope.dims == self.head_dim
-    }
 }
 
 /// `<arch>.block_count`, refused when the file cannot hold that many layers (each has

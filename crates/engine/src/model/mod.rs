@@ -2,9 +2,9 @@
 
 pub mod bert;
 pub mod decoder;
+mod decoder_candle;
 pub mod decoder_spec;
 mod linear;
-mod llama_candle;
 mod tensors;
 
 use std::path::Path;
@@ -21,9 +21,10 @@ use crate::kv_cache::{CandleKvCache, CpuKvCache, KvCache, KvUsage};
 use crate::tokenizer::GgufTokenizer;
 
 use bert::EncoderModel;
-use decoder::{CpuBatchInput, DecoderModel};
+use decoder::{CpuBatchInput, DecoderModel, Head};
+pub use decoder_candle::CandleWeights;
+use decoder_candle::{CandleBatchInput, CandleDecoder};
 use decoder_spec::DECODER_ARCHITECTURES;
-use llama_candle::CandleLlama;
 
 enum Network {
     /// wick's own kernels; batches run together.
@@ -31,8 +32,12 @@ enum Network {
         model: DecoderModel,
         kv_usage: Arc<KvUsage>,
     },
-    /// candle tensors on a GPU device; batch inputs run one after another.
-    Candle(CandleLlama),
+    /// candle tensors on a GPU device (or candle's CPU device in tests); batches run
+    /// together.
+    Candle {
+        model: CandleDecoder,
+        kv_usage: Arc<KvUsage>,
+    },
     /// A sentence-embedding encoder (BERT class) on wick's own kernels, on any device.
     Encoder(EncoderModel),
 }
@@ -97,17 +102,39 @@ impl Model {
 
     /// As [`load`](Self::load), with `threads` CPU workers.
     pub fn load_with_threads(path: &Path, device: &Device, threads: usize) -> Result<Self> {
+        let candle = (!device.is_cpu()).then_some(CandleWeights::Quantized);
+        Self::load_inner(path, device, threads, candle)
+    }
+
+    /// Load a decoder onto the candle path on `device`, whatever the device is: on
+    /// candle's CPU device this is how the GPU path is tested without a GPU.
+    pub fn load_on_candle(path: &Path, device: &Device, weights: CandleWeights) -> Result<Self> {
+        Self::load_inner(path, device, 1, Some(weights))
+    }
+
+    fn load_inner(
+        path: &Path,
+        device: &Device,
+        threads: usize,
+        candle: Option<CandleWeights>,
+    ) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
         let facts = GgufFacts::from_gguf(&gguf, false)?;
         let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
         let network = match facts.architecture.as_str() {
-            arch if DECODER_ARCHITECTURES.contains(&arch) && device.is_cpu() => Network::Cpu {
+            arch if DECODER_ARCHITECTURES.contains(&arch) && candle.is_none() => Network::Cpu {
                 model: DecoderModel::from_gguf(&mut gguf, arch, threads)?,
                 kv_usage: Arc::new(KvUsage::default()),
             },
-            arch if DECODER_ARCHITECTURES.contains(&arch) => {
-                Network::Candle(CandleLlama::from_gguf(&mut gguf, arch, device)?)
-            }
+            arch if DECODER_ARCHITECTURES.contains(&arch) => Network::Candle {
+                model: CandleDecoder::from_gguf(
+                    &mut gguf,
+                    arch,
+                    device,
+                    candle.unwrap_or(CandleWeights::Quantized),
+                )?,
+                kv_usage: Arc::new(KvUsage::default()),
+            },
             arch if ENCODER_ARCHITECTURES.contains(&arch) => {
                 Network::Encoder(EncoderModel::from_gguf(&mut gguf, arch, threads)?)
             }
@@ -121,7 +148,7 @@ impl Model {
         let weights_bytes = match &network {
             Network::Cpu { model, .. } => model.weights_bytes() as u64,
             Network::Encoder(model) => model.weights_bytes() as u64,
-            Network::Candle(_) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Network::Candle { .. } => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         };
         Ok(Self {
             network,
@@ -197,22 +224,22 @@ impl Model {
                 model.forward_batch(&mut inputs, threads)
             }
             Network::Encoder(_) => Err(no_generation()),
-            Network::Candle(m) => batch
-                .iter_mut()
-                .map(|b| {
+            Network::Candle { model, .. } => {
+                let mut inputs = Vec::with_capacity(batch.len());
+                for b in batch.iter_mut() {
                     let KvCache::Candle(cache) = &mut *b.cache else {
                         return Err(EngineError::Internal(
                             "a CPU cache was given to a GPU model".into(),
                         ));
                     };
-                    let logits = m.forward(b.tokens, cache)?;
-                    Ok(if b.logits {
-                        Some(logits.to_vec1::<f32>()?)
-                    } else {
-                        None
-                    })
-                })
-                .collect(),
+                    inputs.push(CandleBatchInput {
+                        tokens: b.tokens,
+                        cache,
+                        logits: b.logits,
+                    });
+                }
+                model.forward_batch(&mut inputs, Head::Logits)
+            }
         }
     }
 
@@ -222,7 +249,7 @@ impl Model {
         match &self.network {
             Network::Cpu { model, .. } => model.pool().run(threads, n_tasks, f),
             Network::Encoder(model) => model.pool().run(threads, n_tasks, f),
-            Network::Candle(_) => (0..n_tasks).for_each(f),
+            Network::Candle { .. } => (0..n_tasks).for_each(f),
         }
     }
 
@@ -231,7 +258,7 @@ impl Model {
         match &self.network {
             Network::Cpu { model, .. } => model.max_threads(),
             Network::Encoder(model) => model.max_threads(),
-            Network::Candle(_) => 1,
+            Network::Candle { .. } => 1,
         }
     }
 
@@ -249,15 +276,16 @@ impl Model {
                     kv_usage.clone(),
                 )))
             }
-            Network::Candle(m) => {
-                let c = &m.config;
+            Network::Candle { model, kv_usage } => {
+                let c = &model.spec;
                 Ok(KvCache::Candle(CandleKvCache::new(
                     c.n_layer,
                     c.n_kv_head,
                     c.head_dim,
                     capacity,
-                    m.device(),
-                )?))
+                    model.device(),
+                    kv_usage.clone(),
+                )))
             }
             Network::Encoder(_) => Err(no_generation()),
         }
@@ -270,19 +298,19 @@ impl Model {
                 let c = &model.spec;
                 CpuKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
             }
-            Network::Candle(m) => {
-                let c = &m.config;
+            Network::Candle { model, .. } => {
+                let c = &model.spec;
                 CandleKvCache::bytes_per_position(c.n_layer, c.n_kv_head, c.head_dim)
             }
             Network::Encoder(_) => 0,
         }
     }
 
-    /// Bytes the KV caches of this model's live sequences hold now (CPU only).
+    /// Bytes the KV caches of this model's live sequences hold now.
     pub fn kv_bytes_in_use(&self) -> usize {
         match &self.network {
-            Network::Cpu { kv_usage, .. } => kv_usage.bytes(),
-            Network::Candle(_) | Network::Encoder(_) => 0,
+            Network::Cpu { kv_usage, .. } | Network::Candle { kv_usage, .. } => kv_usage.bytes(),
+            Network::Encoder(_) => 0,
         }
     }
 
@@ -295,7 +323,7 @@ impl Model {
     pub fn context_length(&self) -> usize {
         match &self.network {
             Network::Cpu { model, .. } => model.spec.context_length,
-            Network::Candle(m) => m.config.context_length,
+            Network::Candle { model, .. } => model.spec.context_length,
             Network::Encoder(m) => m.max_positions(),
         }
     }
@@ -314,7 +342,7 @@ impl Model {
         match &self.network {
             Network::Encoder(m) => m.embed(inputs, threads),
             Network::Cpu { model, kv_usage } => decoder_embed(model, kv_usage, inputs, threads),
-            Network::Candle(_) => Err(EngineError::NoEmbeddings),
+            Network::Candle { .. } => Err(EngineError::NoEmbeddings),
         }
     }
 }
@@ -393,6 +421,6 @@ fn network_vocab_mismatch(network: &Network, tokenizer_vocab: usize) -> bool {
     match network {
         Network::Cpu { model, .. } => tokenizer_vocab > model.vocab(),
         Network::Encoder(model) => tokenizer_vocab > model.vocab(),
-        Network::Candle(_) => false,
+        Network::Candle { model, .. } => tokenizer_vocab > model.vocab(),
     }
 }

@@ -1,0 +1,514 @@
+//! The decoder on candle tensors, for GPU devices (`cuda`/`metal` features; tests run it
+//! on candle's CPU device). It reads the same [`DecoderSpec`] and the same optional
+//! tensors as the CPU forward ([`super::decoder::DecoderModel`]), so every family the
+//! CPU path runs runs here too, without a second copy per family.
+//!
+//! One call runs the batcher's whole step: the rows of every sequence in it (a prompt
+//! chunk or one decoded token each) go through each projection as one quantized matmul;
+//! rotary angles follow each row's own position; attention is per sequence, against
+//! that sequence's own [`CandleKvCache`] with its causal (and sliding-window) mask; the
+//! output head runs only for the rows that want logits, and those come back to the host
+//! in one copy. Each row's result depends on that row alone, so a sequence computes the
+//! same logits whatever runs beside it.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::decoder::Head;
+use super::decoder_spec::{Activation, DecoderSpec};
+use crate::cpu::ops;
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::kv_cache::CandleKvCache;
+
+/// One sequence's part of a batch.
+pub struct CandleBatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut CandleKvCache,
+    /// Whether the output of the last token is wanted (false for a middle prompt chunk).
+    pub logits: bool,
+}
+
+/// A projection with its optional bias.
+struct Linear {
+    w: QMatMul,
+    rows: usize,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.w.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct Block {
+    attn_norm: Option<Tensor>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    /// Per head (its length is the head size) or over the whole projection (olmo2).
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    wo: Linear,
+    post_attn_norm: Option<Tensor>,
+    ffn_norm: Option<Tensor>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Tensor>,
+}
+
+/// A loaded decoder on a candle device: weights only; all sequence state lives in the
+/// caches.
+pub struct CandleDecoder {
+    pub spec: DecoderSpec,
+    embed: Arc<QTensor>,
+    vocab: usize,
+    blocks: Vec<Block>,
+    output_norm: Tensor,
+    output: QMatMul,
+    /// llama 3's per-frequency rope divisors (`rope_freqs.weight`).
+    rope_factors: Option<Vec<f32>>,
+    device: Device,
+}
+
+/// Rotary cosines and sines of one step's rows, `(rows, dims / 2)` each.
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// How the candle path holds its matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandleWeights {
+    /// Quantized as in the file, multiplied by candle's quantized kernels (what a GPU
+    /// runs).
+    Quantized,
+    /// Dequantized to f32 at load and multiplied by candle's row-by-row f32 dot
+    /// products: each row's result then does not depend on how many rows run beside
+    /// it (candle's quantized and dense kernels switch tiling with the row count), which
+    /// is what proves the batching exactly.
+    F32,
+}
+
+impl CandleDecoder {
+    pub fn from_gguf(
+        gguf: &mut GgufFile,
+        arch: &str,
+        device: &Device,
+        weights: CandleWeights,
+    ) -> Result<Self> {
+        let matmul = |t: Arc<QTensor>| -> Result<QMatMul> {
+            Ok(match weights {
+                CandleWeights::Quantized => QMatMul::from_arc(t)?,
+                CandleWeights::F32 => QMatMul::QTensor(Arc::new(QTensor::quantize(
+                    &t.dequantize(device)?,
+                    GgmlDType::F32,
+                )?)),
+            })
+        };
+        let spec = DecoderSpec::from_gguf(gguf, arch)?;
+        let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
+        let (vocab, embd_cols) = embed.shape().dims2()?;
+        let output = if gguf.has_tensor("output.weight") {
+            let out = gguf.tensor("output.weight", device)?;
+            if out.shape().dims2()? != (vocab, spec.n_embd) {
+                return Err(EngineError::InvalidModel(
+                    "the output projection does not match the model dimensions".into(),
+                ));
+            }
+            matmul(Arc::new(out))?
+        } else {
+            matmul(embed.clone())?
+        };
+        let output_norm = dense(gguf, "output_norm.weight", device, &[spec.n_embd])?
+            .ok_or_else(|| EngineError::InvalidModel("missing output_norm.weight".into()))?;
+        if embd_cols != spec.n_embd {
+            return Err(EngineError::InvalidModel(
+                "the embeddings do not match the model dimensions".into(),
+            ));
+        }
+        let rope_factors = match dense(gguf, "rope_freqs.weight", device, &[spec.rope.dims / 2])? {
+            Some(t) => Some(t.to_vec1::<f32>()?),
+            None => None,
+        };
+        let mut blocks = Vec::with_capacity(spec.n_layer);
+        for i in 0..spec.n_layer {
+            blocks.push(load_block(gguf, &spec, i, device, &matmul)?);
+        }
+        Ok(Self {
+            spec,
+            embed,
+            vocab,
+            blocks,
+            output_norm,
+            output,
+            rope_factors,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Rows of the embedding matrix.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// Run one step for every sequence in `batch`, appending their keys and values to
+    /// their caches; returns, for each input that asks, its last token's logits
+    /// (`Head::Logits`) or final-normed hidden state (`Head::Hidden`).
+    pub fn forward_batch(
+        &self,
+        batch: &mut [CandleBatchInput],
+        head: Head,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let c = &self.spec;
+        let mut starts = Vec::with_capacity(batch.len());
+        let mut ids = Vec::new();
+        let mut row_pos = Vec::new();
+        for item in batch.iter_mut() {
+            let pos = item.cache.len();
+            if item.tokens.is_empty() {
+                return Err(EngineError::Internal("empty forward".into()));
+            }
+            if let Some(bad) = item.tokens.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary ({} tokens)",
+                    self.vocab
+                )));
+            }
+            item.cache.reserve(pos + item.tokens.len())?;
+            starts.push(pos);
+            ids.extend_from_slice(item.tokens);
+            row_pos.extend(pos..pos + item.tokens.len());
+        }
+        let dev = &self.device;
+        let ids = Tensor::new(ids.as_slice(), dev)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(DType::F32)?;
+        if let Some(s) = c.embed_scale {
+            x = (x * f64::from(s))?;
+        }
+        let global = self.rotary(&row_pos, c.rope.base, c.rope.freq_scale)?;
+        let local = match c.swa_layers.iter().any(|&s| s) {
+            true => Some(self.rotary(&row_pos, c.rope.base_local, c.rope.freq_scale_local)?),
+            false => None,
+        };
+
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let sliding = c.swa_layers.get(layer).copied().unwrap_or(false);
+            let rope = match (&local, sliding) {
+                (Some(l), true) => l,
+                _ => &global,
+            };
+            let h = rms_norm(&x, block.attn_norm.as_ref(), c.rms_eps)?;
+            let q = head_norm(&block.wq.forward(&h)?, block.q_norm.as_ref(), c.rms_eps)?;
+            let k = head_norm(&block.wk.forward(&h)?, block.k_norm.as_ref(), c.rms_eps)?;
+            let v = block.wv.forward(&h)?;
+            let mut q = self.rope(&q, c.n_head, rope)?;
+            let k = self.rope(&k, c.n_kv_head, rope)?;
+            if c.scale_queries {
+                q = (q * f64::from(c.attn_scale))?;
+            }
+            let v = by_head(&v, c.n_kv_head, c.head_dim)?;
+            let window = if sliding { c.sliding_window } else { None };
+            let mut outs = Vec::with_capacity(batch.len());
+            let mut row0 = 0;
+            for (item, &start) in batch.iter_mut().zip(&starts) {
+                let t = item.tokens.len();
+                let (k_all, v_all) = item.cache.write(
+                    layer,
+                    &k.narrow(1, row0, t)?,
+                    &v.narrow(1, row0, t)?,
+                    start,
+                )?;
+                outs.push(self.attend(&q.narrow(1, row0, t)?, &k_all, &v_all, start, window)?);
+                row0 += t;
+            }
+            let att = Tensor::cat(&outs, 0)?;
+            let o = block.wo.forward(&att)?;
+            x = self.finish_branch(&x, o, block.post_attn_norm.as_ref())?;
+
+            let h = rms_norm(&x, block.ffn_norm.as_ref(), c.rms_eps)?;
+            let g = block.gate.forward(&h)?;
+            let u = block.up.forward(&h)?;
+            let g = match c.activation {
+                Activation::Silu => candle_nn::ops::silu(&g)?,
+                Activation::GeluTanh => g.gelu()?,
+            };
+            let o = block.down.forward(&(g * u)?)?;
+            x = self.finish_branch(&x, o, block.post_ffn_norm.as_ref())?;
+        }
+        for item in batch.iter_mut() {
+            item.cache.advance(item.tokens.len());
+        }
+
+        // The output head only for the last row of the inputs that want it.
+        let mut last_rows = Vec::new();
+        let mut row_end = 0u32;
+        for item in batch.iter() {
+            row_end += item.tokens.len() as u32;
+            if item.logits {
+                last_rows.push(row_end - 1);
+            }
+        }
+        let mut results = vec![None; batch.len()];
+        if last_rows.is_empty() {
+            return Ok(results);
+        }
+        let idx = Tensor::new(last_rows.as_slice(), dev)?;
+        let last = x.index_select(&idx, 0)?;
+        let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, c.rms_eps)?;
+        let out = match head {
+            Head::Hidden => normed,
+            Head::Logits => {
+                let mut logits = self.output.forward(&normed)?.to_dtype(DType::F32)?;
+                if let Some(s) = c.logit_scale {
+                    logits = (logits / f64::from(s))?;
+                }
+                if let Some(cap) = c.final_softcap {
+                    logits = ((logits / f64::from(cap))?.tanh()? * f64::from(cap))?;
+                }
+                logits
+            }
+        };
+        // One copy back to the host for the whole step.
+        let mut rows = out.to_vec2::<f32>()?.into_iter();
+        for (slot, item) in results.iter_mut().zip(batch.iter()) {
+            if item.logits {
+                *slot = rows.next();
+            }
+        }
+        Ok(results)
+    }
+
+    /// The rotary angles of `positions`, computed as the CPU path computes them.
+    fn rotary(&self, positions: &[usize], base: f32, scale: f32) -> Result<Rotary> {
+        let half = self.spec.rope.dims / 2;
+        let mut cos = vec![0.0f32; positions.len() * half];
+        let mut sin = vec![0.0f32; positions.len() * half];
+        for (r, &p) in positions.iter().enumerate() {
+            let span = r * half..(r + 1) * half;
+            ops::rope_angles_scaled(
+                p,
+                self.spec.rope.dims,
+                base,
+                scale,
+                self.rope_factors.as_deref(),
+                &mut cos[span.clone()],
+                &mut sin[span],
+            );
+        }
+        let shape = (positions.len(), half);
+        Ok(Rotary {
+            cos: Tensor::from_vec(cos, shape, &self.device)?,
+            sin: Tensor::from_vec(sin, shape, &self.device)?,
+        })
+    }
+
+    /// Rotate `x` (`rows x heads * head_dim`) by each row's angles; returns it as
+    /// `(heads, rows, head_dim)`. Only the first `rope.dims` values of a head turn.
+    fn rope(&self, x: &Tensor, heads: usize, rot: &Rotary) -> Result<Tensor> {
+        let (hd, dims) = (self.spec.head_dim, self.spec.rope.dims);
+        let x = by_head(x, heads, hd)?.unsqueeze(0)?;
+        let turn = |t: &Tensor| -> Result<Tensor> {
+            Ok(if self.spec.rope.neox {
+                candle_nn::rotary_emb::rope(t, &rot.cos, &rot.sin)?
+            } else {
+                candle_nn::rotary_emb::rope_i(t, &rot.cos, &rot.sin)?
+            })
+        };
+        let y = if dims == hd {
+            turn(&x)?
+        } else {
+            let turned = turn(&x.narrow(3, 0, dims)?.contiguous()?)?;
+            Tensor::cat(&[turned, x.narrow(3, dims, hd - dims)?], 3)?
+        };
+        Ok(y.squeeze(0)?)
+    }
+
+    /// One sequence's attention: `q` `(heads, t, head_dim)` at positions
+    /// `start..start + t` against its cached `k`, `v` `(kv_heads, start + t, head_dim)`;
+    /// returns `(t, heads * head_dim)`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        start: usize,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        let c = &self.spec;
+        let t = q.dim(1)?;
+        let n = start + t;
+        // The query heads that share a KV head are stacked as extra rows of its matmul.
+        let group = c.n_head / c.n_kv_head;
+        let q = q
+            .contiguous()?
+            .reshape((c.n_kv_head, group * t, c.head_dim))?;
+        let mut att = q.matmul(&k.t()?.contiguous()?)?;
+        if !c.scale_queries {
+            att = (att * f64::from(c.attn_scale))?;
+        }
+        if let Some(cap) = c.attn_softcap.filter(|&cap| cap > 0.0) {
+            att = ((att / f64::from(cap))?.tanh()? * f64::from(cap))?;
+        }
+        if let Some(mask) = mask(t, start, window, &self.device)? {
+            let mask = mask
+                .unsqueeze(0)?
+                .broadcast_as((group, t, n))?
+                .reshape((group * t, n))?;
+            att = att.broadcast_add(&mask)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(v)?;
+        Ok(y.reshape((c.n_head, t, c.head_dim))?
+            .transpose(0, 1)?
+            .reshape((t, c.n_head * c.head_dim))?)
+    }
+
+    /// Add a branch's output to the residual stream: post-norm it and scale it first
+    /// when the family says so.
+    fn finish_branch(&self, x: &Tensor, out: Tensor, post_norm: Option<&Tensor>) -> Result<Tensor> {
+        let mut out = rms_norm(&out, post_norm, self.spec.rms_eps)?;
+        if let Some(s) = self.spec.residual_scale {
+            out = (out * f64::from(s))?;
+        }
+        Ok((x + out)?)
+    }
+}
+
+/// `(rows, heads * head_dim)` as `(heads, rows, head_dim)`, contiguous.
+fn by_head(x: &Tensor, heads: usize, hd: usize) -> Result<Tensor> {
+    let rows = x.dim(0)?;
+    Ok(x.reshape((rows, heads, hd))?
+        .transpose(0, 1)?
+        .contiguous()?)
+}
+
+/// RMS norm of each row when there is a weight, else the rows as they are.
+fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    Ok(match w {
+        Some(w) => candle_nn::ops::rms_norm(x, w, eps)?,
+        None => x.clone(),
+    })
+}
+
+/// A q/k norm: per head when its weight has a head's length, else over the whole row.
+fn head_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let Some(w) = w else {
+        return Ok(x.clone());
+    };
+    let (rows, width) = x.dims2()?;
+    let hd = w.dim(0)?;
+    Ok(
+        candle_nn::ops::rms_norm(&x.reshape((rows, width / hd, hd))?, w, eps)?
+            .reshape((rows, width))?,
+    )
+}
+
+/// `(t, start + t)` additive mask: 0 where query `i` (at `start + i`) may see key `j`,
+/// -inf in its future and, on sliding-window layers, before its window. `None` when
+/// every query sees every key.
+fn mask(t: usize, start: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+    let n = start + t;
+    let visible = |i: usize, j: usize| {
+        let p = start + i;
+        j <= p && window.is_none_or(|w| p - j < w)
+    };
+    if (0..t).all(|i| (0..n).all(|j| visible(i, j))) {
+        return Ok(None);
+    }
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..n).map(move |j| {
+                if visible(i, j) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(data, (t, n), device)?))
+}
+
+/// A 1-D tensor as f32 on `device` when the file holds it, checked against the lengths
+/// it may have.
+fn dense(
+    gguf: &mut GgufFile,
+    name: &str,
+    device: &Device,
+    sizes: &[usize],
+) -> Result<Option<Tensor>> {
+    if !gguf.has_tensor(name) {
+        return Ok(None);
+    }
+    let t = gguf.tensor(name, device)?.dequantize(device)?;
+    match t.dims() {
+        [len] if sizes.contains(len) => Ok(Some(t)),
+        dims => Err(EngineError::InvalidModel(format!(
+            "{name} has shape {dims:?}, expected one of {sizes:?} values"
+        ))),
+    }
+}
+
+/// Block `i`'s weights, checked against the description's shapes.
+fn load_block(
+    gguf: &mut GgufFile,
+    c: &DecoderSpec,
+    i: usize,
+    device: &Device,
+    matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
+) -> Result<Block> {
+    let p = format!("blk.{i}");
+    let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    let mut linear = |name: &str, cols: usize, rows: Option<usize>| -> Result<Linear> {
+        let w = gguf.tensor(&format!("{p}.{name}.weight"), device)?;
+        let (r, k) = w.shape().dims2()?;
+        if k != cols || rows.is_some_and(|rows| rows != r) {
+            return Err(EngineError::InvalidModel(format!(
+                "{p}.{name} is {r}x{k}, expected {}x{cols}",
+                rows.map_or("?".to_string(), |r| r.to_string())
+            )));
+        }
+        Ok(Linear {
+            w: matmul(Arc::new(w))?,
+            rows: r,
+            bias: dense(gguf, &format!("{p}.{name}.bias"), device, &[r])?,
+        })
+    };
+    let wq = linear("attn_q", c.n_embd, Some(q_width))?;
+    let wk = linear("attn_k", c.n_embd, Some(kv_width))?;
+    let wv = linear("attn_v", c.n_embd, Some(kv_width))?;
+    let wo = linear("attn_output", q_width, Some(c.n_embd))?;
+    let gate = linear("ffn_gate", c.n_embd, None)?;
+    let up = linear("ffn_up", c.n_embd, Some(gate.rows))?;
+    let down = linear("ffn_down", gate.rows, Some(c.n_embd))?;
+    let mut norm =
+        |name: &str, sizes: &[usize]| dense(gguf, &format!("{p}.{name}.weight"), device, sizes);
+    Ok(Block {
+        attn_norm: norm("attn_norm", &[c.n_embd])?,
+        q_norm: norm("attn_q_norm", &[c.head_dim, q_width])?,
+        k_norm: norm("attn_k_norm", &[c.head_dim, kv_width])?,
+        post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
+        ffn_norm: norm("ffn_norm", &[c.n_embd])?,
+        post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
+        wq,
+        wk,
+        wv,
+        wo,
+        gate,
+        up,
+        down,
+    })
+}
