@@ -73,6 +73,28 @@ fn batched_greedy_equals_one_by_one() {
     }
 }
 
+/// The same through the candle device path (what GPUs run), here on candle's CPU
+/// device: the batcher drives it with the same steps, prompt chunks beside decode rows.
+#[test]
+fn candle_path_batched_greedy_equals_one_by_one() {
+    let s = Server::with_smollm2_env(&[("OLLAMA_NUM_PARALLEL", "6"), ("WICK_CANDLE_ON_CPU", "1")]);
+    let alone: Vec<String> = PROMPTS
+        .iter()
+        .map(|p| text(&generate(&s, p, greedy(16))))
+        .collect();
+    let opts = vec![greedy(16); PROMPTS.len()];
+    let together: Vec<String> = concurrently(&s, &PROMPTS, &opts).iter().map(text).collect();
+    for ((p, a), b) in PROMPTS.iter().zip(&alone).zip(&together) {
+        assert!(!a.is_empty(), "{p:?} generated nothing");
+        assert_eq!(
+            a, b,
+            "prompt {p:?}: batched output differs from its solo run"
+        );
+    }
+    let (_, ps) = s.get("/api/ps");
+    assert_eq!(ps["models"][0]["name"], SMOLLM2, "{ps}");
+}
+
 #[test]
 fn seeded_sampling_does_not_depend_on_neighbours() {
     let s = Server::with_smollm2_env(&[("OLLAMA_NUM_PARALLEL", "4")]);

@@ -7,6 +7,7 @@
 pub mod constraint;
 pub mod convert;
 pub mod cpu;
+pub mod device;
 pub mod error;
 pub mod facts;
 pub mod gguf;

@@ -190,7 +190,7 @@ impl Scheduler {
         }
         let limits = BatchLimits {
             parallel: self.num_parallel(&model),
-            kv_budget: self.config.kv_budget_bytes,
+            kv_budget: self.kv_budget(),
         };
         tracing::info!(model = %spec.name, parallel = limits.parallel, "batching up to {} sequences", limits.parallel);
         let runner = Arc::new(Runner::start(model, num_ctx, limits, self.pending.clone())?);
@@ -337,6 +337,20 @@ impl Scheduler {
         }
     }
 
+    /// KV bytes a newly loaded model's sequences may hold: the configured budget, and on
+    /// a GPU no more than the device has free once the weights are on it (less
+    /// `OLLAMA_GPU_OVERHEAD`).
+    fn kv_budget(&self) -> usize {
+        let configured = self.config.kv_budget_bytes;
+        if self.config.device.is_cpu() {
+            return configured;
+        }
+        match memory::available_bytes_on(&self.config.device) {
+            Some(free) => configured.min(usize::try_from(free).unwrap_or(usize::MAX)),
+            None => configured,
+        }
+    }
+
     /// Sequences one model runs at once: `OLLAMA_NUM_PARALLEL`, or as many 2048-token
     /// sequences as the KV budget holds, between 4 and 16.
     fn num_parallel(&self, model: &Model) -> usize {
@@ -357,7 +371,7 @@ impl Scheduler {
         };
         let mut evicted_at: Option<Instant> = None;
         loop {
-            let Some(available) = memory::available_bytes() else {
+            let Some(available) = memory::available_bytes_on(&self.config.device) else {
                 return Ok(());
             };
             if needed <= available {

@@ -26,6 +26,31 @@ pub fn available_bytes() -> Option<u64> {
     parse_mem_available(&info)
 }
 
+/// Memory free for a load on `device`: on a GPU its driver's free memory less
+/// `OLLAMA_GPU_OVERHEAD` (bytes kept free per GPU, as in Ollama); on the CPU
+/// [`available_bytes`]. `WICK_MEMORY_AVAILABLE` overrides both.
+pub fn available_bytes_on(device: &wick_engine::Device) -> Option<u64> {
+    if device.is_cpu() || std::env::var_os("WICK_MEMORY_AVAILABLE").is_some() {
+        return available_bytes();
+    }
+    let free = wick_engine::device::free_bytes(device)?;
+    Some(free.saturating_sub(gpu_overhead(
+        std::env::var("OLLAMA_GPU_OVERHEAD").ok().as_deref(),
+    )))
+}
+
+/// `OLLAMA_GPU_OVERHEAD` in bytes; unset, empty or not a number is 0 (a bad value is
+/// logged, as Ollama ignores it).
+fn gpu_overhead(value: Option<&str>) -> u64 {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return 0;
+    };
+    v.parse().unwrap_or_else(|_| {
+        tracing::warn!("OLLAMA_GPU_OVERHEAD={v:?} is not a number of bytes; ignored");
+        0
+    })
+}
+
 /// Give the memory the allocator holds free back to the OS. glibc keeps freed heap
 /// pages (and raises its mmap threshold after big frees), so without this a server's RSS
 /// stays at its busiest level after the load is gone or a model is unloaded.
@@ -48,6 +73,14 @@ fn parse_mem_available(info: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_overhead_is_bytes_and_a_bad_value_is_none() {
+        assert_eq!(gpu_overhead(None), 0);
+        assert_eq!(gpu_overhead(Some("")), 0);
+        assert_eq!(gpu_overhead(Some("536870912")), 512 << 20);
+        assert_eq!(gpu_overhead(Some("lots")), 0);
+    }
 
     #[test]
     fn reads_mem_available() {

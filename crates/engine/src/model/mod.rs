@@ -101,8 +101,12 @@ impl Model {
     }
 
     /// As [`load`](Self::load), with `threads` CPU workers.
+    /// `WICK_CANDLE_ON_CPU=1` puts decoders on the candle path on the CPU too: the GPU
+    /// path, served and tested on a machine without a GPU.
     pub fn load_with_threads(path: &Path, device: &Device, threads: usize) -> Result<Self> {
-        let candle = (!device.is_cpu()).then_some(CandleWeights::Quantized);
+        let on_candle =
+            !device.is_cpu() || std::env::var("WICK_CANDLE_ON_CPU").is_ok_and(|v| v == "1");
+        let candle = on_candle.then_some(CandleWeights::Quantized);
         Self::load_inner(path, device, threads, candle)
     }
 
