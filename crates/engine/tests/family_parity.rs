@@ -25,13 +25,15 @@ use wick_engine::{tiny_models, Device, Model};
 
 /// The families wick must match llama.cpp on today.
 const SUPPORTED: &[&str] = &[
-    "llama", "llama3", "qwen2", "qwen3", "gemma2", "granite", "olmo2",
+    "llama", "llama3", "qwen2", "qwen3", "gemma2", "granite", "olmo2", "phi3",
 ];
 
 /// A top-2 margin (nats) at or below this is a near tie: the top-1 may flip.
 const NEAR_TIE: f64 = 0.05;
 /// Largest difference allowed between llama.cpp's and wick's probability of a token.
 const PROB_TOL: f64 = 0.02;
+/// `n_ctx` of the recording (`scripts/record_family_fixtures.py`).
+const RECORDED_N_CTX: usize = 2048;
 /// Failure lines shown per family (the count says how many there were).
 const MAX_LINES: usize = 12;
 
@@ -161,9 +163,8 @@ fn compare(model: &Model, fx: &Fixture) -> Outcome {
         ));
         return out;
     }
-    let mut cache = model
-        .new_cache(n + fx.greedy.len() + 1)
-        .expect("a KV cache");
+    // The context llama.cpp ran with: it chooses LongRoPE's factors (phi3) by it.
+    let mut cache = model.new_cache(RECORDED_N_CTX).expect("a KV cache");
     let mut probs = Vec::new();
     for (i, &tok) in fx.sequence.iter().enumerate() {
         let logits = match model.forward(&[tok], &mut cache) {

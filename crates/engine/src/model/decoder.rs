@@ -69,11 +69,75 @@ pub struct DecoderModel {
     output_norm: Vec<f32>,
     /// `None` when the output projection is tied to the token embeddings.
     output: Option<QMatrix>,
-    /// llama 3's per-frequency rope divisors (`rope_freqs.weight`).
-    rope_factors: Option<Vec<f32>>,
+    /// Per-frequency rope divisors: llama 3's `rope_freqs`, or LongRoPE's pair.
+    rope_factors: RopeFactors,
     vocab: usize,
     pool: ThreadPool,
     weights_bytes: usize,
+}
+
+/// Per-frequency divisors of the rotary angles a file may carry.
+pub(crate) enum RopeFactors {
+    None,
+    /// llama 3's `rope_freqs`, for every sequence.
+    Fixed(Vec<f32>),
+    /// LongRoPE (phi3): `long` for a sequence allowed more positions than the
+    /// pre-training context, `short` otherwise.
+    LongShort {
+        long: Vec<f32>,
+        short: Vec<f32>,
+    },
+}
+
+impl RopeFactors {
+    /// Read them from the file, each checked to hold `half` values.
+    pub(crate) fn from_gguf(
+        has: &dyn Fn(&str) -> bool,
+        read: &mut dyn FnMut(&str) -> Result<Vec<f32>>,
+        half: usize,
+    ) -> Result<Self> {
+        let mut checked = |name: &str| -> Result<Vec<f32>> {
+            let f = read(name)?;
+            if f.len() != half {
+                return Err(EngineError::InvalidModel(format!(
+                    "{name} has {} values, expected {half}",
+                    f.len()
+                )));
+            }
+            Ok(f)
+        };
+        let (long, short) = ("rope_factors_long.weight", "rope_factors_short.weight");
+        Ok(if has(long) || has(short) {
+            if !(has(long) && has(short)) {
+                return Err(EngineError::InvalidModel(
+                    "LongRoPE needs both rope_factors_long and rope_factors_short".into(),
+                ));
+            }
+            RopeFactors::LongShort {
+                long: checked(long)?,
+                short: checked(short)?,
+            }
+        } else if has("rope_freqs.weight") {
+            RopeFactors::Fixed(checked("rope_freqs.weight")?)
+        } else {
+            RopeFactors::None
+        })
+    }
+
+    /// The divisors of a sequence whose context holds `capacity` positions.
+    pub(crate) fn for_context(&self, capacity: usize, original: Option<usize>) -> Option<&[f32]> {
+        match self {
+            RopeFactors::None => None,
+            RopeFactors::Fixed(f) => Some(f),
+            RopeFactors::LongShort { long, short } => {
+                Some(if original.is_some_and(|o| capacity > o) {
+                    long
+                } else {
+                    short
+                })
+            }
+        }
+    }
 }
 
 /// Rotary tables of one batch: per row, `dims / 2` cosines and sines.
@@ -84,27 +148,34 @@ struct RopeTable {
 }
 
 impl RopeTable {
+    /// Angles of each row at its position, with its sequence's factors, the cosines and
+    /// sines scaled by `attn_factor` as ggml does.
     fn new(
         positions: &[usize],
+        factors: &[Option<&[f32]>],
         dims: usize,
         base: f32,
         scale: f32,
-        factors: Option<&[f32]>,
+        attn_factor: f32,
     ) -> Self {
         let half = dims / 2;
         let mut cos = vec![0.0f32; positions.len() * half];
         let mut sin = vec![0.0f32; positions.len() * half];
-        for (r, &p) in positions.iter().enumerate() {
+        for (r, (&p, f)) in positions.iter().zip(factors).enumerate() {
             let span = r * half..(r + 1) * half;
             ops::rope_angles_scaled(
                 p,
                 dims,
                 base,
                 scale,
-                factors,
+                *f,
                 &mut cos[span.clone()],
-                &mut sin[span],
+                &mut sin[span.clone()],
             );
+            if attn_factor != 1.0 {
+                cos[span.clone()].iter_mut().for_each(|c| *c *= attn_factor);
+                sin[span].iter_mut().for_each(|s| *s *= attn_factor);
+            }
         }
         Self { cos, sin, half }
     }
@@ -127,19 +198,12 @@ impl DecoderModel {
         };
         let output_norm = vector(gguf, "output_norm.weight")?;
         let pooling_type = gguf.get_u32(&format!("{arch}.pooling_type")).ok();
-        let rope_factors = if gguf.has_tensor("rope_freqs.weight") {
-            let f = vector(gguf, "rope_freqs.weight")?;
-            if f.len() != spec.rope.dims / 2 {
-                return Err(EngineError::InvalidModel(format!(
-                    "rope_freqs has {} values, expected {}",
-                    f.len(),
-                    spec.rope.dims / 2
-                )));
-            }
-            Some(f)
-        } else {
-            None
-        };
+        let names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
+        let rope_factors = RopeFactors::from_gguf(
+            &|n| names.iter().any(|t| t == n),
+            &mut |n| vector(gguf, n),
+            spec.rope.dims / 2,
+        )?;
         let mut blocks = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
             blocks.push(load_block(gguf, &spec, i)?);
@@ -255,33 +319,39 @@ impl DecoderModel {
 
         let mut x = vec![0.0f32; rows * d];
         let mut row_pos = Vec::with_capacity(rows);
+        let mut factors = Vec::with_capacity(rows);
         for (item, &start) in batch.iter().zip(&starts) {
+            let f = self
+                .rope_factors
+                .for_context(item.cache.capacity(), c.rope.original_context);
             for (i, &tok) in item.tokens.iter().enumerate() {
                 let r = row_pos.len();
                 self.embed
                     .dequantize_row(tok as usize, &mut x[r * d..(r + 1) * d])
                     .map_err(|e| EngineError::Internal(format!("embedding: {e}")))?;
                 row_pos.push(start + i);
+                factors.push(f);
             }
         }
         if let Some(s) = c.embed_scale {
             ops::scale(&mut x, s);
         }
-        let factors = self.rope_factors.as_deref();
         let global = RopeTable::new(
             &row_pos,
+            &factors,
             c.rope.dims,
             c.rope.base,
             c.rope.freq_scale,
-            factors,
+            c.rope.attn_factor,
         );
         let local = c.swa_layers.iter().any(|&s| s).then(|| {
             RopeTable::new(
                 &row_pos,
+                &factors,
                 c.rope.dims,
                 c.rope.base_local,
                 c.rope.freq_scale_local,
-                factors,
+                c.rope.attn_factor,
             )
         });
 
@@ -439,9 +509,25 @@ impl DecoderModel {
     }
 }
 
+/// `{p}.{name}` must be `rows x cols`.
+fn check_shape(p: &str, name: &str, l: &Linear, rows: usize, cols: usize) -> Result<()> {
+    if l.w.rows() != rows || l.w.cols() != cols || rows == 0 {
+        return Err(EngineError::InvalidModel(format!(
+            "{p}.{name} is {}x{}, expected {rows}x{cols}",
+            l.w.rows(),
+            l.w.cols()
+        )));
+    }
+    Ok(())
+}
+
 /// Block `i`'s weights, checked against the description's shapes.
 fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
     let p = format!("blk.{i}");
+    let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    let fused_qkv = gguf.has_tensor(&format!("{p}.attn_qkv.weight"));
+    // phi3's `ffn_up` holds the gate's rows, then the up projection's.
+    let fused_up = !gguf.has_tensor(&format!("{p}.ffn_gate.weight"));
     let mut linear = |name: &str| -> Result<Linear> {
         let b = format!("{p}.{name}.bias");
         Ok(Linear {
@@ -453,30 +539,36 @@ fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
             },
         })
     };
-    let (wq, wk, wv) = (linear("attn_q")?, linear("attn_k")?, linear("attn_v")?);
-    let wo = linear("attn_output")?;
-    let (gate, up) = (linear("ffn_gate")?, linear("ffn_up")?);
-    let down = linear("ffn_down")?;
-    let ffn = gate.w.rows();
-    let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-    let shapes = [
-        ("attn_q", &wq, q_width, c.n_embd),
-        ("attn_k", &wk, kv_width, c.n_embd),
-        ("attn_v", &wv, kv_width, c.n_embd),
-        ("attn_output", &wo, c.n_embd, q_width),
-        ("ffn_down", &down, c.n_embd, ffn),
-        ("ffn_up", &up, ffn, c.n_embd),
-        ("ffn_gate", &gate, ffn, c.n_embd),
-    ];
-    for (name, l, rows, cols) in shapes {
-        if l.w.rows() != rows || l.w.cols() != cols {
-            return Err(EngineError::InvalidModel(format!(
-                "{p}.{name} is {}x{}, expected {rows}x{cols}",
-                l.w.rows(),
-                l.w.cols()
-            )));
-        }
-    }
+    let (qkv, wo, gate_up, down) = {
+        let qkv = if fused_qkv {
+            let l = linear("attn_qkv")?;
+            check_shape(&p, "attn_qkv", &l, q_width + 2 * kv_width, c.n_embd)?;
+            Projections::fused(l, vec![q_width, kv_width, kv_width])
+        } else {
+            let (wq, wk, wv) = (linear("attn_q")?, linear("attn_k")?, linear("attn_v")?);
+            check_shape(&p, "attn_q", &wq, q_width, c.n_embd)?;
+            check_shape(&p, "attn_k", &wk, kv_width, c.n_embd)?;
+            check_shape(&p, "attn_v", &wv, kv_width, c.n_embd)?;
+            Projections::new(vec![wq, wk, wv])?
+        };
+        let wo = linear("attn_output")?;
+        check_shape(&p, "attn_output", &wo, c.n_embd, q_width)?;
+        let (gate_up, ffn) = if fused_up {
+            let l = linear("ffn_up")?;
+            let ffn = l.w.rows() / 2;
+            check_shape(&p, "ffn_up", &l, 2 * ffn, c.n_embd)?;
+            (Projections::fused(l, vec![ffn, ffn]), ffn)
+        } else {
+            let (gate, up) = (linear("ffn_gate")?, linear("ffn_up")?);
+            let ffn = gate.w.rows();
+            check_shape(&p, "ffn_gate", &gate, ffn, c.n_embd)?;
+            check_shape(&p, "ffn_up", &up, ffn, c.n_embd)?;
+            (Projections::new(vec![gate, up])?, ffn)
+        };
+        let down = linear("ffn_down")?;
+        check_shape(&p, "ffn_down", &down, c.n_embd, ffn)?;
+        (qkv, wo, gate_up, down)
+    };
     let mut norm = |name: &str, sizes: &[usize]| -> Result<Option<Norm>> {
         let full = format!("{p}.{name}.weight");
         if !gguf.has_tensor(&full) {
@@ -498,9 +590,9 @@ fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
         post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
         ffn_norm: norm("ffn_norm", &[c.n_embd])?,
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
-        qkv: Projections::new(vec![wq, wk, wv])?,
+        qkv,
         wo,
-        gate_up: Projections::new(vec![gate, up])?,
+        gate_up,
         down,
     };
     Ok(block)

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::decoder::Head;
+use super::decoder::{Head, RopeFactors};
 use super::decoder_spec::{Activation, DecoderSpec};
+use super::tensors::vector;
 use crate::cpu::ops;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
@@ -48,19 +49,45 @@ impl Linear {
     }
 }
 
+/// Projections that read the same input: separate matrices, or one matrix the file
+/// stores them in (phi3), whose output columns are split.
+enum Projections {
+    Separate(Vec<Linear>),
+    Fused { linear: Linear, parts: Vec<usize> },
+}
+
+impl Projections {
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Projections::Separate(parts) => parts.iter().map(|l| l.forward(x)).collect(),
+            Projections::Fused { linear, parts } => {
+                let y = linear.forward(x)?;
+                let mut at = 0;
+                parts
+                    .iter()
+                    .map(|&n| {
+                        let part = y.narrow(1, at, n)?.contiguous()?;
+                        at += n;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 struct Block {
     attn_norm: Option<Tensor>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Queries, keys, values.
+    qkv: Projections,
     /// Per head (its length is the head size) or over the whole projection (olmo2).
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     wo: Linear,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Option<Tensor>,
-    gate: Linear,
-    up: Linear,
+    /// Gate, up.
+    gate_up: Projections,
     down: Linear,
     post_ffn_norm: Option<Tensor>,
 }
@@ -74,8 +101,8 @@ pub struct CandleDecoder {
     blocks: Vec<Block>,
     output_norm: Tensor,
     output: QMatMul,
-    /// llama 3's per-frequency rope divisors (`rope_freqs.weight`).
-    rope_factors: Option<Vec<f32>>,
+    /// Per-frequency rope divisors: llama 3's `rope_freqs`, or LongRoPE's pair.
+    rope_factors: RopeFactors,
     device: Device,
 }
 
@@ -135,10 +162,12 @@ impl CandleDecoder {
                 "the embeddings do not match the model dimensions".into(),
             ));
         }
-        let rope_factors = match dense(gguf, "rope_freqs.weight", device, &[spec.rope.dims / 2])? {
-            Some(t) => Some(t.to_vec1::<f32>()?),
-            None => None,
-        };
+        let names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
+        let rope_factors = RopeFactors::from_gguf(
+            &|n| names.iter().any(|t| t == n),
+            &mut |n| vector(gguf, n),
+            spec.rope.dims / 2,
+        )?;
         let mut blocks = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
             blocks.push(load_block(gguf, &spec, i, device, &matmul)?);
@@ -176,6 +205,7 @@ impl CandleDecoder {
         let mut starts = Vec::with_capacity(batch.len());
         let mut ids = Vec::new();
         let mut row_pos = Vec::new();
+        let mut factors = Vec::new();
         for item in batch.iter_mut() {
             let pos = item.cache.len();
             if item.tokens.is_empty() {
@@ -191,6 +221,10 @@ impl CandleDecoder {
             starts.push(pos);
             ids.extend_from_slice(item.tokens);
             row_pos.extend(pos..pos + item.tokens.len());
+            let f = self
+                .rope_factors
+                .for_context(item.cache.capacity(), c.rope.original_context);
+            factors.extend(std::iter::repeat_n(f, item.tokens.len()));
         }
         let dev = &self.device;
         let ids = Tensor::new(ids.as_slice(), dev)?;
@@ -198,9 +232,14 @@ impl CandleDecoder {
         if let Some(s) = c.embed_scale {
             x = (x * f64::from(s))?;
         }
-        let global = self.rotary(&row_pos, c.rope.base, c.rope.freq_scale)?;
+        let global = self.rotary(&row_pos, &factors, c.rope.base, c.rope.freq_scale)?;
         let local = match c.swa_layers.iter().any(|&s| s) {
-            true => Some(self.rotary(&row_pos, c.rope.base_local, c.rope.freq_scale_local)?),
+            true => Some(self.rotary(
+                &row_pos,
+                &factors,
+                c.rope.base_local,
+                c.rope.freq_scale_local,
+            )?),
             false => None,
         };
 
@@ -211,9 +250,13 @@ impl CandleDecoder {
                 _ => &global,
             };
             let h = rms_norm(&x, block.attn_norm.as_ref(), c.rms_eps)?;
-            let q = head_norm(&block.wq.forward(&h)?, block.q_norm.as_ref(), c.rms_eps)?;
-            let k = head_norm(&block.wk.forward(&h)?, block.k_norm.as_ref(), c.rms_eps)?;
-            let v = block.wv.forward(&h)?;
+            let [q, k, v]: [Tensor; 3] = block
+                .qkv
+                .forward(&h)?
+                .try_into()
+                .map_err(|_| EngineError::Internal("three projections expected".into()))?;
+            let q = head_norm(&q, block.q_norm.as_ref(), c.rms_eps)?;
+            let k = head_norm(&k, block.k_norm.as_ref(), c.rms_eps)?;
             let mut q = self.rope(&q, c.n_head, rope)?;
             let k = self.rope(&k, c.n_kv_head, rope)?;
             if c.scale_queries {
@@ -239,8 +282,11 @@ impl CandleDecoder {
             x = self.finish_branch(&x, o, block.post_attn_norm.as_ref())?;
 
             let h = rms_norm(&x, block.ffn_norm.as_ref(), c.rms_eps)?;
-            let g = block.gate.forward(&h)?;
-            let u = block.up.forward(&h)?;
+            let [g, u]: [Tensor; 2] = block
+                .gate_up
+                .forward(&h)?
+                .try_into()
+                .map_err(|_| EngineError::Internal("two projections expected".into()))?;
             let g = match c.activation {
                 Activation::Silu => candle_nn::ops::silu(&g)?,
                 Activation::GeluTanh => g.gelu()?,
@@ -291,22 +337,34 @@ impl CandleDecoder {
         Ok(results)
     }
 
-    /// The rotary angles of `positions`, computed as the CPU path computes them.
-    fn rotary(&self, positions: &[usize], base: f32, scale: f32) -> Result<Rotary> {
+    /// The rotary angles of `positions` with each row's factors, computed as the CPU
+    /// path computes them (cosines and sines scaled by the attention factor).
+    fn rotary(
+        &self,
+        positions: &[usize],
+        factors: &[Option<&[f32]>],
+        base: f32,
+        scale: f32,
+    ) -> Result<Rotary> {
         let half = self.spec.rope.dims / 2;
         let mut cos = vec![0.0f32; positions.len() * half];
         let mut sin = vec![0.0f32; positions.len() * half];
-        for (r, &p) in positions.iter().enumerate() {
+        let mscale = self.spec.rope.attn_factor;
+        for (r, (&p, f)) in positions.iter().zip(factors).enumerate() {
             let span = r * half..(r + 1) * half;
             ops::rope_angles_scaled(
                 p,
                 self.spec.rope.dims,
                 base,
                 scale,
-                self.rope_factors.as_deref(),
+                *f,
                 &mut cos[span.clone()],
-                &mut sin[span],
+                &mut sin[span.clone()],
             );
+            if mscale != 1.0 {
+                cos[span.clone()].iter_mut().for_each(|c| *c *= mscale);
+                sin[span].iter_mut().for_each(|s| *s *= mscale);
+            }
         }
         let shape = (positions.len(), half);
         Ok(Rotary {
@@ -472,6 +530,9 @@ fn load_block(
 ) -> Result<Block> {
     let p = format!("blk.{i}");
     let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+    let fused_qkv = gguf.has_tensor(&format!("{p}.attn_qkv.weight"));
+    // phi3's `ffn_up` holds the gate's rows, then the up projection's.
+    let fused_up = !gguf.has_tensor(&format!("{p}.ffn_gate.weight"));
     let mut linear = |name: &str, cols: usize, rows: Option<usize>| -> Result<Linear> {
         let w = gguf.tensor(&format!("{p}.{name}.weight"), device)?;
         let (r, k) = w.shape().dims2()?;
@@ -487,13 +548,37 @@ fn load_block(
             bias: dense(gguf, &format!("{p}.{name}.bias"), device, &[r])?,
         })
     };
-    let wq = linear("attn_q", c.n_embd, Some(q_width))?;
-    let wk = linear("attn_k", c.n_embd, Some(kv_width))?;
-    let wv = linear("attn_v", c.n_embd, Some(kv_width))?;
+    let qkv = if fused_qkv {
+        Projections::Fused {
+            linear: linear("attn_qkv", c.n_embd, Some(q_width + 2 * kv_width))?,
+            parts: vec![q_width, kv_width, kv_width],
+        }
+    } else {
+        Projections::Separate(vec![
+            linear("attn_q", c.n_embd, Some(q_width))?,
+            linear("attn_k", c.n_embd, Some(kv_width))?,
+            linear("attn_v", c.n_embd, Some(kv_width))?,
+        ])
+    };
     let wo = linear("attn_output", q_width, Some(c.n_embd))?;
-    let gate = linear("ffn_gate", c.n_embd, None)?;
-    let up = linear("ffn_up", c.n_embd, Some(gate.rows))?;
-    let down = linear("ffn_down", gate.rows, Some(c.n_embd))?;
+    let (gate_up, ffn) = if fused_up {
+        let l = linear("ffn_up", c.n_embd, None)?;
+        let ffn = l.rows / 2;
+        if ffn == 0 || l.rows != 2 * ffn {
+            return Err(EngineError::InvalidModel(format!(
+                "{p}.ffn_up has {} rows; a fused gate and up needs an even number",
+                l.rows
+            )));
+        }
+        let parts = vec![ffn, ffn];
+        (Projections::Fused { linear: l, parts }, ffn)
+    } else {
+        let gate = linear("ffn_gate", c.n_embd, None)?;
+        let ffn = gate.rows;
+        let up = linear("ffn_up", c.n_embd, Some(ffn))?;
+        (Projections::Separate(vec![gate, up]), ffn)
+    };
+    let down = linear("ffn_down", ffn, Some(c.n_embd))?;
     let mut norm =
         |name: &str, sizes: &[usize]| dense(gguf, &format!("{p}.{name}.weight"), device, sizes);
     Ok(Block {
@@ -503,12 +588,9 @@ fn load_block(
         post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
         ffn_norm: norm("ffn_norm", &[c.n_embd])?,
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
-        wq,
-        wk,
-        wv,
+        qkv,
         wo,
-        gate,
-        up,
+        gate_up,
         down,
     })
 }

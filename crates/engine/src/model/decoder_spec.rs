@@ -15,7 +15,7 @@ use crate::gguf::{value_as_u64, GgufFile};
 
 /// Architectures the decoder runs, by their GGUF `general.architecture` name.
 pub const DECODER_ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite",
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite", "phi3",
 ];
 
 /// The FFN's gating activation.
@@ -42,6 +42,13 @@ pub struct RopeSpec {
     pub dims: usize,
     /// NEOX layout (pairs `i`, `i + dims/2`) instead of adjacent pairs.
     pub neox: bool,
+    /// Multiplier of the rotated values (`rope.scaling.attn_factor`, LongRoPE's
+    /// attention factor; ggml scales the cosines and sines by it).
+    pub attn_factor: f32,
+    /// The context the model was pre-trained with (`rope.scaling.original_context_length`):
+    /// a sequence allowed more positions than this uses LongRoPE's long factors
+    /// (`rope_factors_long`), otherwise the short ones, as llama.cpp chooses by context.
+    pub original_context: Option<usize>,
 }
 
 /// Shape and numerics of a decoder, shared by the CPU and candle executors.
@@ -168,7 +175,10 @@ impl DecoderSpec {
             "gemma3" => 10_000.0,
             _ => gguf.get_f32(&key("rope.freq_base_swa")).unwrap_or(base),
         };
-        let neox = matches!(arch, "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2");
+        let neox = matches!(
+            arch,
+            "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2" | "phi3"
+        );
 
         Ok(Self {
             arch: arch.to_string(),
@@ -192,6 +202,15 @@ impl DecoderSpec {
                 },
                 dims: rope_dims,
                 neox,
+                attn_factor: gguf
+                    .get_f32(&key("rope.scaling.attn_factor"))
+                    .ok()
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .unwrap_or(1.0),
+                original_context: gguf
+                    .get_u32(&key("rope.scaling.original_context_length"))
+                    .ok()
+                    .map(|v| v as usize),
             },
             activation: if gemma {
                 Activation::GeluTanh
@@ -209,7 +228,8 @@ impl DecoderSpec {
                 "granite" => opt_f32("attention.scale").unwrap_or(default_scale),
                 _ => default_scale,
             },
-            scale_queries: gemma,
+            // llama.cpp scales the queries before attention for gemma and phi3.
+            scale_queries: gemma || arch == "phi3",
             attn_softcap: match arch {
                 "gemma2" => Some(opt_f32("attn_logit_softcapping").unwrap_or(50.0)),
                 _ => None,

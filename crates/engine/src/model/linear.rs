@@ -105,6 +105,16 @@ impl Projections {
     }
 
     /// Bytes of weight data.
+    /// Projections a file stores as one matrix (phi3's `attn_qkv`, its gate-and-up
+    /// `ffn_up`): `parts` are the row counts of each, in order.
+    pub fn fused(linear: Linear, parts: Vec<usize>) -> Self {
+        Projections::Stacked {
+            linear,
+            parts,
+            scratch: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn size_bytes(&self) -> usize {
         match self {
             Projections::Stacked { linear, .. } => linear.w.size_bytes(),
