@@ -2,7 +2,10 @@
 # The project's test command (README, second command; .ci/run runs exactly this):
 # fetches and verifies the real models (gemma3 included), installs the official
 # `ollama` Python client into .venv-test, then runs every Rust test (units, engine
-# parity with llama.cpp's recorded outputs, end-to-end tests against a real `wick serve`).
+# parity with llama.cpp's recorded outputs, end-to-end tests against a real `wick serve`),
+# then checks that the CUDA build compiles (scripts/check-cuda.sh: CUDA 13 from PyPI
+# wheels, about 10 minutes of nvcc the first time; WICK_SKIP_CUDA_CHECK=1 skips it in a
+# quick local run, never in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +19,9 @@ fi
 export WICK_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
 cargo test --release --workspace --all-targets -- --test-threads=2
+
+if [ "${WICK_SKIP_CUDA_CHECK:-0}" = 1 ] && [ -z "${CI:-}" ]; then
+    echo "test.sh: WICK_SKIP_CUDA_CHECK=1: the CUDA build was not checked" >&2
+else
+    bash scripts/check-cuda.sh
+fi

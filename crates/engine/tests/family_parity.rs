@@ -25,7 +25,7 @@ use wick_engine::{tiny_models, Device, Model};
 
 /// The families wick must match llama.cpp on today.
 const SUPPORTED: &[&str] = &[
-    "llama", "llama3", "qwen2", "qwen3", "gemma2", "granite", "olmo2", "phi3",
+    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "granite", "olmo2", "phi3",
 ];
 
 /// A top-2 margin (nats) at or below this is a near tie: the top-1 may flip.

@@ -17,6 +17,16 @@ impl WeightBytes {
         let len = (*owner).as_ref().len();
         (range.start <= range.end && range.end <= len).then_some(Self { owner, range })
     }
+
+    /// `range` of these bytes (relative to them), sharing the owner; `None` when the
+    /// range is not inside them.
+    pub fn slice(&self, range: Range<usize>) -> Option<Self> {
+        let len = self.range.len();
+        (range.start <= range.end && range.end <= len).then(|| Self {
+            owner: self.owner.clone(),
+            range: self.range.start + range.start..self.range.start + range.end,
+        })
+    }
 }
 
 impl From<Vec<u8>> for WeightBytes {

@@ -13,6 +13,7 @@ use wick_kernels::{QMatrix, ThreadPool};
 
 use super::decoder_spec::{Activation, DecoderSpec};
 use super::linear::{Linear, Projections, Run};
+use super::moe::{self, Experts};
 use super::tensors::{matrix, vector};
 use crate::cpu::attention::{attend, AttnDims, AttnJob};
 use crate::cpu::ops;
@@ -51,10 +52,25 @@ struct Block {
     /// On the attention output before the residual add (gemma2/3, olmo2).
     post_attn_norm: Option<Norm>,
     ffn_norm: Option<Norm>,
-    /// The gate and up projections, stacked when they can be.
-    gate_up: Projections,
-    down: Linear,
+    ffn: Ffn,
     post_ffn_norm: Option<Norm>,
+}
+
+/// A block's feed-forward network.
+enum Ffn {
+    /// The gate and up projections (stacked when they can be) and the down projection.
+    Dense { gate_up: Projections, down: Linear },
+    /// A mixture of experts.
+    Experts(Experts),
+}
+
+impl Ffn {
+    fn size_bytes(&self) -> usize {
+        match self {
+            Ffn::Dense { gate_up, down } => gate_up.size_bytes() + down.w.size_bytes(),
+            Ffn::Experts(e) => e.size_bytes(),
+        }
+    }
 }
 
 /// A loaded decoder: weights only; all sequence state lives in the caches.
@@ -222,12 +238,7 @@ impl DecoderModel {
             + output.as_ref().map_or(0, |o| o.size_bytes())
             + blocks
                 .iter()
-                .map(|b| {
-                    b.qkv.size_bytes()
-                        + b.gate_up.size_bytes()
-                        + b.wo.w.size_bytes()
-                        + b.down.w.size_bytes()
-                })
+                .map(|b| b.qkv.size_bytes() + b.ffn.size_bytes() + b.wo.w.size_bytes())
                 .sum::<usize>();
         Ok(Self {
             spec,
@@ -434,14 +445,19 @@ impl DecoderModel {
                 }
                 None => &x,
             };
-            block
-                .gate_up
-                .forward(&run, input, rows, &mut [&mut g, &mut u])?;
-            match c.activation {
-                Activation::Silu => ops::silu_mul(&mut g, &u),
-                Activation::GeluTanh => ops::gelu_mul(&mut g, &u),
+            match &block.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    gate_up.forward(&run, input, rows, &mut [&mut g, &mut u])?;
+                    match c.activation {
+                        Activation::Silu => ops::silu_mul(&mut g, &u),
+                        Activation::GeluTanh => ops::gelu_mul(&mut g, &u),
+                    }
+                    down.forward(&run, &g, rows, &mut o)?;
+                }
+                Ffn::Experts(experts) => {
+                    experts.forward(&run, input, rows, c.activation, &mut o)?
+                }
             }
-            block.down.forward(&run, &g, rows, &mut o)?;
             self.finish_branch(&mut x, &mut o, block.post_ffn_norm.as_ref());
         }
         for item in batch.iter_mut() {
@@ -525,49 +541,31 @@ fn check_shape(p: &str, name: &str, l: &Linear, rows: usize, cols: usize) -> Res
 fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
     let p = format!("blk.{i}");
     let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-    let fused_qkv = gguf.has_tensor(&format!("{p}.attn_qkv.weight"));
-    // phi3's `ffn_up` holds the gate's rows, then the up projection's.
-    let fused_up = !gguf.has_tensor(&format!("{p}.ffn_gate.weight"));
-    let mut linear = |name: &str| -> Result<Linear> {
-        let b = format!("{p}.{name}.bias");
-        Ok(Linear {
-            w: matrix(gguf, &format!("{p}.{name}.weight"))?,
-            bias: if gguf.has_tensor(&b) {
-                Some(vector(gguf, &b)?)
-            } else {
-                None
-            },
-        })
+    let qkv = if gguf.has_tensor(&format!("{p}.attn_qkv.weight")) {
+        let l = linear(gguf, &p, "attn_qkv")?;
+        check_shape(&p, "attn_qkv", &l, q_width + 2 * kv_width, c.n_embd)?;
+        Projections::fused(l, vec![q_width, kv_width, kv_width])
+    } else {
+        let wq = linear(gguf, &p, "attn_q")?;
+        let wk = linear(gguf, &p, "attn_k")?;
+        let wv = linear(gguf, &p, "attn_v")?;
+        check_shape(&p, "attn_q", &wq, q_width, c.n_embd)?;
+        check_shape(&p, "attn_k", &wk, kv_width, c.n_embd)?;
+        check_shape(&p, "attn_v", &wv, kv_width, c.n_embd)?;
+        Projections::new(vec![wq, wk, wv])?
     };
-    let (qkv, wo, gate_up, down) = {
-        let qkv = if fused_qkv {
-            let l = linear("attn_qkv")?;
-            check_shape(&p, "attn_qkv", &l, q_width + 2 * kv_width, c.n_embd)?;
-            Projections::fused(l, vec![q_width, kv_width, kv_width])
-        } else {
-            let (wq, wk, wv) = (linear("attn_q")?, linear("attn_k")?, linear("attn_v")?);
-            check_shape(&p, "attn_q", &wq, q_width, c.n_embd)?;
-            check_shape(&p, "attn_k", &wk, kv_width, c.n_embd)?;
-            check_shape(&p, "attn_v", &wv, kv_width, c.n_embd)?;
-            Projections::new(vec![wq, wk, wv])?
-        };
-        let wo = linear("attn_output")?;
-        check_shape(&p, "attn_output", &wo, c.n_embd, q_width)?;
-        let (gate_up, ffn) = if fused_up {
-            let l = linear("ffn_up")?;
-            let ffn = l.w.rows() / 2;
-            check_shape(&p, "ffn_up", &l, 2 * ffn, c.n_embd)?;
-            (Projections::fused(l, vec![ffn, ffn]), ffn)
-        } else {
-            let (gate, up) = (linear("ffn_gate")?, linear("ffn_up")?);
-            let ffn = gate.w.rows();
-            check_shape(&p, "ffn_gate", &gate, ffn, c.n_embd)?;
-            check_shape(&p, "ffn_up", &up, ffn, c.n_embd)?;
-            (Projections::new(vec![gate, up])?, ffn)
-        };
-        let down = linear("ffn_down")?;
-        check_shape(&p, "ffn_down", &down, c.n_embd, ffn)?;
-        (qkv, wo, gate_up, down)
+    let wo = linear(gguf, &p, "attn_output")?;
+    check_shape(&p, "attn_output", &wo, c.n_embd, q_width)?;
+    let ffn = if moe::has_experts(gguf, &p) {
+        Ffn::Experts(Experts::load(
+            gguf,
+            &p,
+            c.n_embd,
+            c.n_expert,
+            c.n_expert_used,
+        )?)
+    } else {
+        dense_ffn(gguf, &p, c.n_embd)?
     };
     let mut norm = |name: &str, sizes: &[usize]| -> Result<Option<Norm>> {
         let full = format!("{p}.{name}.weight");
@@ -592,8 +590,40 @@ fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
         qkv,
         wo,
-        gate_up,
-        down,
+        ffn,
     };
     Ok(block)
+}
+
+/// `{p}.{name}.weight` and its bias, if the file has one.
+fn linear(gguf: &mut GgufFile, p: &str, name: &str) -> Result<Linear> {
+    let b = format!("{p}.{name}.bias");
+    Ok(Linear {
+        w: matrix(gguf, &format!("{p}.{name}.weight"))?,
+        bias: if gguf.has_tensor(&b) {
+            Some(vector(gguf, &b)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// A dense FFN: gate, up and down, or (phi3) `ffn_up` holding the gate's rows and then
+/// the up projection's.
+fn dense_ffn(gguf: &mut GgufFile, p: &str, n_embd: usize) -> Result<Ffn> {
+    let (gate_up, ffn) = if gguf.has_tensor(&format!("{p}.ffn_gate.weight")) {
+        let (gate, up) = (linear(gguf, p, "ffn_gate")?, linear(gguf, p, "ffn_up")?);
+        let ffn = gate.w.rows();
+        check_shape(p, "ffn_gate", &gate, ffn, n_embd)?;
+        check_shape(p, "ffn_up", &up, ffn, n_embd)?;
+        (Projections::new(vec![gate, up])?, ffn)
+    } else {
+        let l = linear(gguf, p, "ffn_up")?;
+        let ffn = l.w.rows() / 2;
+        check_shape(p, "ffn_up", &l, 2 * ffn, n_embd)?;
+        (Projections::fused(l, vec![ffn, ffn]), ffn)
+    };
+    let down = linear(gguf, p, "ffn_down")?;
+    check_shape(p, "ffn_down", &down, n_embd, ffn)?;
+    Ok(Ffn::Dense { gate_up, down })
 }

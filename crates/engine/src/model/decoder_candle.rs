@@ -529,6 +529,12 @@ fn load_block(
     matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
 ) -> Result<Block> {
     let p = format!("blk.{i}");
+    if gguf.has_tensor(&format!("{p}.ffn_gate_inp.weight")) {
+        return Err(EngineError::UnsupportedArchitecture(format!(
+            "{} (mixture of experts) on a GPU device: only wick's CPU kernels run experts yet",
+            c.arch
+        )));
+    }
     let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
     let fused_qkv = gguf.has_tensor(&format!("{p}.attn_qkv.weight"));
     // phi3's `ffn_up` holds the gate's rows, then the up projection's.

@@ -15,7 +15,7 @@ use crate::gguf::{value_as_u64, GgufFile};
 
 /// Architectures the decoder runs, by their GGUF `general.architecture` name.
 pub const DECODER_ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite", "phi3",
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "granite", "phi3",
 ];
 
 /// The FFN's gating activation.
@@ -84,6 +84,10 @@ pub struct DecoderSpec {
     pub sliding_window: Option<usize>,
     /// Per layer: whether it uses the sliding window.
     pub swa_layers: Vec<bool>,
+    /// Experts per mixture-of-experts layer (`expert_count`; 0 for a dense model) and
+    /// how many of them each token uses (`expert_used_count`).
+    pub n_expert: usize,
+    pub n_expert_used: usize,
 }
 
 impl DecoderSpec {
@@ -177,7 +181,7 @@ impl DecoderSpec {
         };
         let neox = matches!(
             arch,
-            "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2" | "phi3"
+            "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3"
         );
 
         Ok(Self {
@@ -250,6 +254,8 @@ impl DecoderSpec {
             },
             sliding_window,
             swa_layers,
+            n_expert: gguf.get_u32(&key("expert_count")).unwrap_or(0) as usize,
+            n_expert_used: gguf.get_u32(&key("expert_used_count")).unwrap_or(0) as usize,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod decoder;
 mod decoder_candle;
 pub mod decoder_spec;
 mod linear;
+mod moe;
 mod tensors;
 
 use std::path::Path;

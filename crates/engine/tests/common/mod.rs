@@ -1,6 +1,8 @@
 //! What the engine's tests against real files share: where the repository and the
 //! model cache are.
 
+pub mod scripted;
+
 use std::path::PathBuf;
 
 /// The repository root.
