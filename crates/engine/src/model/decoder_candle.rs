@@ -76,6 +76,76 @@ impl Projections {
     }
 }
 
+/// A block's feed-forward network.
+enum Ffn {
+    /// Gate and up, then down.
+    Dense {
+        gate_up: Projections,
+        down: Linear,
+    },
+    Experts(Experts),
+}
+
+/// A mixture of experts: the router picks each row's `n_used` most probable experts
+/// (softmax, renormalized over the chosen) on the host; each chosen expert then runs
+/// once on all the rows that chose it.
+struct Experts {
+    router: Linear,
+    /// Per expert: gate, up, down.
+    experts: Vec<[Linear; 3]>,
+    n_used: usize,
+}
+
+impl Experts {
+    fn forward(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+        let n_expert = self.experts.len();
+        let logits = self
+            .router
+            .forward(x)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        // Per expert, the rows that chose it and their weights.
+        let mut members: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); n_expert];
+        let mut order: Vec<usize> = Vec::with_capacity(n_expert);
+        for (r, row) in logits.iter().enumerate() {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = row.iter().map(|&l| (l - max).exp()).collect();
+            let total: f32 = e.iter().sum();
+            let probs: Vec<f32> = e.into_iter().map(|v| v / total).collect();
+            order.clear();
+            order.extend(0..n_expert);
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            let picked = &order[..self.n_used.min(n_expert)];
+            let sum: f32 = picked.iter().map(|&i| probs[i]).sum();
+            for &i in picked {
+                members[i].0.push(r as u32);
+                members[i].1.push(probs[i] / sum);
+            }
+        }
+        let mut out = x.zeros_like()?;
+        for ([gate, up, down], (rows, weights)) in self.experts.iter().zip(members) {
+            if rows.is_empty() {
+                continue;
+            }
+            let m = rows.len();
+            let idx = Tensor::new(rows.as_slice(), x.device())?;
+            let xe = x.index_select(&idx, 0)?;
+            let g = activate(&gate.forward(&xe)?, activation)?;
+            let y = down.forward(&(g * up.forward(&xe)?)?)?;
+            let w = Tensor::from_vec(weights, (m, 1), x.device())?;
+            out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
+        }
+        Ok(out)
+    }
+}
+
+fn activate(g: &Tensor, activation: Activation) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Silu => candle_nn::ops::silu(g)?,
+        Activation::GeluTanh => g.gelu()?,
+    })
+}
+
 struct Block {
     attn_norm: Option<Tensor>,
     /// Queries, keys, values.
@@ -86,9 +156,7 @@ struct Block {
     wo: Linear,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Option<Tensor>,
-    /// Gate, up.
-    gate_up: Projections,
-    down: Linear,
+    ffn: Ffn,
     post_ffn_norm: Option<Tensor>,
 }
 
@@ -282,16 +350,16 @@ impl CandleDecoder {
             x = self.finish_branch(&x, o, block.post_attn_norm.as_ref())?;
 
             let h = rms_norm(&x, block.ffn_norm.as_ref(), c.rms_eps)?;
-            let [g, u]: [Tensor; 2] = block
-                .gate_up
-                .forward(&h)?
-                .try_into()
-                .map_err(|_| EngineError::Internal("two projections expected".into()))?;
-            let g = match c.activation {
-                Activation::Silu => candle_nn::ops::silu(&g)?,
-                Activation::GeluTanh => g.gelu()?,
+            let o = match &block.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    let [g, u]: [Tensor; 2] = gate_up
+                        .forward(&h)?
+                        .try_into()
+                        .map_err(|_| EngineError::Internal("two projections expected".into()))?;
+                    down.forward(&(activate(&g, c.activation)? * u)?)?
+                }
+                Ffn::Experts(experts) => experts.forward(&h, c.activation)?,
             };
-            let o = block.down.forward(&(g * u)?)?;
             x = self.finish_branch(&x, o, block.post_ffn_norm.as_ref())?;
         }
         for item in batch.iter_mut() {
@@ -529,12 +597,7 @@ fn load_block(
     matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
 ) -> Result<Block> {
     let p = format!("blk.{i}");
-    if gguf.has_tensor(&format!("{p}.ffn_gate_inp.weight")) {
-        return Err(EngineError::UnsupportedArchitecture(format!(
-            "{} (mixture of experts) on a GPU device: only wick's CPU kernels run experts yet",
-            c.arch
-        )));
-    }
+    let moe = gguf.has_tensor(&format!("{p}.ffn_gate_inp.weight"));
     let (q_width, kv_width) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
     let fused_qkv = gguf.has_tensor(&format!("{p}.attn_qkv.weight"));
     // phi3's `ffn_up` holds the gate's rows, then the up projection's.
@@ -567,24 +630,33 @@ fn load_block(
         ])
     };
     let wo = linear("attn_output", q_width, Some(c.n_embd))?;
-    let (gate_up, ffn) = if fused_up {
-        let l = linear("ffn_up", c.n_embd, None)?;
-        let ffn = l.rows / 2;
-        if ffn == 0 || l.rows != 2 * ffn {
-            return Err(EngineError::InvalidModel(format!(
-                "{p}.ffn_up has {} rows; a fused gate and up needs an even number",
-                l.rows
-            )));
-        }
-        let parts = vec![ffn, ffn];
-        (Projections::Fused { linear: l, parts }, ffn)
+    let dense_ffn = if moe {
+        None
     } else {
-        let gate = linear("ffn_gate", c.n_embd, None)?;
-        let ffn = gate.rows;
-        let up = linear("ffn_up", c.n_embd, Some(ffn))?;
-        (Projections::Separate(vec![gate, up]), ffn)
+        let (gate_up, ffn) = if fused_up {
+            let l = linear("ffn_up", c.n_embd, None)?;
+            let ffn = l.rows / 2;
+            if ffn == 0 || l.rows != 2 * ffn {
+                return Err(EngineError::InvalidModel(format!(
+                    "{p}.ffn_up has {} rows; a fused gate and up needs an even number",
+                    l.rows
+                )));
+            }
+            let parts = vec![ffn, ffn];
+            (Projections::Fused { linear: l, parts }, ffn)
+        } else {
+            let gate = linear("ffn_gate", c.n_embd, None)?;
+            let ffn = gate.rows;
+            let up = linear("ffn_up", c.n_embd, Some(ffn))?;
+            (Projections::Separate(vec![gate, up]), ffn)
+        };
+        let down = linear("ffn_down", ffn, Some(c.n_embd))?;
+        Some(Ffn::Dense { gate_up, down })
     };
-    let down = linear("ffn_down", ffn, Some(c.n_embd))?;
+    let ffn = match dense_ffn {
+        Some(ffn) => ffn,
+        None => Ffn::Experts(load_experts(gguf, &p, c, device, matmul)?),
+    };
     let mut norm =
         |name: &str, sizes: &[usize]| dense(gguf, &format!("{p}.{name}.weight"), device, sizes);
     Ok(Block {
@@ -596,7 +668,101 @@ fn load_block(
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
         qkv,
         wo,
-        gate_up,
-        down,
+        ffn,
+    })
+}
+
+/// Block `p`'s router and experts; each expert's matrices are cut from the file's 3-D
+/// `[experts, rows, cols]` tensors.
+fn load_experts(
+    gguf: &mut GgufFile,
+    p: &str,
+    c: &DecoderSpec,
+    device: &Device,
+    matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
+) -> Result<Experts> {
+    let (n_expert, n_used) = (c.n_expert, c.n_expert_used);
+    if n_used == 0 || n_used > n_expert {
+        return Err(EngineError::InvalidModel(format!(
+            "{n_used} experts used per token out of {n_expert}"
+        )));
+    }
+    let name = format!("{p}.ffn_gate_inp");
+    let router = gguf.tensor(&format!("{name}.weight"), device)?;
+    if router.shape().dims2()? != (n_expert, c.n_embd) {
+        return Err(EngineError::InvalidModel(format!(
+            "{name} does not match {n_expert} experts of {} dims",
+            c.n_embd
+        )));
+    }
+    let router = Linear {
+        w: matmul(Arc::new(router))?,
+        rows: n_expert,
+        bias: dense(gguf, &format!("{name}.bias"), device, &[n_expert])?,
+    };
+    let mut per_kind = Vec::with_capacity(3);
+    // The experts' hidden size, from the gate projections.
+    let mut n_ff = 0;
+    for kind in ["gate", "up", "down"] {
+        let name = format!("{p}.ffn_{kind}_exps");
+        if gguf.has_tensor(&format!("{name}.bias")) {
+            return Err(EngineError::InvalidModel(format!(
+                "{name}.bias: expert biases are not supported yet"
+            )));
+        }
+        let raw = gguf.raw_tensor(&format!("{name}.weight"))?;
+        let [n, r, k] = raw.dims[..] else {
+            return Err(EngineError::InvalidModel(format!(
+                "{name} should be 3-D, has shape {:?}",
+                raw.dims
+            )));
+        };
+        let block = raw.dtype.block_size();
+        if kind == "gate" {
+            n_ff = r;
+        }
+        let (rows, cols) = match kind {
+            "down" => (c.n_embd, n_ff),
+            _ => (n_ff, c.n_embd),
+        };
+        if n != n_expert || r != rows || k != cols || r == 0 || k % block != 0 {
+            return Err(EngineError::InvalidModel(format!(
+                "{name} is {n}x{r}x{k}, which does not match {n_expert} experts of {} dims",
+                c.n_embd
+            )));
+        }
+        let bytes = r * k / block * raw.dtype.type_size();
+        let mut experts = Vec::with_capacity(n);
+        for e in 0..n {
+            let data = raw.data.get(e * bytes..(e + 1) * bytes).ok_or_else(|| {
+                EngineError::InvalidModel(format!("{name} is shorter than its shape"))
+            })?;
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                raw.dtype,
+                data,
+                vec![r, k],
+                device,
+            )?;
+            experts.push(Linear {
+                w: matmul(Arc::new(q))?,
+                rows: r,
+                bias: None,
+            });
+        }
+        per_kind.push(experts);
+    }
+    let (downs, ups, gates) = match (per_kind.pop(), per_kind.pop(), per_kind.pop()) {
+        (Some(d), Some(u), Some(g)) => (d, u, g),
+        _ => return Err(EngineError::Internal("three expert kinds expected".into())),
+    };
+    Ok(Experts {
+        router,
+        experts: gates
+            .into_iter()
+            .zip(ups)
+            .zip(downs)
+            .map(|((g, u), d)| [g, u, d])
+            .collect(),
+        n_used,
     })
 }
