@@ -188,6 +188,13 @@ pub(crate) fn round_to_f16(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `x` rounded to bfloat16 and back (the BF16 weights' activation type, kept as f32).
+pub(crate) fn round_to_bf16(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = crate::f16::bf16_to_f32(crate::f16::f32_to_bf16(v));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

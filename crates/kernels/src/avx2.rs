@@ -390,6 +390,9 @@ mod imp {
                     QuantKind::F16 => {
                         run_kernel!(f16_row / f16_row, true, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
                     }
+                    QuantKind::BF16 => {
+                        run_kernel!(bf16_row / bf16_row, true, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
+                    }
                     _ => {
                         run_kernel!(f32_row / f32_row, true, lut, wp, rb, nr, cols, ptr, a0, n, out; 4: 1 2 3 4)
                     }
@@ -1091,6 +1094,16 @@ mod imp {
         u16,
         |wp, i| _mm256_cvtph_ps(_mm_loadu_si128((wp as *const u16).add(i) as *const __m128i)),
         |wk, k| crate::f16::f16_to_f32((wk as *const u16).add(k).read_unaligned())
+    );
+
+    float_kernel!(
+        bf16_row,
+        u16,
+        |wp, i| _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((wp as *const u16).add(i) as *const __m128i)),
+            16
+        )),
+        |wk, k| crate::f16::bf16_to_f32((wk as *const u16).add(k).read_unaligned())
     );
 
     float_kernel!(

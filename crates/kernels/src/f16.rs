@@ -17,6 +17,27 @@ pub(crate) fn round_f16(x: f32) -> f32 {
     f16_to_f32(f32_to_f16(x))
 }
 
+/// bfloat16 to f32: exact (the upper half of the f32's bits).
+#[inline]
+pub(crate) fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// f32 to bfloat16, round to nearest even, a NaN kept quiet, as ggml converts.
+#[inline]
+pub(crate) fn f32_to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 64) as u16;
+    }
+    ((bits + (0x7fff + ((bits >> 16) & 1))) >> 16) as u16
+}
+
+#[inline]
+pub(crate) fn read_bf16(b: &[u8], at: usize) -> f32 {
+    bf16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
 #[inline]
 pub(crate) fn read_f16(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))

@@ -65,6 +65,8 @@ pub use weights::WeightBytes;
 pub enum QuantKind {
     F32,
     F16,
+    /// bfloat16: f32's exponent, 7 bits of mantissa.
+    BF16,
     Q4_0,
     Q4_1,
     Q5_0,
@@ -76,9 +78,10 @@ pub enum QuantKind {
 
 impl QuantKind {
     /// Every kind, for tests and benches.
-    pub const ALL: [QuantKind; 9] = [
+    pub const ALL: [QuantKind; 10] = [
         QuantKind::F32,
         QuantKind::F16,
+        QuantKind::BF16,
         QuantKind::Q4_0,
         QuantKind::Q4_1,
         QuantKind::Q5_0,
@@ -100,6 +103,7 @@ impl QuantKind {
             12 => QuantKind::Q4K,
             13 => QuantKind::Q5K,
             14 => QuantKind::Q6K,
+            30 => QuantKind::BF16,
             _ => return None,
         })
     }
@@ -116,13 +120,14 @@ impl QuantKind {
             QuantKind::Q4K => 12,
             QuantKind::Q5K => 13,
             QuantKind::Q6K => 14,
+            QuantKind::BF16 => 30,
         }
     }
 
     /// Values per block.
     pub fn block_size(self) -> usize {
         match self {
-            QuantKind::F32 | QuantKind::F16 => 1,
+            QuantKind::F32 | QuantKind::F16 | QuantKind::BF16 => 1,
             QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => 32,
             QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => 256,
         }
@@ -132,7 +137,7 @@ impl QuantKind {
     pub fn type_size(self) -> usize {
         match self {
             QuantKind::F32 => 4,
-            QuantKind::F16 => 2,
+            QuantKind::F16 | QuantKind::BF16 => 2,
             QuantKind::Q4_0 => 18,
             QuantKind::Q4_1 => 20,
             QuantKind::Q5_0 => 22,
@@ -153,6 +158,7 @@ impl QuantKind {
         match self {
             QuantKind::F32 => "F32",
             QuantKind::F16 => "F16",
+            QuantKind::BF16 => "BF16",
             QuantKind::Q4_0 => "Q4_0",
             QuantKind::Q4_1 => "Q4_1",
             QuantKind::Q5_0 => "Q5_0",

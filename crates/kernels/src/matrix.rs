@@ -3,7 +3,9 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use crate::act::{quantize_q8_0, quantize_q8_k, round_to_f16, Q8Aux, Q8Block, Q8Extras, Q8KBlock};
+use crate::act::{
+    quantize_q8_0, quantize_q8_k, round_to_bf16, round_to_f16, Q8Aux, Q8Block, Q8Extras, Q8KBlock,
+};
 use crate::{avx2, reference, scalar, KernelError, QuantKind, ThreadPool, WeightBytes};
 
 /// Activation rows per tile: their quantized form (at most ~18 KB for 1024 columns)
@@ -378,6 +380,11 @@ impl QMatrix {
                     }
                     Backend::Scalar => par_rows(pool, threads, m, cols, x, buf, round_to_f16),
                 }
+                Acts::F32 { data: buf, cols }
+            }
+            QuantKind::BF16 => {
+                let buf = grow(&mut scratch.f, m * cols);
+                par_rows(pool, threads, m, cols, x, buf, round_to_bf16);
                 Acts::F32 { data: buf, cols }
             }
             QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => {

@@ -42,6 +42,7 @@ pub fn dequantize_row(kind: QuantKind, data: &[u8], out: &mut [f32]) -> Result<(
         match kind {
             QuantKind::F32 => y[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
             QuantKind::F16 => y[0] = read_f16(block, 0),
+            QuantKind::BF16 => y[0] = crate::f16::read_bf16(block, 0),
             QuantKind::Q4_0 => q4_0(block, y),
             QuantKind::Q4_1 => q4_1(block, y),
             QuantKind::Q5_0 => q5_0(block, y),

@@ -43,6 +43,9 @@ fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) 
             (QuantKind::F16, Acts::F32 { data, cols }) => {
                 dot_f16(w, &data[a * cols..(a + 1) * cols])
             }
+            (QuantKind::BF16, Acts::F32 { data, cols }) => {
+                dot_bf16(w, &data[a * cols..(a + 1) * cols])
+            }
             (
                 _,
                 Acts::Q8 {
@@ -81,6 +84,13 @@ fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     w.chunks_exact(2)
         .zip(x)
         .map(|(b, &v)| read_f16(b, 0) * v)
+        .sum()
+}
+
+fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(b, &v)| crate::f16::read_bf16(b, 0) * v)
         .sum()
 }
 

@@ -56,6 +56,9 @@ pub fn random_data(kind: QuantKind, rows: usize, cols: usize, seed: u64) -> Vec<
         match kind {
             QuantKind::F32 => b.copy_from_slice(&rng.range(-1.0, 1.0).to_le_bytes()),
             QuantKind::F16 => put_f16(b, 0, rng.range(-1.0, 1.0)),
+            QuantKind::BF16 => {
+                b.copy_from_slice(&crate::f16::f32_to_bf16(rng.range(-1.0, 1.0)).to_le_bytes())
+            }
             QuantKind::Q4_0 | QuantKind::Q5_0 | QuantKind::Q8_0 => {
                 put_f16(b, 0, sign * rng.range(0.002, 0.02))
             }

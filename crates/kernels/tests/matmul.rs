@@ -18,6 +18,8 @@ fn tolerance(kind: QuantKind) -> f64 {
     match kind {
         QuantKind::F32 => 1e-5,
         QuantKind::F16 => 1e-3,
+        // Activations rounded to bfloat16, relative 2^-8 per value.
+        QuantKind::BF16 => 1e-2,
         _ => 1e-2,
     }
 }

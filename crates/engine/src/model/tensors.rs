@@ -10,6 +10,7 @@ pub(crate) fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
     Some(match dtype {
         GgmlDType::F32 => QuantKind::F32,
         GgmlDType::F16 => QuantKind::F16,
+        GgmlDType::BF16 => QuantKind::BF16,
         GgmlDType::Q4_0 => QuantKind::Q4_0,
         GgmlDType::Q4_1 => QuantKind::Q4_1,
         GgmlDType::Q5_0 => QuantKind::Q5_0,
@@ -55,8 +56,12 @@ pub(crate) fn vector(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>> {
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect()),
+        GgmlDType::BF16 => Ok(data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()),
         other => Err(EngineError::InvalidModel(format!(
-            "tensor '{name}' has type {other:?}; expected f32 or f16"
+            "tensor '{name}' has type {other:?}; expected f32, f16 or bf16"
         ))),
     }
 }

@@ -180,6 +180,7 @@ fn synthetic_cases(only: &Option<Vec<QuantKind>>) -> Vec<Case> {
         QuantKind::Q5K,
         QuantKind::Q6K,
         QuantKind::F16,
+        QuantKind::BF16,
         QuantKind::F32,
     ];
     let mut cases = Vec::new();
