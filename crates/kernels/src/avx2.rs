@@ -378,6 +378,21 @@ mod imp {
                     QuantKind::Q5K => {
                         run_kernel!(q5_k / q5_k, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
+                    QuantKind::Q2K | QuantKind::Q3K => {
+                        // The scalar backend's float order over the same exact integer
+                        // totals: bit-identical to it.
+                        for ri in 0..nr {
+                            let row = &w[ri * rb..(ri + 1) * rb];
+                            for i in 0..n {
+                                let x = &blocks[(a0 + i) * per_row..(a0 + i + 1) * per_row];
+                                out[ri * n + i] = if kind == QuantKind::Q2K {
+                                    q2_k_row(row, x)
+                                } else {
+                                    q3_k_row(row, x)
+                                };
+                            }
+                        }
+                    }
                     _ => {
                         run_kernel!(q6_k / q6_k, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
@@ -399,6 +414,110 @@ mod imp {
                 }
             }
         }
+    }
+
+    /// `sum_i a[i] * b[i]` of eight i32 lanes.
+    #[inline(always)]
+    unsafe fn hsum_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// The codes of one 32-byte `qs` half with bits `2j..2j+2` (Q2_K/Q3_K's low bits)
+    /// against 32 activations, each 16's pair sums times its sub-block's scale:
+    /// `scales` holds the two sub-blocks' scales, 8 lanes each.
+    #[inline(always)]
+    unsafe fn low_bits_dot(codes: __m256i, y: *const i8, scales: __m256i) -> __m256i {
+        let ys = _mm256_loadu_si256(y as *const __m256i);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(codes, ys), scales)
+    }
+
+    /// Two sub-blocks' scales as 8 i16 lanes each.
+    #[inline(always)]
+    unsafe fn two_scales(lo: i32, hi: i32) -> __m256i {
+        _mm256_setr_m128i(_mm_set1_epi16(lo as i16), _mm_set1_epi16(hi as i16))
+    }
+
+    /// A Q2_K row against Q8_K activations: per block, the exact integer totals of
+    /// [`crate::scalar::q2_k_totals`], chained as the scalar backend chains them.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q2_k_row(w: &[u8], x: &[Q8KBlock]) -> f32 {
+        let mut sumf = 0f32;
+        let three = _mm256_set1_epi8(3);
+        for (b, y) in w.chunks_exact(84).zip(x) {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let mut acc = _mm256_setzero_si256();
+            for half in 0..2 {
+                let q = _mm256_loadu_si256(qs.as_ptr().add(32 * half) as *const __m256i);
+                for j in 0..4 {
+                    let codes = _mm256_and_si256(
+                        _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)),
+                        three,
+                    );
+                    let s = 8 * half + 2 * j;
+                    let sc = two_scales((scales[s] & 0xf) as i32, (scales[s + 1] & 0xf) as i32);
+                    let ys = y.qs.as_ptr().add(128 * half + 32 * j);
+                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc));
+                }
+            }
+            let sumi = hsum_epi32(acc);
+            let summ: i32 = scales
+                .iter()
+                .zip(&y.bsums)
+                .map(|(&s, &m)| (s >> 4) as i32 * m as i32)
+                .sum();
+            sumf = crate::scalar::k_chain(
+                sumf,
+                y.d * crate::f16::read_f16(b, 80),
+                sumi,
+                y.d * crate::f16::read_f16(b, 82),
+                summ,
+            );
+        }
+        sumf
+    }
+
+    /// A Q3_K row against Q8_K activations: codes shifted to 0..7 (the high bit set adds
+    /// 4) for `vpmaddubsw`, the shift taken back through the activations' sums; chained
+    /// as the scalar backend chains [`crate::scalar::q3_k_total`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q3_k_row(w: &[u8], x: &[Q8KBlock]) -> f32 {
+        let mut sumf = 0f32;
+        let (three, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+        for (b, y) in w.chunks_exact(110).zip(x) {
+            let (hmask, qs) = (&b[0..32], &b[32..96]);
+            let scales = crate::reference::q3_k_scales(&b[96..108]);
+            let hm = _mm256_loadu_si256(hmask.as_ptr() as *const __m256i);
+            let mut acc = _mm256_setzero_si256();
+            for half in 0..2 {
+                let q = _mm256_loadu_si256(qs.as_ptr().add(32 * half) as *const __m256i);
+                for j in 0..4 {
+                    let low = _mm256_and_si256(
+                        _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)),
+                        three,
+                    );
+                    let bit = _mm256_and_si256(
+                        _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * half + j) as i32)),
+                        one,
+                    );
+                    let codes = _mm256_or_si256(low, _mm256_slli_epi16(bit, 2));
+                    let s = 8 * half + 2 * j;
+                    let sc = two_scales(scales[s] as i32, scales[s + 1] as i32);
+                    let ys = y.qs.as_ptr().add(128 * half + 32 * j);
+                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc));
+                }
+            }
+            let shift: i32 = scales
+                .iter()
+                .zip(&y.bsums)
+                .map(|(&s, &m)| s as i32 * m as i32)
+                .sum();
+            let total = hsum_epi32(acc) - 4 * shift;
+            sumf = (y.d * crate::f16::read_f16(b, 108)).mul_add(total as f32, sumf);
+        }
+        sumf
     }
 
     /// See [`super::codes32`].

@@ -71,6 +71,8 @@ pub enum QuantKind {
     Q4_1,
     Q5_0,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -78,7 +80,7 @@ pub enum QuantKind {
 
 impl QuantKind {
     /// Every kind, for tests and benches.
-    pub const ALL: [QuantKind; 10] = [
+    pub const ALL: [QuantKind; 12] = [
         QuantKind::F32,
         QuantKind::F16,
         QuantKind::BF16,
@@ -86,6 +88,8 @@ impl QuantKind {
         QuantKind::Q4_1,
         QuantKind::Q5_0,
         QuantKind::Q8_0,
+        QuantKind::Q2K,
+        QuantKind::Q3K,
         QuantKind::Q4K,
         QuantKind::Q5K,
         QuantKind::Q6K,
@@ -100,6 +104,8 @@ impl QuantKind {
             3 => QuantKind::Q4_1,
             6 => QuantKind::Q5_0,
             8 => QuantKind::Q8_0,
+            10 => QuantKind::Q2K,
+            11 => QuantKind::Q3K,
             12 => QuantKind::Q4K,
             13 => QuantKind::Q5K,
             14 => QuantKind::Q6K,
@@ -117,6 +123,8 @@ impl QuantKind {
             QuantKind::Q4_1 => 3,
             QuantKind::Q5_0 => 6,
             QuantKind::Q8_0 => 8,
+            QuantKind::Q2K => 10,
+            QuantKind::Q3K => 11,
             QuantKind::Q4K => 12,
             QuantKind::Q5K => 13,
             QuantKind::Q6K => 14,
@@ -129,7 +137,9 @@ impl QuantKind {
         match self {
             QuantKind::F32 | QuantKind::F16 | QuantKind::BF16 => 1,
             QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => 32,
-            QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => 256,
+            QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
+                256
+            }
         }
     }
 
@@ -142,6 +152,8 @@ impl QuantKind {
             QuantKind::Q4_1 => 20,
             QuantKind::Q5_0 => 22,
             QuantKind::Q8_0 => 34,
+            QuantKind::Q2K => 84,
+            QuantKind::Q3K => 110,
             QuantKind::Q4K => 144,
             QuantKind::Q5K => 176,
             QuantKind::Q6K => 210,
@@ -163,6 +175,8 @@ impl QuantKind {
             QuantKind::Q4_1 => "Q4_1",
             QuantKind::Q5_0 => "Q5_0",
             QuantKind::Q8_0 => "Q8_0",
+            QuantKind::Q2K => "Q2_K",
+            QuantKind::Q3K => "Q3_K",
             QuantKind::Q4K => "Q4_K",
             QuantKind::Q5K => "Q5_K",
             QuantKind::Q6K => "Q6_K",
@@ -262,7 +276,7 @@ mod tests {
             assert_eq!(QuantKind::from_ggml_type(k.ggml_type()), Some(k));
             assert_eq!(k.row_bytes(k.block_size() * 3), 3 * k.type_size());
         }
-        assert_eq!(QuantKind::from_ggml_type(10), None);
+        assert_eq!(QuantKind::from_ggml_type(9), None, "Q5_1 is not served");
     }
 
     #[test]

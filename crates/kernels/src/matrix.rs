@@ -415,7 +415,7 @@ impl QMatrix {
                     per_row,
                 }
             }
-            QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
+            QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
                 let per_row = cols / 256;
                 let buf = grow(&mut scratch.q8k, m * per_row);
                 match backend {
@@ -432,7 +432,9 @@ impl QMatrix {
         if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
             let n_groups = m.div_ceil(8);
             match acts {
-                Acts::Q8K { blocks, per_row } => {
+                Acts::Q8K { blocks, per_row }
+                    if matches!(self.kind, QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K) =>
+                {
                     let groups = grow(&mut scratch.groups, n_groups * per_row);
                     let pack = crate::kgemm::pack_group;
                     pack_groups(pool, threads, m, per_row, blocks, groups, pack);

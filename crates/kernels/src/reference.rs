@@ -50,6 +50,8 @@ pub fn dequantize_row(kind: QuantKind, data: &[u8], out: &mut [f32]) -> Result<(
             QuantKind::Q4K => q4_k(block, y),
             QuantKind::Q5K => q5_k(block, y),
             QuantKind::Q6K => q6_k(block, y),
+            QuantKind::Q2K => q2_k(block, y),
+            QuantKind::Q3K => q3_k(block, y),
         }
     }
     Ok(())
@@ -194,6 +196,54 @@ fn q6_k(b: &[u8], y: &mut [f32]) {
             y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
         }
     }
+}
+
+/// Q2_K: 16 sub-blocks of 16 two-bit codes, each with a 4-bit scale and a 4-bit minimum
+/// (`scales[s]`: scale low, minimum high), times `d` and `dmin`. Value `v`'s code is bits
+/// `2j..2j+2` of `qs[32 * (v / 128) + v % 32]`, `j = (v % 128) / 32`.
+fn q2_k(b: &[u8], y: &mut [f32]) {
+    let (scales, qs) = (&b[0..16], &b[16..80]);
+    let (d, dmin) = (read_f16(b, 80), read_f16(b, 82));
+    for (v, out) in y.iter_mut().enumerate().take(256) {
+        let s = scales[v / 16];
+        let q = (qs[32 * (v / 128) + v % 32] >> (2 * ((v % 128) / 32))) & 3;
+        *out = d * (s & 0xf) as f32 * q as f32 - dmin * (s >> 4) as f32;
+    }
+}
+
+/// Q3_K's sixteen 6-bit scales (each less 32), unpacked from their 12 bytes.
+pub(crate) fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (s, o) in out.iter_mut().enumerate() {
+        let low = if s < 8 {
+            packed[s] & 0xf
+        } else {
+            packed[s - 8] >> 4
+        };
+        let high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+        *o = ((low | (high << 4)) as i32 - 32) as i8;
+    }
+    out
+}
+
+/// Q3_K: 16 sub-blocks of 16 three-bit codes (-4..3: two low bits in `qs` as Q2_K lays
+/// them out, the third in `hmask`, set meaning no -4), with 6-bit scales, times `d`.
+fn q3_k(b: &[u8], y: &mut [f32]) {
+    let (hmask, qs) = (&b[0..32], &b[32..96]);
+    let scales = q3_k_scales(&b[96..108]);
+    let d = read_f16(b, 108);
+    for (v, out) in y.iter_mut().enumerate().take(256) {
+        *out = d * scales[v / 16] as f32 * q3_k_code(qs, hmask, v) as f32;
+    }
+}
+
+/// Code `v` (-4..3) of a Q3_K block.
+#[inline(always)]
+pub(crate) fn q3_k_code(qs: &[u8], hmask: &[u8], v: usize) -> i32 {
+    let j = (v % 128) / 32;
+    let low = (qs[32 * (v / 128) + v % 32] >> (2 * j)) & 3;
+    let high = (hmask[v % 32] >> (4 * (v / 128) + j)) & 1;
+    low as i32 - if high == 0 { 4 } else { 0 }
 }
 
 /// Plain f32 dot product accumulated in f64 (the reference for tests).

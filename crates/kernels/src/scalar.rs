@@ -65,6 +65,8 @@ fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) 
                 match kind {
                     QuantKind::Q4K => dot_q4_k(w, x),
                     QuantKind::Q5K => dot_q5_k(w, x),
+                    QuantKind::Q2K => dot_q2_k(w, x),
+                    QuantKind::Q3K => dot_q3_k(w, x),
                     _ => dot_q6_k(w, x),
                 }
             }
@@ -202,6 +204,76 @@ fn dot_q5_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
         }
         let (sumi, summ) = k4_sums(&b[4..16], &q, y);
         sumf = k_chain(sumf, y.d * read_f16(b, 0), sumi, y.d * read_f16(b, 2), summ);
+    }
+    sumf
+}
+
+/// Q2_K's exact integer totals of one block against `y`: the codes' dot products
+/// times their sub-blocks' scales, and the minimums times the activations' sums.
+#[inline(always)]
+pub(crate) fn q2_k_totals(b: &[u8], y: &Q8KBlock) -> (i32, i32) {
+    let (scales, qs) = (&b[0..16], &b[16..80]);
+    let (mut sumi, mut summ) = (0i32, 0i32);
+    for (s, &sc) in scales.iter().enumerate() {
+        let (half, j, l0) = (s / 8, (s % 8) / 2, 16 * (s % 2));
+        let codes = &qs[32 * half + l0..32 * half + l0 + 16];
+        let ys = &y.qs[16 * s..16 * s + 16];
+        let dot: i32 = codes
+            .iter()
+            .zip(ys)
+            .map(|(&q, &a)| ((q >> (2 * j)) & 3) as i32 * a as i32)
+            .sum();
+        sumi += (sc & 0xf) as i32 * dot;
+        summ += (sc >> 4) as i32 * y.bsums[s] as i32;
+    }
+    (sumi, summ)
+}
+
+fn dot_q2_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, y) in w.chunks_exact(84).zip(x) {
+        let (sumi, summ) = q2_k_totals(b, y);
+        sumf = k_chain(
+            sumf,
+            y.d * read_f16(b, 80),
+            sumi,
+            y.d * read_f16(b, 82),
+            summ,
+        );
+    }
+    sumf
+}
+
+/// Q3_K's exact integer total of one block against `y`.
+#[inline(always)]
+pub(crate) fn q3_k_total(b: &[u8], y: &Q8KBlock) -> i32 {
+    let (hmask, qs) = (&b[0..32], &b[32..96]);
+    let scales = crate::reference::q3_k_scales(&b[96..108]);
+    let mut sumi = 0i32;
+    for (s, &sc) in scales.iter().enumerate() {
+        let (half, j, l0) = (s / 8, (s % 8) / 2, 16 * (s % 2));
+        let codes = &qs[32 * half + l0..32 * half + l0 + 16];
+        let high = &hmask[l0..l0 + 16];
+        let ys = &y.qs[16 * s..16 * s + 16];
+        let bit = 4 * half + j;
+        let dot: i32 = codes
+            .iter()
+            .zip(high)
+            .zip(ys)
+            .map(|((&q, &h), &a)| {
+                let v = ((q >> (2 * j)) & 3) as i32 - 4 * (1 - ((h >> bit) & 1) as i32);
+                v * a as i32
+            })
+            .sum();
+        sumi += sc as i32 * dot;
+    }
+    sumi
+}
+
+fn dot_q3_k(w: &[u8], x: &[Q8KBlock]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, y) in w.chunks_exact(110).zip(x) {
+        sumf = (y.d * read_f16(b, 108)).mul_add(q3_k_total(b, y) as f32, sumf);
     }
     sumf
 }

@@ -71,6 +71,11 @@ pub fn random_data(kind: QuantKind, rows: usize, cols: usize, seed: u64) -> Vec<
                 put_f16(b, 2, rng.range(0.0002, 0.002));
             }
             QuantKind::Q6K => put_f16(b, 208, sign * rng.range(0.0002, 0.002)),
+            QuantKind::Q2K => {
+                put_f16(b, 80, rng.range(0.0002, 0.002));
+                put_f16(b, 82, rng.range(0.0002, 0.002));
+            }
+            QuantKind::Q3K => put_f16(b, 108, sign * rng.range(0.0002, 0.002)),
         }
     }
     data

@@ -15,6 +15,8 @@ pub(crate) fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
         GgmlDType::Q4_1 => QuantKind::Q4_1,
         GgmlDType::Q5_0 => QuantKind::Q5_0,
         GgmlDType::Q8_0 => QuantKind::Q8_0,
+        GgmlDType::Q2K => QuantKind::Q2K,
+        GgmlDType::Q3K => QuantKind::Q3K,
         GgmlDType::Q4K => QuantKind::Q4K,
         GgmlDType::Q5K => QuantKind::Q5K,
         GgmlDType::Q6K => QuantKind::Q6K,

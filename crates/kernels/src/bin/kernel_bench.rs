@@ -176,6 +176,8 @@ fn synthetic_cases(only: &Option<Vec<QuantKind>>) -> Vec<Case> {
         QuantKind::Q4_1,
         QuantKind::Q5_0,
         QuantKind::Q8_0,
+        QuantKind::Q2K,
+        QuantKind::Q3K,
         QuantKind::Q4K,
         QuantKind::Q5K,
         QuantKind::Q6K,
