@@ -249,13 +249,29 @@ pub async fn ps(c: &Client) -> Result<(), CliError> {
             str_of(m, "name").to_string(),
             str_of(m, "digest").chars().take(12).collect(),
             human_bytes(m["size"].as_u64().unwrap_or(0)),
-            "100% CPU".into(),
+            processor(
+                m["size"].as_u64().unwrap_or(0),
+                m["size_vram"].as_u64().unwrap_or(0),
+            ),
             m["context_length"].as_u64().unwrap_or(0).to_string(),
             human_time(str_of(m, "expires_at")),
         ]);
     }
     table(rows);
     Ok(())
+}
+
+/// Ollama's PROCESSOR column: where a loaded model's bytes are (`size_vram` of `size`
+/// on the GPU).
+fn processor(size: u64, size_vram: u64) -> String {
+    if size_vram == 0 {
+        return "100% CPU".into();
+    }
+    if size_vram >= size {
+        return "100% GPU".into();
+    }
+    let gpu = (size_vram as f64 * 100.0 / size as f64).round() as u64;
+    format!("{}%/{}% CPU/GPU", 100 - gpu, gpu)
 }
 
 /// What `wick show` prints.
@@ -439,5 +455,12 @@ mod tests {
         assert_eq!(h[AUTHORIZATION], "Bearer k3y");
         assert!(h[AUTHORIZATION].is_sensitive());
         assert!(auth_headers(Some("bad\nkey")).is_err());
+    }
+
+    #[test]
+    fn processor_says_where_the_bytes_are_as_ollama_does() {
+        assert_eq!(processor(1000, 0), "100% CPU");
+        assert_eq!(processor(1000, 1000), "100% GPU");
+        assert_eq!(processor(1000, 520), "48%/52% CPU/GPU");
     }
 }
