@@ -2,7 +2,9 @@
 //! `llama-quantize` does without an importance matrix: the same per-tensor choice of
 //! type for each file type (the K-mixes give the output matrix, some `attn_v` and some
 //! `ffn_down` layers more bits), the same fallback for matrices whose rows do not fill
-//! 256-value super-blocks, and candle's ports of ggml's reference quantizers.
+//! 256-value super-blocks, and the same bytes: the K-quants through [`k_quants`]
+//! (ggml's reference quantizers), the others through candle's ports of them (whose
+//! Q4_0, Q5_0 and Q8_0 already equal ggml's).
 //!
 //! Only float models are quantized (F32, F16, BF16), as in Ollama; vectors (norms,
 //! biases) stay as they are.
@@ -17,6 +19,8 @@ use candle_core::Device;
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
+
+pub mod k_quants;
 
 /// A file type `quantize` can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +204,7 @@ pub fn quantize_gguf(
                 )));
             }
             let floats = q.dequantize(&Device::Cpu)?;
-            QTensor::quantize(&floats, want)?
+            quantize_tensor(&floats, want)?
         } else {
             q
         };
@@ -219,6 +223,29 @@ pub fn quantize_gguf(
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     metadata.dedup_by(|a, b| a.0 == b.0);
     write_gguf(dst, &metadata, &out)
+}
+
+/// `floats` as `dtype`: ggml's own K-quant quantizers, candle's for the rest.
+fn quantize_tensor(floats: &candle_core::Tensor, dtype: GgmlDType) -> Result<QTensor> {
+    type Quantizer = fn(&[f32]) -> Vec<u8>;
+    let kquant: Option<Quantizer> = match dtype {
+        GgmlDType::Q4K => Some(k_quants::quantize_q4_k),
+        GgmlDType::Q5K => Some(k_quants::quantize_q5_k),
+        GgmlDType::Q6K => Some(k_quants::quantize_q6_k),
+        _ => None,
+    };
+    let Some(quantize) = kquant else {
+        return Ok(QTensor::quantize(floats, dtype)?);
+    };
+    let dims = floats.dims().to_vec();
+    let values = floats.flatten_all()?.to_vec1::<f32>()?;
+    let bytes = quantize(&values);
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &bytes,
+        dims,
+        &Device::Cpu,
+    )?)
 }
 
 /// Write `src` with every matrix dequantized to F16 and every other tensor to F32: the
