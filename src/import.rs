@@ -111,6 +111,7 @@ fn model_dir_files(dir: &Path) -> Result<Vec<String>, CliError> {
             || name.ends_with(".json")
             || name == "tokenizer.model"
             || name == "vocab.txt"
+            || name == "chat_template.jinja"
     };
     let mut out = Vec::new();
     let read = |d: &Path| {

@@ -1,10 +1,11 @@
-//! Importing the real all-MiniLM-L6-v2 safetensors directory as Ollama's CLI does
-//! (every file uploaded to /api/blobs, then /api/create with `files`): the server
-//! converts it to a GGUF `bert` model.
+//! Importing safetensors directories as Ollama's CLI does (every file uploaded to
+//! /api/blobs, then /api/create with `files`): the real all-MiniLM-L6-v2 becomes a GGUF
+//! `bert` model; a qwen3 decoder (the tiny one, written out in Hugging Face's form)
+//! becomes a GGUF `qwen3` model that answers as its GGUF source does.
 
 mod common;
 
-use common::{model_cache, upload_blob, Server};
+use common::{greedy, model_cache, smollm2_gguf, upload_blob, Server};
 use serde_json::{json, Map, Value};
 
 #[test]
@@ -67,5 +68,85 @@ fn minilm_directory_imports_as_an_embedding_model() {
     assert_eq!(status, 400, "{r}");
     let (_, tags) = s.get("/api/tags");
     assert_eq!(tags["models"].as_array().map(Vec::len), Some(1), "{tags}");
+    s.assert_alive();
+}
+
+#[test]
+fn a_qwen3_directory_imports_and_answers_as_its_gguf_does() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let source = tmp.path().join("qwen3.gguf");
+    wick_engine::tiny_models::write("qwen3", &smollm2_gguf(), &source).expect("tiny qwen3");
+    let f16 = tmp.path().join("qwen3-f16.gguf");
+    wick_engine::quantize::dequantize_to_f16(&source, &f16).expect("f16");
+    let hf = tmp.path().join("hf");
+    std::fs::create_dir_all(&hf).expect("mkdir");
+    wick_engine::tiny_models::write_hf_dir(&source, &hf, json!({})).expect("hf form");
+
+    let mut files = Map::new();
+    for entry in std::fs::read_dir(&hf).expect("dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        files.insert(name, json!(upload_blob(&s, &path)));
+    }
+    let (status, r) = s
+        .post(
+            "/api/create",
+            &json!({"model": "tiny-qwen3:hf", "files": Value::Object(files.clone()), "stream": false}),
+        )
+        .expect("create");
+    assert_eq!(status, 200, "{r}");
+    s.import_gguf("tiny-qwen3:gguf", &f16);
+
+    let (status, show) = s
+        .post("/api/show", &json!({"model": "tiny-qwen3:hf"}))
+        .expect("show");
+    assert_eq!(status, 200, "{show}");
+    assert_eq!(show["details"]["family"], "qwen3");
+    assert_eq!(show["details"]["quantization_level"], "F16");
+    assert!(
+        show["template"]
+            .as_str()
+            .is_some_and(|t| t.contains("im_start")),
+        "{show}"
+    );
+
+    let answer = |model: &str| {
+        let (status, r) = s
+            .post(
+                "/api/generate",
+                &json!({"model": model, "prompt": "The capital of France is", "raw": true,
+                        "stream": false, "options": greedy(12)}),
+            )
+            .expect("generate");
+        assert_eq!(status, 200, "{r}");
+        (
+            r["response"].as_str().unwrap_or_default().to_string(),
+            r["eval_count"].clone(),
+        )
+    };
+    let imported = answer("tiny-qwen3:hf");
+    assert!(!imported.0.is_empty());
+    assert_eq!(imported, answer("tiny-qwen3:gguf"));
+
+    // A directory whose architecture wick cannot import is a 400 naming it.
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, r#"{"model_type": "mamba2"}"#).expect("write");
+    files.insert("config.json".into(), json!(upload_blob(&s, &config)));
+    let (status, r) = s
+        .post(
+            "/api/create",
+            &json!({"model": "mamba", "files": Value::Object(files), "stream": false}),
+        )
+        .expect("create");
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("mamba2")),
+        "{r}"
+    );
     s.assert_alive();
 }

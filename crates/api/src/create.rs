@@ -335,8 +335,10 @@ fn config_for(facts: &GgufFacts, requires: &str) -> ConfigV2 {
 /// nothing behind.
 fn convert_to_blob(store: &Store, paths: &BTreeMap<String, std::path::PathBuf>) -> Result<Digest> {
     let tmp = tempfile::NamedTempFile::new_in(store.blobs_dir()).map_err(ApiError::internal)?;
-    wick_engine::convert::bert_to_gguf(paths, tmp.path())
+    wick_engine::convert::safetensors_to_gguf(paths, tmp.path())
         .map_err(|e| ApiError::bad(format!("converting the safetensors model: {e}")))?;
+    wick_engine::model::check_supported(tmp.path())
+        .map_err(|e| ApiError::bad(format!("the converted model: {e}")))?;
     commit_file(store, tmp.path())
 }
 

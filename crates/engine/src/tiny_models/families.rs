@@ -301,33 +301,6 @@ fn moe_keys(b: &mut Builder, m: Moe) {
     b.key_u32("expert_feed_forward_length", m.n_ff);
 }
 
-/// Llama 3.1's rotary frequency factors (the converter's `rope_freqs`): 1 for short
-/// wavelengths, `factor` for long ones, a smooth blend between.
-fn llama3_rope_factors(
-    head_dim: usize,
-    base: f32,
-    factor: f32,
-    low: f32,
-    high: f32,
-    old_ctx: f32,
-) -> Vec<f32> {
-    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
-    (0..head_dim / 2)
-        .map(|i| {
-            let freq = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
-            let wavelen = 2.0 * std::f32::consts::PI / freq;
-            if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                factor
-            } else {
-                let smooth = (old_ctx / wavelen - low) / (high - low);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            }
-        })
-        .collect()
-}
-
 fn llama(b: &mut Builder, llama3: bool) -> Result<()> {
     header(b, "llama");
     let base = if llama3 { 500_000.0 } else { 10_000.0 };
@@ -346,7 +319,7 @@ fn llama(b: &mut Builder, llama3: bool) -> Result<()> {
     if llama3 {
         // An original context of 64 (Llama 3.1 says 8192) so that most rotary pairs are
         // scaled within a 64-token test.
-        let f = llama3_rope_factors(b.dims.head_dim, base, 8.0, 1.0, 4.0, 64.0);
+        let f = crate::convert::llama3_rope_factors(b.dims.head_dim, base, 8.0, 1.0, 4.0, 64.0);
         b.put("rope_freqs.weight", &[f.len()], f, GgmlDType::F32)?;
     }
     blocks(b, PLAIN)

@@ -15,7 +15,10 @@
 //! gets a detail wrong shows it in the top-1 token, not only in the fourth decimal.
 
 mod families;
+mod hf_export;
 mod shaped;
+
+pub use hf_export::write_hf_dir;
 
 pub use shaped::{write_shape, write_shaped, Shape, SHAPES};
 

@@ -4,44 +4,17 @@
 //! `create` imports a safetensors directory.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde_json::Value as Json;
 
+use super::{
+    load_safetensors, read_json, require_u32, write_gguf, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL,
+};
 use crate::error::{EngineError, Result};
-
-const TOKEN_TYPE_NORMAL: i32 = 1;
-const TOKEN_TYPE_CONTROL: i32 = 3;
-
-/// Whether a set of uploaded files (relative name -> path) is a safetensors model.
-pub fn is_safetensors_dir(files: &BTreeMap<String, PathBuf>) -> bool {
-    files.keys().any(|k| k.ends_with(".safetensors"))
-}
-
-fn read_json(files: &BTreeMap<String, PathBuf>, name: &str) -> Result<Option<Json>> {
-    let Some(path) = files.get(name) else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
-        path: name.to_string(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| EngineError::InvalidModel(format!("{name}: {e}")))
-}
-
-fn require_u32(config: &Json, key: &str) -> Result<u32> {
-    config[key]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| EngineError::InvalidModel(format!("config.json: missing integer '{key}'")))
-}
 
 /// Convert the files of a BERT sentence-embedding model into a GGUF at `out`.
 pub fn bert_to_gguf(files: &BTreeMap<String, PathBuf>, out: &Path) -> Result<()> {
@@ -61,12 +34,7 @@ pub fn bert_to_gguf(files: &BTreeMap<String, PathBuf>, out: &Path) -> Result<()>
         _ => 1, // mean, sentence-transformers' default
     };
 
-    let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
-    for (name, path) in files.iter().filter(|(n, _)| n.ends_with(".safetensors")) {
-        let loaded = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| EngineError::InvalidModel(format!("{name}: {e}")))?;
-        tensors.extend(loaded);
-    }
+    let tensors: BTreeMap<String, Tensor> = load_safetensors(files)?;
 
     let n_layer = require_u32(&config, "num_hidden_layers")?;
     let metadata = bert_metadata(&config, &tokenizer, pooling_type, n_layer)?;
@@ -90,20 +58,7 @@ pub fn bert_to_gguf(files: &BTreeMap<String, PathBuf>, out: &Path) -> Result<()>
             "no word embeddings found in the safetensors files".into(),
         ));
     }
-    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> =
-        qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let file = File::create(out).map_err(|source| EngineError::Io {
-        path: out.display().to_string(),
-        source,
-    })?;
-    let mut w = BufWriter::new(file);
-    candle_core::quantized::gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
-    std::io::Write::flush(&mut w).map_err(|source| EngineError::Io {
-        path: out.display().to_string(),
-        source,
-    })?;
-    Ok(())
+    write_gguf(out, &metadata, &qtensors)
 }
 
 fn bert_metadata(

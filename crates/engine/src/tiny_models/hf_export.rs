@@ -1,0 +1,229 @@
+//! The other direction of [`crate::convert`], for tests: a llama/qwen2/qwen3 GGUF
+//! written out as a Hugging Face model directory (`config.json`, `model.safetensors`
+//! in F32, `tokenizer.json`, `tokenizer_config.json`), laid out as Hugging Face lays
+//! such models out (its names, the rotary halves of llama's q/k rows, added tokens,
+//! the pre-tokenizer spelled out). Importing the directory must give the GGUF back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+use serde_json::{json, Map, Value as Json};
+
+use crate::error::{EngineError, Result};
+use crate::tokenizer::{LLAMA3_PATTERN, QWEN2_PATTERN};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn missing(key: &str) -> EngineError {
+    EngineError::MissingMetadata(key.to_string())
+}
+
+/// Write the GGUF at `gguf` as a Hugging Face directory `dir`; `extra_config` is
+/// merged into `config.json` (e.g. a `rope_scaling` whose factors the GGUF holds as
+/// `rope_freqs`, which is then left out).
+pub fn write_hf_dir(gguf: &Path, dir: &Path, extra_config: Json) -> Result<()> {
+    let mut file = BufReader::new(File::open(gguf).map_err(io(gguf))?);
+    let content = Content::read(&mut file)
+        .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", gguf.display())))?;
+    let meta = &content.metadata;
+    let text = |k: &str| -> Result<String> {
+        meta.get(k)
+            .and_then(|v| v.to_string().ok().cloned())
+            .ok_or_else(|| missing(k))
+    };
+    let arch = text("general.architecture")?;
+    let num = |k: &str| -> Result<f64> {
+        let v = meta.get(&format!("{arch}.{k}")).ok_or_else(|| missing(k))?;
+        v.to_u32()
+            .map(f64::from)
+            .or_else(|_| v.to_f32().map(f64::from))
+            .map_err(|_| missing(k))
+    };
+    let n_head = num("attention.head_count")? as usize;
+    let n_head_kv = num("attention.head_count_kv").unwrap_or(n_head as f64) as usize;
+    let n_embd = num("embedding_length")? as usize;
+    let head_dim = num("attention.key_length").unwrap_or((n_embd / n_head) as f64) as usize;
+    let tokens = string_array(meta, "tokenizer.ggml.tokens")?;
+
+    let mut config = json!({
+        "model_type": arch,
+        "hidden_size": n_embd,
+        "intermediate_size": num("feed_forward_length")? as u64,
+        "num_hidden_layers": num("block_count")? as u64,
+        "num_attention_heads": n_head,
+        "num_key_value_heads": n_head_kv,
+        "max_position_embeddings": num("context_length")? as u64,
+        "rms_norm_eps": num("attention.layer_norm_rms_epsilon")?,
+        "rope_theta": num("rope.freq_base").unwrap_or(10_000.0),
+        "vocab_size": tokens.len(),
+        "tie_word_embeddings": !content.tensor_infos.contains_key("output.weight"),
+    });
+    if meta.contains_key(&format!("{arch}.attention.key_length")) {
+        config["head_dim"] = json!(head_dim);
+    }
+    if let (Some(c), Json::Object(extra)) = (config.as_object_mut(), extra_config) {
+        c.extend(extra);
+    }
+    write_json(&dir.join("config.json"), &config)?;
+
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for name in content.tensor_infos.keys() {
+        if name == "rope_freqs.weight" {
+            continue;
+        }
+        let w = content
+            .tensor(&mut file, name, &Device::Cpu)?
+            .dequantize(&Device::Cpu)?;
+        let w = if arch == "llama" && name.ends_with("attn_q.weight") {
+            unpermute(&w, n_head, head_dim)?
+        } else if arch == "llama" && name.ends_with("attn_k.weight") {
+            unpermute(&w, n_head_kv, head_dim)?
+        } else {
+            w
+        };
+        let hf = hf_name(name)
+            .ok_or_else(|| EngineError::InvalidModel(format!("no Hugging Face name for {name}")))?;
+        tensors.insert(hf, w);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+
+    let (tokenizer, tokenizer_config) = tokenizer_files(meta, &tokens)?;
+    write_json(&dir.join("tokenizer.json"), &tokenizer)?;
+    write_json(&dir.join("tokenizer_config.json"), &tokenizer_config)
+}
+
+fn write_json(path: &Path, v: &Json) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| EngineError::InvalidModel(e.to_string()))?;
+    std::fs::write(path, text).map_err(io(path))
+}
+
+fn string_array(meta: &HashMap<String, Value>, key: &str) -> Result<Vec<String>> {
+    let Some(Value::Array(a)) = meta.get(key) else {
+        return Err(missing(key));
+    };
+    a.iter()
+        .map(|v| v.to_string().cloned().map_err(|_| missing(key)))
+        .collect()
+}
+
+/// Hugging Face's rotary layout back from ggml's: each head's interleaved pairs as
+/// two halves.
+fn unpermute(w: &Tensor, n_head: usize, head_dim: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    Ok(w.reshape((n_head, head_dim / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// `tokenizer.json` and `tokenizer_config.json` for the GGUF's `gpt2` tokenizer.
+fn tokenizer_files(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<(Json, Json)> {
+    let types: Vec<i32> = match meta.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) => a.iter().map(|v| v.to_i32().unwrap_or(1)).collect(),
+        _ => vec![1; tokens.len()],
+    };
+    let merges = string_array(meta, "tokenizer.ggml.merges")?;
+    let pre = meta
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok().cloned())
+        .unwrap_or_default();
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, (token, kind)) in tokens.iter().zip(&types).enumerate() {
+        vocab.insert(token.clone(), json!(id));
+        if *kind == 3 || *kind == 4 {
+            added.push(json!({"id": id, "content": token, "special": *kind == 3,
+                "single_word": false, "lstrip": false, "rstrip": false, "normalized": *kind != 3}));
+        }
+    }
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]})
+    };
+    let pre_tokenizer = match pre.as_str() {
+        "qwen2" => split(QWEN2_PATTERN),
+        "llama-bpe" => split(LLAMA3_PATTERN),
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        _ => byte_level(true),
+    };
+    let tokenizer = json!({
+        "version": "1.0",
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "decoder": byte_level(true),
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "fuse_unk": false,
+                  "byte_fallback": false, "vocab": vocab, "merges": merges},
+    });
+    let mut config = Map::new();
+    for (kind, key) in [
+        ("bos", "tokenizer.ggml.bos_token_id"),
+        ("eos", "tokenizer.ggml.eos_token_id"),
+        ("unk", "tokenizer.ggml.unknown_token_id"),
+        ("pad", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(t) = meta
+            .get(key)
+            .and_then(|v| v.to_u32().ok())
+            .and_then(|id| tokens.get(id as usize))
+        {
+            config.insert(format!("{kind}_token"), json!(t));
+        }
+    }
+    if let Some(b) = meta
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool().ok())
+    {
+        config.insert("add_bos_token".into(), json!(b));
+    }
+    if let Some(t) = meta
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+    {
+        config.insert("chat_template".into(), json!(t));
+    }
+    Ok((tokenizer, Json::Object(config)))
+}
