@@ -282,11 +282,17 @@ pub struct ShowWhat {
     pub parameters: bool,
     pub system: bool,
     pub license: bool,
+    /// Every metadata key and tensor too (`show -v`).
+    pub verbose: bool,
 }
 
 pub async fn show(c: &Client, model: &str, what: ShowWhat) -> Result<(), CliError> {
     let v = c
-        .json(Method::POST, "/api/show", Some(json!({ "model": model })))
+        .json(
+            Method::POST,
+            "/api/show",
+            Some(json!({ "model": model, "verbose": what.verbose })),
+        )
         .await?;
     let field = |k: &str| str_of(&v, k).to_string();
     let printed = [
@@ -345,8 +351,58 @@ pub async fn show(c: &Client, model: &str, what: ShowWhat) -> Result<(), CliErro
             }
         }
     }
+    if what.verbose {
+        println!("\n  Metadata");
+        if let Some(meta) = info.as_object() {
+            let mut keys: Vec<&String> = meta.keys().collect();
+            keys.sort();
+            for k in keys {
+                println!("    {k:<40}{}", metadata_value(&meta[k.as_str()]));
+            }
+        }
+        let tensors = v["tensors"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !tensors.is_empty() {
+            println!("\n  Tensors");
+            for t in tensors {
+                let shape: Vec<String> = t["shape"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                println!(
+                    "    {:<40}{:<8}[{}]",
+                    str_of(t, "name"),
+                    str_of(t, "type"),
+                    shape.join(" ")
+                );
+            }
+        }
+    }
     println!();
     Ok(())
+}
+
+/// A metadata value as `show -v` prints it: arrays shortened to their first items.
+fn metadata_value(v: &Value) -> String {
+    const SHOWN: usize = 5;
+    let one = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match v {
+        Value::Array(items) if items.len() > SHOWN => {
+            let head: Vec<String> = items.iter().take(SHOWN).map(one).collect();
+            format!("[{} ...+{} more]", head.join(" "), items.len() - SHOWN)
+        }
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(one).collect::<Vec<_>>().join(" "))
+        }
+        other => one(other),
+    }
 }
 
 pub async fn copy(c: &Client, source: &str, destination: &str) -> Result<(), CliError> {

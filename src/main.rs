@@ -69,6 +69,9 @@ enum Command {
         /// Show the license
         #[arg(long)]
         license: bool,
+        /// Show every metadata key and tensor
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Run a model: answer a prompt, or chat interactively
     Run {
@@ -152,6 +155,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             parameters,
             system,
             license,
+            verbose,
         } => {
             let what = ShowWhat {
                 modelfile,
@@ -159,6 +163,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 parameters,
                 system,
                 license,
+                verbose,
             };
             client::show(&c, &model, what).await
         }

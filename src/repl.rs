@@ -1,7 +1,7 @@
 //! `wick run <model> [prompt]`: answer one prompt (from the arguments or piped stdin),
 //! or chat interactively.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -387,30 +387,90 @@ impl Session {
     }
 }
 
+/// The prompt's line editor: rustyline (arrow keys, line editing) with Ollama's
+/// history file, `~/.ollama/history`. History is a convenience: a home without one
+/// or an unwritable file only means no history.
+struct Input {
+    editor: rustyline::DefaultEditor,
+    history: Option<std::path::PathBuf>,
+}
+
+/// What one read at the prompt gave.
+enum Prompted {
+    Line(String),
+    /// Ctrl-C: the line is dropped.
+    Interrupted,
+    /// Ctrl-D or the end of input.
+    End,
+}
+
+impl Input {
+    fn new() -> Result<Input, CliError> {
+        let mut editor = rustyline::DefaultEditor::new()
+            .map_err(|e| CliError::Other(format!("starting the line editor: {e}")))?;
+        let history = std::env::var_os("HOME").map(|home| {
+            std::path::PathBuf::from(home)
+                .join(".ollama")
+                .join("history")
+        });
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        Ok(Input { editor, history })
+    }
+
+    fn read(&mut self, prompt: &str) -> Result<Prompted, CliError> {
+        use rustyline::error::ReadlineError;
+        match self.editor.readline(prompt) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = self.editor.add_history_entry(line.as_str());
+                    if let Some(path) = &self.history {
+                        if let Some(dir) = path.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        let _ = self.editor.save_history(path);
+                    }
+                }
+                Ok(Prompted::Line(line))
+            }
+            Err(ReadlineError::Interrupted) => Ok(Prompted::Interrupted),
+            Err(ReadlineError::Eof) => Ok(Prompted::End),
+            Err(e) => Err(CliError::Other(format!("reading input: {e}"))),
+        }
+    }
+}
+
 async fn interactive(c: &Client, session: &mut Session) -> Result<(), CliError> {
     eprintln!("Send a message (/? for help, /bye to leave)");
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut input = Input::new()?;
     loop {
-        print!(">>> ");
-        let _ = std::io::stdout().flush();
-        let Some(line) = lines.next() else {
-            println!();
-            return Ok(());
+        let mut line = match input.read(">>> ")? {
+            Prompted::Line(line) => line,
+            Prompted::Interrupted => {
+                println!("\nUse Ctrl + d or /bye to exit.");
+                continue;
+            }
+            Prompted::End => {
+                println!();
+                return Ok(());
+            }
         };
-        let mut line = line.map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
         if let Some(rest) = line.trim_start().strip_prefix("\"\"\"") {
-            // Multi-line input until a closing """.
+            // Multi-line input until a closing """; Ctrl-C drops it.
             let mut text = rest.to_string();
+            let mut dropped = false;
             while !text.trim_end().ends_with("\"\"\"") {
-                print!("... ");
-                let _ = std::io::stdout().flush();
-                match lines.next() {
-                    Some(Ok(more)) => {
+                match input.read("... ")? {
+                    Prompted::Line(more) => {
                         text.push('\n');
                         text.push_str(&more);
                     }
-                    _ => break,
+                    Prompted::Interrupted => {
+                        dropped = true;
+                        break;
+                    }
+                    Prompted::End => break,
                 }
             }
             let text = text
@@ -419,7 +479,7 @@ async fn interactive(c: &Client, session: &mut Session) -> Result<(), CliError> 
                 .trim()
                 .to_string();
             line = text;
-            if line.is_empty() {
+            if dropped || line.is_empty() {
                 continue;
             }
             if let Err(e) = send(c, session, line).await {

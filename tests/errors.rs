@@ -221,6 +221,36 @@ fn copy_show_delete_round_trip() {
     assert!(show["capabilities"]
         .as_array()
         .is_some_and(|c| c.contains(&json!("completion"))));
+    // Every tensor, in file order, as Ollama lists them: ggml's type, GGUF shape.
+    let tensors = show["tensors"].as_array().expect("tensors");
+    assert_eq!(tensors.len(), 272);
+    assert_eq!(
+        tensors[0],
+        json!({"name": "token_embd.weight", "type": "Q8_0", "shape": [576, 49152]})
+    );
+    assert!(tensors
+        .iter()
+        .any(|t| t["name"] == "blk.0.attn_q.weight" && t["type"] == "Q4_1"));
+
+    // `wick show -v` prints the whole metadata (arrays shortened) and the tensors.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["show", "-v", "mine"])
+        .env("OLLAMA_HOST", &s.base)
+        .env_remove("WICK_API_KEY")
+        .output()
+        .expect("run wick show -v");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("  Metadata") && text.contains("  Tensors"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tokenizer.ggml.tokens") && text.contains("more]"),
+        "{text}"
+    );
+    assert!(text.contains("blk.29.ffn_down.weight"), "{text}");
+
     let (status, _) = s.delete(&json!({"model": "mine"}));
     assert_eq!(status, 200);
     let (status, r) = s.delete(&json!({"model": "mine"}));

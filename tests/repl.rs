@@ -15,12 +15,14 @@ fn interactive_run_under_a_terminal() {
         return;
     };
     let server = Server::with_smollm2();
+    let home = tempfile::tempdir().expect("a home for the history file");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/repl_check.py");
     let out = Command::new(python)
         .arg(script)
         .env("WICK_BIN", env!("CARGO_BIN_EXE_wick"))
         .env("OLLAMA_HOST", &server.base)
         .env("WICK_TEST_MODEL", SMOLLM2)
+        .env("HOME", home.path())
         .env_remove("WICK_API_KEY")
         .output()
         .expect("run python");

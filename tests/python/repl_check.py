@@ -75,6 +75,9 @@ if not any(ch.isalnum() for ch in answer):
     fail("answer has text", out)
 send("/set parameter")
 expect("usage", "Usage: /set parameter <name> <value>", ">>> ")
+# The up arrow recalls the last line (history), Enter sends it again.
+os.write(master, b"\x1b[A\r")
+expect("history recalls the last line", "Usage: /set parameter <name> <value>", ">>> ")
 send("Tell me more.")
 expect("second turn", ">>> ")
 send("/bye")
@@ -86,4 +89,9 @@ if code != 0:
     fail("exit", code)
 passed += 1
 print("ok exit 0")
+history = os.path.join(os.environ["HOME"], ".ollama", "history")
+if not os.path.exists(history) or "/set parameter temperature 0" not in open(history).read():
+    fail("history file", history)
+passed += 1
+print("ok history file")
 print(f"{passed} passed, 0 failed")

@@ -40,14 +40,39 @@ pub(crate) struct ShowResponse {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     messages: Vec<Value>,
     model_info: Map<String, Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tensors: Vec<TensorInfo>,
     capabilities: Vec<&'static str>,
     modified_at: String,
+}
+
+/// One tensor as Ollama's `/api/show` lists it: ggml's type name and the GGUF shape
+/// (innermost dimension first).
+#[derive(Debug, Serialize)]
+struct TensorInfo {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    shape: Vec<u64>,
 }
 
 /// What show reads from the GGUF file.
 struct GgufView {
     facts: GgufFacts,
     has_fim: bool,
+    tensors: Vec<TensorInfo>,
+}
+
+/// The file's tensors in file order.
+fn tensor_list(gguf: &GgufFile) -> Vec<TensorInfo> {
+    gguf.tensor_summaries()
+        .into_iter()
+        .map(|t| TensorInfo {
+            name: t.name,
+            kind: t.kind,
+            shape: t.shape,
+        })
+        .collect()
 }
 
 fn read_gguf(path: &std::path::Path, verbose: bool) -> Result<GgufView> {
@@ -64,7 +89,12 @@ fn read_gguf(path: &std::path::Path, verbose: bool) -> Result<GgufView> {
             })
     };
     let has_fim = has("<|fim_prefix|>") && has("<|fim_suffix|>") && has("<|fim_middle|>");
-    Ok(GgufView { facts, has_fim })
+    let tensors = tensor_list(&gguf);
+    Ok(GgufView {
+        facts,
+        has_fim,
+        tensors,
+    })
 }
 
 pub(crate) async fn show(
@@ -129,7 +159,11 @@ pub(crate) async fn show(
         system,
         details: Details::from_config(&resolved.config, resolved.parent_model.as_deref()),
         messages: resolved.messages.clone(),
-        model_info: gguf.map(|g| g.facts.model_info).unwrap_or_default(),
+        model_info: gguf
+            .as_ref()
+            .map(|g| g.facts.model_info.clone())
+            .unwrap_or_default(),
+        tensors: gguf.map(|g| g.tensors).unwrap_or_default(),
         capabilities,
         modified_at: wire::go_time(&resolved.modified_at),
     }))

@@ -45,7 +45,51 @@ fn tensor_bytes(info: &TensorInfo) -> Option<usize> {
     blocks.checked_mul(info.ggml_dtype.type_size())
 }
 
+/// A tensor as a listing shows it: its name, ggml's type name (`Q4_K`, `F16`, ...)
+/// and its GGUF shape (innermost dimension first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSummary {
+    pub name: String,
+    pub kind: String,
+    pub shape: Vec<u64>,
+}
+
+/// ggml's name of a tensor type.
+pub fn ggml_type_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
 impl GgufFile {
+    /// Every tensor in file order.
+    pub fn tensor_summaries(&self) -> Vec<TensorSummary> {
+        let mut infos: Vec<_> = self.content.tensor_infos.iter().collect();
+        infos.sort_by_key(|(_, info)| info.offset);
+        infos
+            .into_iter()
+            .map(|(name, info)| TensorSummary {
+                name: name.clone(),
+                kind: ggml_type_name(info.ggml_dtype).to_string(),
+                shape: info.shape.dims().iter().rev().map(|&d| d as u64).collect(),
+            })
+            .collect()
+    }
+
     /// Open and parse the header. A truncated or corrupt file is an `InvalidModel` error.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|source| EngineError::Io {
