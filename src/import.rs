@@ -221,11 +221,30 @@ pub async fn create(
     }
     body.insert("stream".into(), json!(true));
 
-    c.stream("/api/create", Value::Object(body), |v| {
-        if let Some(s) = v.get("status").and_then(Value::as_str) {
-            eprintln!("{s}");
-        }
-        Ok(())
-    })
-    .await
+    // Statuses print as lines; one with `total`/`completed` (quantizing) draws a bar.
+    let mut progress: Option<ProgressBar> = None;
+    let result = c
+        .stream("/api/create", Value::Object(body), |v| {
+            let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
+            match (v["total"].as_u64(), v["completed"].as_u64()) {
+                (Some(total), Some(done)) => {
+                    let pb = progress.get_or_insert_with(|| bar(total, status));
+                    pb.set_position(done);
+                }
+                _ => {
+                    if let Some(pb) = progress.take() {
+                        pb.finish();
+                    }
+                    if !status.is_empty() {
+                        eprintln!("{status}");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Some(pb) = progress.take() {
+        pb.abandon();
+    }
+    result
 }

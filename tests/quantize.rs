@@ -19,9 +19,43 @@ fn create_quantizes_a_float_model() {
         "/api/create",
         &json!({"model": "smol-q8", "files": {"model.gguf": digest}, "quantize": "q8_0"}),
     );
-    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    // Ollama's progress: the quantizing status repeated with the source layer's size as
+    // `total` and a growing `completed`, then `verifying conversion`, the layers, the
+    // manifest, success.
+    let progress: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["status"] == "quantizing F16 model to Q8_0" && l.get("completed").is_some())
+        .collect();
+    assert!(progress.len() > 100, "{lines:?}");
+    let total = std::fs::metadata(&f16).expect("size").len();
+    let completed: Vec<u64> = progress
+        .iter()
+        .filter_map(|l| l["completed"].as_u64())
+        .collect();
+    assert!(progress
+        .iter()
+        .all(|l| l["total"] == total && l["digest"] == "0000000000000000000"));
+    assert!(completed.windows(2).all(|w| w[0] <= w[1]), "{completed:?}");
     assert!(
-        statuses.contains(&"quantizing F16 model to Q8_0"),
+        completed.last().is_some_and(|&c| c + 1024 >= total),
+        "{completed:?}"
+    );
+    let statuses: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.get("completed").is_none())
+        .filter_map(|l| l["status"].as_str())
+        .collect();
+    let at = |s: &str| statuses.iter().position(|x| *x == s);
+    assert!(
+        at("parsing GGUF") < at("quantizing F16 model to Q8_0"),
+        "{statuses:?}"
+    );
+    assert!(
+        at("quantizing F16 model to Q8_0") < at("verifying conversion"),
+        "{statuses:?}"
+    );
+    assert!(
+        at("verifying conversion") < at("writing manifest"),
         "{statuses:?}"
     );
     assert_eq!(statuses.last(), Some(&"success"));

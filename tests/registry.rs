@@ -92,6 +92,23 @@ fn a_wick_pulls_from_a_wick() {
         .filter(|l| l["completed"] == l["total"])
         .count();
     assert!(last_of_each >= 2, "{s:?}");
+    // The ~98 MB weights came as ranged parts of 16 MiB (several at once): every
+    // step short of the end is a whole number of parts.
+    let weights: Vec<u64> = layer_lines
+        .iter()
+        .filter(|l| l["total"].as_u64() > Some(50 << 20))
+        .filter_map(|l| l["completed"].as_u64())
+        .collect();
+    let total = layer_lines
+        .iter()
+        .filter_map(|l| l["total"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(weights.len() >= 6, "{weights:?}");
+    assert!(
+        weights.iter().all(|&c| c == total || c % (16 << 20) == 0),
+        "{weights:?}"
+    );
 
     // The same bytes: the model digest equals the source's.
     let (_, src_tags) = source.get("/api/tags");

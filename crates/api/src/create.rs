@@ -3,11 +3,12 @@
 //! `template`, `system`, `parameters`, `license` and `messages` layers.
 //!
 //! Everything is checked before anything is written (a corrupt GGUF or a missing blob
-//! leaves the store unchanged). Creating a model from blobs already in the store takes
-//! moments, so the work is done first and then answered with Ollama's progress
-//! statuses (`parsing GGUF`, `using existing layer …`, `creating new layer …`,
-//! `writing manifest`, `success`) as NDJSON, or `{"status":"success"}` with
-//! `stream: false`; failures get a real status code either way.
+//! leaves the store unchanged). Ollama's progress statuses (`parsing GGUF`,
+//! `quantizing F16 model to Q4_K_M` with `total`/`completed`, `verifying conversion`,
+//! `using existing layer …`, `creating new layer …`, `writing manifest`, `success`)
+//! stream as NDJSON, or `{"status":"success"}` with `stream: false`. Failures get a
+//! real status code, except one after quantizing has begun streaming, which ends the
+//! stream with Ollama's `{"error": ...}` line.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -235,12 +236,12 @@ fn checked_file(file: String, digest: String) -> Result<(String, Digest)> {
     Ok((file, digest))
 }
 
-/// The base layers and config of the new model, and the statuses so far.
+/// The base layers and config of the new model.
 fn prepare(
     store: &Store,
     source: &Source,
     requires: &str,
-    statuses: &mut Vec<String>,
+    emit: &mut dyn FnMut(Value),
 ) -> Result<(Vec<Layer>, ConfigV2)> {
     match source {
         Source::From(base) => {
@@ -269,7 +270,7 @@ fn prepare(
                 }
                 paths.insert(file.clone(), store.blob_path(digest));
             }
-            statuses.push("converting model".into());
+            emit(status("converting model"));
             let digest = convert_to_blob(store, &paths)?;
             let path = store.blob_path(&digest);
             let facts = GgufFacts::read(&path, false)
@@ -298,7 +299,7 @@ fn prepare(
                     "{file:?} is not a GGUF file (no GGUF magic)"
                 )));
             }
-            statuses.push("parsing GGUF".into());
+            emit(status("parsing GGUF"));
             let facts = GgufFacts::read(&path, false)
                 .map_err(|e| ApiError::bad(format!("invalid GGUF file {file:?}: {e}")))?;
             wick_engine::model::check_supported(&path).map_err(|e| match e {
@@ -348,7 +349,7 @@ fn quantize_layers(
     layers: &mut [Layer],
     config: &mut ConfigV2,
     ftype: FileType,
-    statuses: &mut Vec<String>,
+    emit: &mut dyn FnMut(Value),
 ) -> Result<()> {
     let layer = layers
         .iter_mut()
@@ -360,19 +361,41 @@ fn quantize_layers(
     } else {
         config.file_type.clone()
     };
-    statuses.push(format!("quantizing {from} model to {}", ftype.name()));
+    let what = format!("quantizing {from} model to {}", ftype.name());
+    emit(status(&what));
+    let size = layer.size;
     let tmp = tempfile::NamedTempFile::new_in(store.blobs_dir()).map_err(ApiError::internal)?;
-    wick_engine::quantize::quantize_gguf(&src, tmp.path(), ftype, |_, _| {}).map_err(|e| {
+    // Ollama's progress: the source layer's size as `total`, the share of its tensor
+    // bytes done so far as `completed`, under a placeholder digest.
+    let progress = |done: u64, total: u64| {
+        let completed = if total == 0 {
+            size
+        } else {
+            (size as f64 * done as f64 / total as f64) as u64
+        };
+        emit(
+            json!({"status": what, "digest": QUANTIZE_DIGEST, "total": size, "completed": completed}),
+        );
+    };
+    wick_engine::quantize::quantize_gguf(&src, tmp.path(), ftype, progress).map_err(|e| {
         if e.is_client_error() {
             ApiError::bad(e.to_string())
         } else {
             ApiError::internal(format!("quantizing: {e}"))
         }
     })?;
+    emit(status("verifying conversion"));
     let digest = commit_file(store, tmp.path())?;
     *layer = store.layer_from_blob(MEDIA_TYPE_MODEL, &digest)?;
     config.file_type = ftype.name().to_string();
     Ok(())
+}
+
+/// The digest Ollama reports quantization progress under.
+const QUANTIZE_DIGEST: &str = "0000000000000000000";
+
+fn status(s: &str) -> Value {
+    json!({ "status": s })
 }
 
 /// Hash a finished file and store it as a blob (atomically); its digest.
@@ -400,15 +423,20 @@ fn blob_names(store: &Store) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// Create the model; returns the progress statuses.
-fn create_blocking(store: &Store, req: ValidCreateRequest, no_prune: bool) -> Result<Vec<String>> {
-    let mut statuses = Vec::new();
-    let (mut layers, mut config) = prepare(store, &req.source, &req.requires, &mut statuses)?;
+/// Create the model, reporting progress through `emit`.
+fn create_blocking(
+    store: &Store,
+    req: ValidCreateRequest,
+    no_prune: bool,
+    emit: &mut dyn FnMut(Value),
+) -> Result<()> {
+    // Taken first, so a layer this request made (a conversion, a quantization) is new.
+    let before = blob_names(store);
+    let (mut layers, mut config) = prepare(store, &req.source, &req.requires, emit)?;
     if let Some(ftype) = req.quantize {
-        quantize_layers(store, &mut layers, &mut config, ftype, &mut statuses)?;
+        quantize_layers(store, &mut layers, &mut config, ftype, emit)?;
     }
     let old = store.manifest(&req.name).ok();
-    let before = blob_names(store);
     let manifest = store.create_model(
         &req.name,
         NewModel {
@@ -430,9 +458,9 @@ fn create_blocking(store: &Store, req: ValidCreateRequest, no_prune: bool) -> Re
         } else {
             "creating new layer"
         };
-        statuses.push(format!("{verb} {}", layer.digest));
+        emit(status(&format!("{verb} {}", layer.digest)));
     }
-    statuses.push("writing manifest".into());
+    emit(status("writing manifest"));
     if let Some(old) = old {
         if !no_prune && old.manifest != manifest {
             if let Err(e) = store.remove_unreferenced_layers(&old.manifest) {
@@ -440,11 +468,20 @@ fn create_blocking(store: &Store, req: ValidCreateRequest, no_prune: bool) -> Re
             }
         }
     }
-    statuses.push("success".into());
+    emit(status("success"));
     tracing::info!(model = %req.name, "model created");
-    Ok(statuses)
+    Ok(())
 }
 
+fn ndjson_line(v: &Value) -> String {
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// `POST /api/create`. Whatever fails before the long part (quantizing) begins is a
+/// real status code, streamed or not; once quantizing reports progress the stream is
+/// under way, and a later failure ends it with Ollama's `{"error": ...}` line.
 pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateRequest>,
@@ -453,14 +490,57 @@ pub(crate) async fn create(
     let stream = req.stream;
     let store = state.store.clone();
     let no_prune = state.config.no_prune;
-    let statuses = blocking(move || create_blocking(&store, req, no_prune)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let job = tokio::spawn(blocking(move || {
+        create_blocking(&store, req, no_prune, &mut |v| {
+            let _ = tx.send(v);
+        })
+    }));
     if !stream {
-        return Ok(Json(json!({ "status": "success" })).into_response());
+        drop(rx);
+        return match job.await {
+            Ok(Ok(())) => Ok(Json(json!({ "status": "success" })).into_response()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(ApiError::internal(format!("create task failed: {e}"))),
+        };
     }
-    let mut body = String::new();
-    for s in statuses {
-        body.push_str(&json!({ "status": s }).to_string());
-        body.push('\n');
+    let mut sent = Vec::new();
+    loop {
+        match rx.recv().await {
+            Some(v) => {
+                let long_part = v.get("completed").is_some();
+                sent.push(v);
+                if long_part {
+                    break;
+                }
+            }
+            None => {
+                // Done before any progress: answer with its statuses or its error.
+                return match job.await {
+                    Ok(Ok(())) => {
+                        let body: String = sent.iter().map(ndjson_line).collect();
+                        Ok(ndjson(Body::from(body)))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(ApiError::internal(format!("create task failed: {e}"))),
+                };
+            }
+        }
     }
-    Ok(ndjson(Body::from(body)))
+    let head = futures::stream::iter(sent.iter().map(ndjson_line).collect::<Vec<_>>());
+    let rest = futures::stream::unfold((rx, Some(job)), |(mut rx, job)| async move {
+        if let Some(v) = rx.recv().await {
+            return Some((ndjson_line(&v), (rx, job)));
+        }
+        let error = match job?.await {
+            Ok(Ok(())) => return None,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("create task failed: {e}"),
+        };
+        Some((ndjson_line(&json!({ "error": error })), (rx, None)))
+    });
+    Ok(ndjson(Body::from_stream(futures::StreamExt::map(
+        futures::StreamExt::chain(head, rest),
+        Ok::<_, std::convert::Infallible>,
+    ))))
 }

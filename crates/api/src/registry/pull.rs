@@ -9,6 +9,11 @@
 //! is verified against its digest before it is renamed into place, and the manifest,
 //! written last and atomically, is what makes the model exist. Concurrent pulls of one
 //! blob take turns, so the second finds it already downloaded.
+//!
+//! A big blob downloads as several ranged requests at once (`PART_SIZE` each, up to
+//! `PARTS_IN_FLIGHT`), written to the partial file in order as they arrive, so the
+//! file always holds a prefix of the blob and resuming stays a matter of its length.
+//! A registry that ignores ranges gets the one-stream download.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,6 +40,11 @@ use crate::AppState;
 const WRITE_BATCH: usize = 1 << 20;
 /// How much a layer's `completed` must grow before another progress line is sent.
 const PROGRESS_STEP: u64 = 4 << 20;
+/// The size of one ranged part of a big blob.
+const PART_SIZE: u64 = 16 << 20;
+/// Ranged parts downloading (or done and waiting for their turn) at once; with
+/// `PART_SIZE` this bounds the memory one pull holds.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// Why a pull failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +255,13 @@ async fn download(
     if offset == layer.size {
         return Ok(partial);
     }
+    if layer.size - offset >= 2 * PART_SIZE {
+        match download_parts(registry, target, layer, partial, progress).await? {
+            (p, true) => return Ok(p),
+            (p, false) => partial = p, // no ranges: one stream from here
+        }
+    }
+    let offset = partial.offset();
     let mut headers = Vec::new();
     if offset > 0 {
         headers.push((RANGE, format!("bytes={offset}-")));
@@ -304,6 +321,63 @@ async fn download(
         )));
     }
     Ok(partial)
+}
+
+/// The rest of a blob as ranged parts, `PARTS_IN_FLIGHT` at a time, appended to the
+/// partial file in order. Gives the partial file back with `true` when it is complete,
+/// `false` when the registry does not serve ranges (nothing written). On an error the
+/// partial file keeps the parts written so far, for the next pull to resume from.
+async fn download_parts(
+    registry: &Registry,
+    target: &Target,
+    layer: &Layer,
+    mut partial: PartialBlob,
+    progress: &Progress,
+) -> std::result::Result<(PartialBlob, bool), PullError> {
+    let url = target.blob_url(&layer.digest);
+    let starts: Vec<u64> = (partial.offset()..layer.size)
+        .step_by(PART_SIZE as usize)
+        .collect();
+    let fetch = |start: u64| {
+        let end = (start + PART_SIZE).min(layer.size);
+        let url = url.clone();
+        async move {
+            let resp = registry
+                .get(&url, &[(RANGE, format!("bytes={start}-{}", end - 1))])
+                .await?;
+            match resp.status() {
+                StatusCode::PARTIAL_CONTENT => {}
+                s if s.is_success() => return Ok(None),
+                s => {
+                    return Err(PullError::Registry(format!(
+                        "pulling {}: {s}",
+                        layer.digest
+                    )))
+                }
+            }
+            let bytes = resp.bytes().await?;
+            if bytes.len() as u64 != end - start {
+                return Err(PullError::Registry(format!(
+                    "pulling {}: a part of {} bytes came as {}",
+                    layer.digest,
+                    end - start,
+                    bytes.len()
+                )));
+            }
+            Ok(Some(bytes))
+        }
+    };
+    let mut parts = futures::stream::iter(starts)
+        .map(fetch)
+        .buffered(PARTS_IN_FLIGHT);
+    while let Some(part) = parts.next().await {
+        let Some(bytes) = part? else {
+            return Ok((partial, false));
+        };
+        partial = blocking_partial(partial, move |p| p.write_all(&bytes)).await?;
+        progress.layer(layer, partial.offset()).await;
+    }
+    Ok((partial, true))
 }
 
 /// Store work off the async threads.

@@ -163,13 +163,14 @@ fn names_in_file_order(gguf: &GgufFile) -> Vec<String> {
     names.into_iter().map(|(n, _)| n.clone()).collect()
 }
 
-/// Quantize `src` into `dst` as `ftype`. `progress(done, total)` is called after each
-/// tensor. A model that is not F32/F16/BF16 is refused, as Ollama refuses it.
+/// Quantize `src` into `dst` as `ftype`. `progress(done, total)` (bytes of source
+/// tensor data) is called after each tensor. A model that is not F32/F16/BF16 is
+/// refused, as Ollama refuses it; every refusal comes before the first tensor is done.
 pub fn quantize_gguf(
     src: &Path,
     dst: &Path,
     ftype: FileType,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(u64, u64),
 ) -> Result<()> {
     let mut gguf = GgufFile::open(src)?;
     let arch = gguf.architecture()?;
@@ -188,28 +189,39 @@ pub fn quantize_gguf(
                 "quantization is only supported for F16 and F32 models".into(),
             ));
         }
+        let cols = info.shape.dims().last().copied().unwrap_or(0);
+        if is_quantized(name, info.shape.rank())
+            && tensor_type(ftype, name, cols, n_layer, has_output) == GgmlDType::Q5_1
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "{}: tensor '{name}' ({cols} columns) would need Q5_1, which wick does not serve; use q4_K_M or q6_K",
+                ftype.name()
+            )));
+        }
     }
-    let total = names.len();
-    let mut out: Vec<(String, QTensor)> = Vec::with_capacity(total);
-    for (i, name) in names.iter().enumerate() {
+    let bytes_of = |name: &String| {
+        let info = &gguf.content.tensor_infos[name];
+        (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size())
+            as u64
+    };
+    let total: u64 = names.iter().map(bytes_of).sum();
+    let sizes: Vec<u64> = names.iter().map(bytes_of).collect();
+    let mut done = 0u64;
+    let mut out: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
+    for (name, size) in names.iter().zip(sizes) {
         let q = gguf.tensor(name, &Device::Cpu)?;
         let dims = q.shape().dims().to_vec();
         let q = if is_quantized(name, dims.len()) {
             let cols = dims.last().copied().unwrap_or(0);
             let want = tensor_type(ftype, name, cols, n_layer, has_output);
-            if want == GgmlDType::Q5_1 {
-                return Err(EngineError::InvalidRequest(format!(
-                    "{}: tensor '{name}' ({cols} columns) would need Q5_1, which wick does not serve; use q4_K_M or q6_K",
-                    ftype.name()
-                )));
-            }
             let floats = q.dequantize(&Device::Cpu)?;
             quantize_tensor(&floats, want)?
         } else {
             q
         };
         out.push((name.clone(), q));
-        progress(i + 1, total);
+        done += size;
+        progress(done, total);
     }
     let mut metadata: Vec<(String, Value)> = gguf
         .content
