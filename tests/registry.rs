@@ -314,6 +314,27 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
         let digest = l["digest"].as_str().unwrap();
         assert_eq!(l["status"], format!("pushing {}", &digest[7..19]));
     }
+    // The ~98 MB weights went up as a chunked upload of 32 MiB parts.
+    let weights: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["total"].as_u64() > Some(50 << 20))
+        .filter_map(|l| l["completed"].as_u64())
+        .filter(|&c| c > 0)
+        .collect();
+    let total = lines
+        .iter()
+        .filter_map(|l| l["total"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(
+        weights.len(),
+        total.div_ceil(32 << 20) as usize,
+        "{weights:?}"
+    );
+    assert!(
+        weights.iter().all(|&c| c == total || c % (32 << 20) == 0),
+        "{weights:?}"
+    );
 
     // The destination has the same model, and it answers.
     let (_, src_tags) = source.get("/api/tags");

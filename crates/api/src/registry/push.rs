@@ -1,14 +1,15 @@
 //! `POST /api/push`: a model from the store to a registry, as Ollama pushes: the model
 //! must already carry the destination's name (`wick cp` it first), each blob the
 //! registry lacks is uploaded (`HEAD` to check, `POST` an upload session, `PUT` the
-//! bytes with their digest), then the manifest.
+//! bytes with their digest; a blob over 32 MiB as a chunked upload, `PATCH` parts with
+//! their `Content-Range` and an empty closing `PUT`), then the manifest.
 //!
 //! Progress is Ollama's: `retrieving manifest`, per layer `pushing <12 hex>` with
 //! `digest`, `total` and `completed`, `pushing manifest`, `success`.
 
 use axum::extract::State;
 use axum::response::Response;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -26,6 +27,8 @@ use crate::AppState;
 const CHUNK: usize = 1 << 20;
 /// How much of a layer must go out before another progress line is sent.
 const PROGRESS_STEP: u64 = 4 << 20;
+/// Blobs above this go up as a chunked upload of parts this size.
+const UPLOAD_PART: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 enum PushError {
@@ -153,11 +156,14 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .map(|l| target.absolute(l))
         .ok_or_else(|| PushError::Registry("the registry gave no upload location".into()))?;
+    let digest = layer.parsed_digest()?;
+    let path = store.blob_path(&digest);
+    if layer.size > UPLOAD_PART {
+        return upload_in_parts(registry, target, layer, &path, location, progress).await;
+    }
     let separator = if location.contains('?') { '&' } else { '?' };
     let finish = format!("{location}{separator}digest={}", layer.digest);
 
-    let digest = layer.parsed_digest()?;
-    let path = store.blob_path(&digest);
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| PushError::Registry(format!("reading {}: {e}", path.display())))?;
@@ -196,6 +202,63 @@ async fn upload(
         .await
         .header(CONTENT_LENGTH, layer.size)
         .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(PushError::Registry(
+            registry_error(&format!("pushing {}", layer.digest), resp).await,
+        ));
+    }
+    Ok(())
+}
+
+/// A big blob as a chunked upload: `PATCH` parts of `UPLOAD_PART` bytes with their
+/// `Content-Range`, each to the location the registry last gave, then an empty
+/// `PUT ?digest=`. A registry that rejects a part fails the push by its message.
+async fn upload_in_parts(
+    registry: &Registry,
+    target: &Target,
+    layer: &Layer,
+    path: &std::path::Path,
+    mut location: String,
+    progress: &Progress,
+) -> std::result::Result<(), PushError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| PushError::Registry(format!("reading {}: {e}", path.display())))?;
+    let mut sent = 0u64;
+    while sent < layer.size {
+        let len = (layer.size - sent).min(UPLOAD_PART);
+        let mut part = vec![0u8; len as usize];
+        file.read_exact(&mut part)
+            .await
+            .map_err(|e| PushError::Registry(format!("reading {}: {e}", path.display())))?;
+        let resp = registry
+            .authorized(Method::PATCH, &location)
+            .await
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_RANGE, format!("{sent}-{}", sent + len - 1))
+            .header(CONTENT_LENGTH, len)
+            .body(part)
+            .send()
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(PushError::Registry(
+                registry_error(&format!("pushing {}", layer.digest), resp).await,
+            ));
+        }
+        if let Some(next) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+            location = target.absolute(next);
+        }
+        sent += len;
+        progress.layer(layer, sent).await;
+    }
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let finish = format!("{location}{separator}digest={}", layer.digest);
+    let resp = registry
+        .authorized(Method::PUT, &finish)
+        .await
+        .header(CONTENT_LENGTH, 0)
         .send()
         .await?;
     if resp.status() != StatusCode::CREATED {
