@@ -45,6 +45,24 @@ fn tensor_bytes(info: &TensorInfo) -> Option<usize> {
     blocks.checked_mul(info.ggml_dtype.type_size())
 }
 
+/// Write a GGUF file: `metadata` in the order given, then `tensors`.
+pub fn write_gguf(
+    dst: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[(String, QTensor)],
+) -> Result<()> {
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let io = |source| EngineError::Io {
+        path: dst.display().to_string(),
+        source,
+    };
+    let mut w = std::io::BufWriter::new(File::create(dst).map_err(io)?);
+    candle_core::quantized::gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
+    std::io::Write::flush(&mut w).map_err(io)?;
+    Ok(())
+}
+
 /// A tensor as a listing shows it: its name, ggml's type name (`Q4_K`, `F16`, ...)
 /// and its GGUF shape (innermost dimension first).
 #[derive(Debug, Clone, PartialEq, Eq)]

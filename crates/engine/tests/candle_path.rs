@@ -26,7 +26,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::model_cache;
 use common::scripted::{argmax, batching_error, margin, scripts, solo, Script, Trace};
 use wick_engine::model::CandleWeights;
 use wick_engine::{tiny_models, Device, Model};
@@ -58,13 +57,7 @@ const FAMILIES: &[&str] = &[
 ];
 
 fn smollm2() -> PathBuf {
-    let path = model_cache().join("smollm2-135m-instruct-q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/fetch-models.sh",
-        path.display()
-    );
-    path
+    common::smollm2_gguf()
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {

@@ -17,8 +17,6 @@ use wick_engine::gguf::GgufFile;
 use wick_engine::quantize::dequantize_to_f16;
 use wick_engine::{convert, tiny_models, Device, GgufTokenizer, Model};
 
-use common::model_cache;
-
 const TOKENIZER_KEYS: &[&str] = &[
     "tokenizer.ggml.model",
     "tokenizer.ggml.pre",
@@ -40,13 +38,7 @@ const TEXTS: &[&str] = &[
 ];
 
 fn smollm2() -> PathBuf {
-    let path = model_cache().join("smollm2-135m-instruct-q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/fetch-models.sh",
-        path.display()
-    );
-    path
+    common::smollm2_gguf()
 }
 
 fn hf_files(dir: &Path) -> std::collections::BTreeMap<String, PathBuf> {
@@ -64,6 +56,19 @@ fn metadata_value(gguf: &GgufFile, key: &str) -> Option<String> {
         Value::Array(a) => format!("{} items: {:?}", a.len(), a),
         other => format!("{other:?}"),
     })
+}
+
+/// Tensor names, sorted, but `rope_freqs` (compared apart).
+fn matrix_names(gguf: &GgufFile) -> Vec<String> {
+    let mut names: Vec<String> = gguf
+        .content
+        .tensor_infos
+        .keys()
+        .filter(|n| *n != "rope_freqs.weight")
+        .cloned()
+        .collect();
+    names.sort();
+    names
 }
 
 fn last_logits(path: &Path, ids: &[u32]) -> Vec<f32> {
@@ -84,22 +89,7 @@ fn round_trip(source: &Path, extra_config: serde_json::Value, dir: &Path) {
 
     let mut want = GgufFile::open(&f16).expect("open f16");
     let mut got = GgufFile::open(&imported).expect("open imported");
-    let mut want_names: Vec<String> = want
-        .content
-        .tensor_infos
-        .keys()
-        .filter(|n| *n != "rope_freqs.weight")
-        .cloned()
-        .collect();
-    let mut got_names: Vec<String> = got
-        .content
-        .tensor_infos
-        .keys()
-        .filter(|n| *n != "rope_freqs.weight")
-        .cloned()
-        .collect();
-    want_names.sort();
-    got_names.sort();
+    let (want_names, got_names) = (matrix_names(&want), matrix_names(&got));
     assert_eq!(got_names, want_names, "{}: tensor names", source.display());
     for name in &want_names {
         let a = want.raw_tensor(name).expect("want tensor");

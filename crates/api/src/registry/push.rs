@@ -161,8 +161,6 @@ async fn upload(
     if layer.size > UPLOAD_PART {
         return upload_in_parts(registry, target, layer, &path, location, progress).await;
     }
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let finish = format!("{location}{separator}digest={}", layer.digest);
 
     let file = tokio::fs::File::open(&path)
         .await
@@ -197,11 +195,31 @@ async fn upload(
             }
         },
     );
+    finish_upload(
+        registry,
+        &location,
+        layer,
+        layer.size,
+        reqwest::Body::wrap_stream(body),
+    )
+    .await
+}
+
+/// The closing `PUT <location>?digest=` of an upload, with what is left of the bytes.
+async fn finish_upload(
+    registry: &Registry,
+    location: &str,
+    layer: &Layer,
+    len: u64,
+    body: reqwest::Body,
+) -> std::result::Result<(), PushError> {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let finish = format!("{location}{separator}digest={}", layer.digest);
     let resp = registry
         .authorized(Method::PUT, &finish)
         .await
-        .header(CONTENT_LENGTH, layer.size)
-        .body(reqwest::Body::wrap_stream(body))
+        .header(CONTENT_LENGTH, len)
+        .body(body)
         .send()
         .await?;
     if resp.status() != StatusCode::CREATED {
@@ -253,20 +271,14 @@ async fn upload_in_parts(
         sent += len;
         progress.layer(layer, sent).await;
     }
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let finish = format!("{location}{separator}digest={}", layer.digest);
-    let resp = registry
-        .authorized(Method::PUT, &finish)
-        .await
-        .header(CONTENT_LENGTH, 0)
-        .send()
-        .await?;
-    if resp.status() != StatusCode::CREATED {
-        return Err(PushError::Registry(
-            registry_error(&format!("pushing {}", layer.digest), resp).await,
-        ));
-    }
-    Ok(())
+    finish_upload(
+        registry,
+        &location,
+        layer,
+        0,
+        reqwest::Body::from(Vec::new()),
+    )
+    .await
 }
 
 /// A registry's refusal as one line: its own message when it sent one.

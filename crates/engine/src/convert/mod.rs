@@ -10,16 +10,13 @@ mod bpe_vocab;
 mod decoder;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
 
 use crate::error::{EngineError, Result};
+use crate::gguf::write_gguf;
 
 pub use bert::bert_to_gguf;
 pub(crate) use decoder::llama3_rope_factors;
@@ -81,21 +78,4 @@ fn load_safetensors(files: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String
         tensors.extend(loaded);
     }
     Ok(tensors)
-}
-
-fn write_gguf(
-    out: &Path,
-    metadata: &[(String, Value)],
-    tensors: &[(String, QTensor)],
-) -> Result<()> {
-    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let io = |source| EngineError::Io {
-        path: out.display().to_string(),
-        source,
-    };
-    let mut w = BufWriter::new(File::create(out).map_err(io)?);
-    candle_core::quantized::gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
-    std::io::Write::flush(&mut w).map_err(io)?;
-    Ok(())
 }

@@ -3,7 +3,7 @@
 //! model's device, written in place.
 //!
 //! Like [`super::CpuKvCache`], memory grows with the tokens actually used, in steps of
-//! [`GROW_POSITIONS`] up to the sequence's `num_ctx`, and every cache reports its bytes
+//! [`GROW_POSITIONS`](super::cpu::GROW_POSITIONS) up to the sequence's `num_ctx`, and every cache reports its bytes
 //! to the model's shared [`KvUsage`], so admission, prefix reuse and eviction see the
 //! same numbers on both paths.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::cpu::{KvUsage, GROW_POSITIONS};
+use super::cpu::{grow_target, KvUsage};
 use crate::error::{EngineError, Result};
 
 /// Keys and values are kept in f16, as on the CPU path.
@@ -85,19 +85,9 @@ impl CandleKvCache {
     /// Make room for `positions` positions in every layer (grows in whole steps, copying
     /// the filled positions into the larger tensors).
     pub fn reserve(&mut self, positions: usize) -> Result<()> {
-        if positions > self.capacity {
-            return Err(EngineError::Internal(format!(
-                "KV cache full: {positions} positions needed, the context holds {}",
-                self.capacity
-            )));
-        }
-        if positions <= self.reserved {
+        let Some(target) = grow_target(positions, self.reserved, self.capacity)? else {
             return Ok(());
-        }
-        let target = positions
-            .div_ceil(GROW_POSITIONS)
-            .saturating_mul(GROW_POSITIONS)
-            .min(self.capacity);
+        };
         let shape = (self.n_kv_head, target, self.head_dim);
         for layer in &mut self.layers {
             let grown = |old: Option<&Tensor>| -> Result<Tensor> {
@@ -189,6 +179,7 @@ impl Drop for CandleKvCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::cpu::GROW_POSITIONS;
 
     #[test]
     fn grows_in_steps_keeps_what_was_written_and_counts_its_bytes() {

@@ -16,6 +16,29 @@ use crate::error::{EngineError, Result};
 /// Positions added at a time when a cache grows.
 pub const GROW_POSITIONS: usize = 256;
 
+/// How many positions a cache holding `reserved` of `capacity` grows to so that
+/// `positions` fit: `None` when they already do, an error past the capacity.
+pub(crate) fn grow_target(
+    positions: usize,
+    reserved: usize,
+    capacity: usize,
+) -> Result<Option<usize>> {
+    if positions > capacity {
+        return Err(EngineError::Internal(format!(
+            "KV cache full: {positions} positions needed, the context holds {capacity}"
+        )));
+    }
+    if positions <= reserved {
+        return Ok(None);
+    }
+    Ok(Some(
+        positions
+            .div_ceil(GROW_POSITIONS)
+            .saturating_mul(GROW_POSITIONS)
+            .min(capacity),
+    ))
+}
+
 /// Bytes held by all KV caches of one model.
 #[derive(Debug, Default)]
 pub struct KvUsage {
@@ -104,19 +127,9 @@ impl CpuKvCache {
 
     /// Make room for `positions` positions in every layer (grows in whole steps).
     pub fn reserve(&mut self, positions: usize) -> Result<()> {
-        if positions > self.capacity {
-            return Err(EngineError::Internal(format!(
-                "KV cache full: {positions} positions needed, the context holds {}",
-                self.capacity
-            )));
-        }
-        if positions <= self.reserved {
+        let Some(target) = grow_target(positions, self.reserved, self.capacity)? else {
             return Ok(());
-        }
-        let target = positions
-            .div_ceil(GROW_POSITIONS)
-            .saturating_mul(GROW_POSITIONS)
-            .min(self.capacity);
+        };
         let before = self.reserved_bytes();
         for layer in &mut self.layers {
             for buf in [&mut layer.k, &mut layer.v] {

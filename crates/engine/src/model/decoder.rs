@@ -157,16 +157,16 @@ impl RopeFactors {
 }
 
 /// Rotary tables of one batch: per row, `dims / 2` cosines and sines.
-struct RopeTable {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+pub(crate) struct RopeTable {
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
     half: usize,
 }
 
 impl RopeTable {
     /// Angles of each row at its position, with its sequence's factors, the cosines and
-    /// sines scaled by `attn_factor` as ggml does.
-    fn new(
+    /// sines scaled by `attn_factor` as ggml does. The candle path uses the same table.
+    pub(crate) fn new(
         positions: &[usize],
         factors: &[Option<&[f32]>],
         dims: usize,

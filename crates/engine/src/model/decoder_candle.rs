@@ -16,10 +16,9 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::decoder::{Head, RopeFactors};
+use super::decoder::{Head, RopeFactors, RopeTable};
 use super::decoder_spec::{Activation, DecoderSpec};
 use super::tensors::vector;
-use crate::cpu::ops;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::CandleKvCache;
@@ -415,25 +414,15 @@ impl CandleDecoder {
         scale: f32,
     ) -> Result<Rotary> {
         let half = self.spec.rope.dims / 2;
-        let mut cos = vec![0.0f32; positions.len() * half];
-        let mut sin = vec![0.0f32; positions.len() * half];
-        let mscale = self.spec.rope.attn_factor;
-        for (r, (&p, f)) in positions.iter().zip(factors).enumerate() {
-            let span = r * half..(r + 1) * half;
-            ops::rope_angles_scaled(
-                p,
-                self.spec.rope.dims,
-                base,
-                scale,
-                *f,
-                &mut cos[span.clone()],
-                &mut sin[span.clone()],
-            );
-            if mscale != 1.0 {
-                cos[span.clone()].iter_mut().for_each(|c| *c *= mscale);
-                sin[span].iter_mut().for_each(|s| *s *= mscale);
-            }
-        }
+        let table = RopeTable::new(
+            positions,
+            factors,
+            self.spec.rope.dims,
+            base,
+            scale,
+            self.spec.rope.attn_factor,
+        );
+        let (cos, sin) = (table.cos, table.sin);
         let shape = (positions.len(), half);
         Ok(Rotary {
             cos: Tensor::from_vec(cos, shape, &self.device)?,

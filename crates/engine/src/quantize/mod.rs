@@ -9,8 +9,6 @@
 //! Only float models are quantized (F32, F16, BF16), as in Ollama; vectors (norms,
 //! biases) stay as they are.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
@@ -18,7 +16,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{write_gguf, GgufFile};
 
 pub mod k_quants;
 
@@ -287,23 +285,6 @@ pub fn dequantize_to_f16(src: &Path, dst: &Path) -> Result<()> {
     metadata.push(("general.file_type".into(), Value::U32(1)));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     write_gguf(dst, &metadata, &out)
-}
-
-fn write_gguf(
-    dst: &Path,
-    metadata: &[(String, Value)],
-    tensors: &[(String, QTensor)],
-) -> Result<()> {
-    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let io = |source| EngineError::Io {
-        path: dst.display().to_string(),
-        source,
-    };
-    let mut w = BufWriter::new(File::create(dst).map_err(io)?);
-    candle_core::quantized::gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
-    std::io::Write::flush(&mut w).map_err(io)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,3 +17,15 @@ pub fn model_cache() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models-cache"))
 }
+
+/// SmolLM2's GGUF in the model cache (fetched by `scripts/fetch-models.sh`).
+#[allow(dead_code)]
+pub fn smollm2_gguf() -> PathBuf {
+    let path = model_cache().join("smollm2-135m-instruct-q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    path
+}
