@@ -435,28 +435,35 @@ pub async fn stop(c: &Client, model: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Stream one chat turn, printing the answer as it arrives; returns the answer.
-pub async fn chat_turn(c: &Client, body: Value, verbose: bool) -> Result<String, CliError> {
+/// Stream one chat turn, printing the answer as it arrives (wrapped at the terminal's
+/// width when `word_wrap`); returns the answer.
+pub async fn chat_turn(
+    c: &Client,
+    body: Value,
+    verbose: bool,
+    word_wrap: bool,
+) -> Result<String, CliError> {
     use std::io::Write;
     let mut answer = String::new();
     let mut last = Value::Null;
     let mut thinking = false;
+    let mut wrap = crate::wrap::WordWrap::for_stdout(word_wrap);
     c.stream("/api/chat", body, |v| {
         // Thinking first, set apart as Ollama's CLI shows it.
         let thought = str_of(&v["message"], "thinking");
         if !thought.is_empty() {
             if !thinking {
-                println!("Thinking...");
+                print!("{}", wrap.push("Thinking...\n"));
                 thinking = true;
             }
-            print!("{thought}");
+            print!("{}", wrap.push(thought));
         }
         let piece = str_of(&v["message"], "content");
         if thinking && !piece.is_empty() {
-            print!("\n...done thinking.\n\n");
+            print!("{}", wrap.push("\n...done thinking.\n\n"));
             thinking = false;
         }
-        print!("{piece}");
+        print!("{}", wrap.push(piece));
         let _ = std::io::stdout().flush();
         answer.push_str(piece);
         if v["done"] == true {

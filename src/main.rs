@@ -11,6 +11,7 @@ mod logging;
 mod pull;
 mod repl;
 mod serve;
+mod wrap;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,7 +94,7 @@ enum Command {
         /// Thinking: true, false, high, medium or low (plain --think is true)
         #[arg(long, num_args = 0..=1, default_missing_value = "true")]
         think: Option<String>,
-        /// Do not wrap words (wick never wraps its output)
+        /// Do not wrap words to the terminal's width
         #[arg(long)]
         nowordwrap: bool,
     },
@@ -181,7 +182,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             insecure,
             format,
             think,
-            nowordwrap: _,
+            nowordwrap,
         } => {
             let opts = repl::RunOptions {
                 model,
@@ -191,6 +192,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 insecure,
                 format,
                 think,
+                word_wrap: !nowordwrap,
             };
             repl::run(&c, opts).await
         }

@@ -20,6 +20,8 @@ pub struct RunOptions {
     pub format: Option<String>,
     /// `--think`: `true`, `false`, or a level (`high`, `medium`, `low`).
     pub think: Option<String>,
+    /// Wrap answers at the terminal's width (`--nowordwrap` turns it off).
+    pub word_wrap: bool,
 }
 
 /// What one conversation carries between turns: the model, the settings `/set` changed
@@ -32,6 +34,7 @@ struct Session {
     format: Option<Value>,
     think: Option<Value>,
     verbose: bool,
+    word_wrap: bool,
     history: Vec<Value>,
 }
 
@@ -45,6 +48,7 @@ impl Session {
             format: opts.format.as_deref().map(format_value).transpose()?,
             think: opts.think.as_deref().map(think_value).transpose()?,
             verbose: opts.verbose,
+            word_wrap: opts.word_wrap,
             history: Vec::new(),
         })
     }
@@ -160,7 +164,7 @@ pub async fn run(c: &Client, opts: RunOptions) -> Result<(), CliError> {
         session
             .history
             .push(json!({ "role": "user", "content": prompt }));
-        chat_turn(c, session.request(), session.verbose).await?;
+        chat_turn(c, session.request(), session.verbose, session.word_wrap).await?;
         return Ok(());
     }
     if !stdin.is_terminal() && std::env::var_os("WICK_REPL_FORCE").is_none() {
@@ -187,6 +191,8 @@ const SET_HELP: &str = "Available Commands:
   /set nothink           Disable thinking
   /set verbose           Show LLM stats
   /set quiet             Disable LLM stats
+  /set wordwrap          Enable wordwrap
+  /set nowordwrap        Disable wordwrap
   /set format json       Enable JSON mode
   /set noformat          Disable formatting";
 
@@ -289,6 +295,16 @@ impl Session {
             ["/set", "quiet"] => {
                 self.verbose = false;
                 eprintln!("Set 'quiet' mode.");
+                Line::Done
+            }
+            ["/set", "wordwrap"] => {
+                self.word_wrap = true;
+                eprintln!("Set 'wordwrap' mode.");
+                Line::Done
+            }
+            ["/set", "nowordwrap"] => {
+                self.word_wrap = false;
+                eprintln!("Set 'nowordwrap' mode.");
                 Line::Done
             }
             ["/set", "format", "json"] => {
@@ -506,7 +522,7 @@ async fn send(c: &Client, session: &mut Session, text: String) -> Result<(), Cli
     session
         .history
         .push(json!({ "role": "user", "content": text }));
-    match chat_turn(c, session.request(), session.verbose).await {
+    match chat_turn(c, session.request(), session.verbose, session.word_wrap).await {
         Ok(answer) => {
             session
                 .history
@@ -534,6 +550,7 @@ mod tests {
             insecure: false,
             format: None,
             think: None,
+            word_wrap: true,
         })
         .unwrap()
     }

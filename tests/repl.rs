@@ -1,5 +1,6 @@
 //! The interactive `wick run` under a pseudo-terminal: `"""` multi-line input,
-//! `/set parameter`, `/show info`, a chat with the real model, `/bye`
+//! `/set parameter`, `/show info`, a chat with the real model wrapped to a narrow
+//! terminal, `/set nowordwrap`, history, a line typed ahead with `/bye`
 //! (`tests/python/repl_check.py`, standard library only).
 
 mod common;
