@@ -1,18 +1,32 @@
 //! One wick pulls from another over the registry protocol: Ollama's progress objects in
 //! order, the pulled model answers, a second pull transfers nothing, a partial download
-//! resumes, and a corrupted blob on the source commits nothing at the destination.
+//! resumes (also after the source was killed mid-pull), concurrent pulls share one
+//! download, and a corrupted blob on the source commits nothing at the destination.
 
 mod common;
 
 use std::path::Path;
 
-use common::{greedy, Server, SMOLLM2};
+use common::{greedy, Server, QWEN_05B, SMOLLM2};
 use serde_json::{json, Value};
 
 /// The name under which the destination pulls the source's `smollm2:135m`.
 fn remote_name(source: &Server) -> String {
+    remote(source, SMOLLM2)
+}
+
+/// The name under which another server pulls `model` (an Ollama library name) from
+/// `source`, e.g. `127.0.0.1:PORT/library/qwen2.5-coder:0.5b`.
+fn remote(source: &Server, model: &str) -> String {
     let host = source.base.trim_start_matches("http://");
-    format!("{host}/library/smollm2:135m")
+    format!("{host}/library/{model}")
+}
+
+/// A server whose store holds the real Qwen2.5-Coder-0.5B as `qwen2.5-coder:0.5b`.
+fn with_qwen(env: &[(&str, &str)]) -> Server {
+    let s = Server::start_with_env(env);
+    s.import_gguf(QWEN_05B, &common::qwen_05b_gguf());
+    s
 }
 
 fn statuses(lines: &[Value]) -> Vec<String> {
@@ -27,13 +41,19 @@ fn statuses(lines: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The model layer (the GGUF) of a store's only manifest for smollm2.
+/// The model layer (the GGUF) of a store's manifest for smollm2.
 fn model_blob(store: &Path, source: &Server) -> String {
+    model_blob_of(store, source, SMOLLM2)
+}
+
+/// The model layer (the GGUF) of `model` (`name:tag`) in a store.
+fn model_blob_of(store: &Path, source: &Server, model: &str) -> String {
     let (status, show) = source
-        .post("/api/show", &json!({"model": SMOLLM2}))
+        .post("/api/show", &json!({"model": model}))
         .expect("show");
     assert_eq!(status, 200, "{show}");
-    let manifest = store.join("manifests/registry.ollama.ai/library/smollm2/135m");
+    let (repo, tag) = model.split_once(':').expect("name:tag");
+    let manifest = store.join(format!("manifests/registry.ollama.ai/library/{repo}/{tag}"));
     let m: Value =
         serde_json::from_slice(&std::fs::read(manifest).expect("manifest")).expect("json");
     m["layers"]
@@ -52,16 +72,16 @@ fn blob_file(store: &Path, digest: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_wick_pulls_from_a_wick() {
-    let source = Server::with_smollm2();
+    let source = with_qwen(&[]);
     let dest = Server::start();
-    let name = remote_name(&source);
+    let name = remote(&source, QWEN_05B);
 
     // The registry side answers the protocol's routes.
     let (status, v) = source.get("/v2/");
     assert_eq!(status, 200, "{v}");
-    let (status, tags) = source.get("/v2/library/smollm2/tags/list");
+    let (status, tags) = source.get("/v2/library/qwen2.5-coder/tags/list");
     assert_eq!(status, 200, "{tags}");
-    assert_eq!(tags["tags"], json!(["135m"]));
+    assert_eq!(tags["tags"], json!(["0.5b"]));
     let (status, err) = source.get("/v2/library/nothing/manifests/latest");
     assert_eq!(status, 404);
     assert_eq!(err["errors"][0]["code"], "MANIFEST_UNKNOWN");
@@ -92,7 +112,7 @@ fn a_wick_pulls_from_a_wick() {
         .filter(|l| l["completed"] == l["total"])
         .count();
     assert!(last_of_each >= 2, "{s:?}");
-    // The ~98 MB weights came as ranged parts of 16 MiB (several at once): every
+    // The ~470 MB weights came as ranged parts of 16 MiB (several at once): every
     // step short of the end is a whole number of parts.
     let weights: Vec<u64> = layer_lines
         .iter()
@@ -104,7 +124,7 @@ fn a_wick_pulls_from_a_wick() {
         .filter_map(|l| l["total"].as_u64())
         .max()
         .unwrap_or(0);
-    assert!(weights.len() >= 6, "{weights:?}");
+    assert!(weights.len() >= 25, "{weights:?}");
     assert!(
         weights.iter().all(|&c| c == total || c % (16 << 20) == 0),
         "{weights:?}"
@@ -130,7 +150,7 @@ fn a_wick_pulls_from_a_wick() {
         assert_eq!(status, 200, "{r}");
         r["response"].as_str().unwrap_or_default().to_string()
     };
-    assert_eq!(ask(&dest, &name), ask(&source, SMOLLM2));
+    assert_eq!(ask(&dest, &name), ask(&source, QWEN_05B));
 
     // Pulling again downloads nothing: every layer is complete from its first line.
     let again = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
@@ -149,7 +169,7 @@ fn a_wick_pulls_from_a_wick() {
     assert_eq!((status, r), (200, json!({"status": "success"})));
 
     // An unknown model: Ollama's message, nothing written.
-    let missing = name.replace("smollm2", "nothing");
+    let missing = name.replace("qwen2.5-coder", "nothing");
     let lines = dest.stream("/api/pull", &json!({"model": missing, "insecure": true}));
     assert_eq!(
         lines.last().unwrap()["error"],
@@ -287,7 +307,7 @@ fn the_cli_pulls_and_run_pulls_a_missing_model() {
 
 #[test]
 fn a_wick_pushes_to_a_wick_that_takes_pushes() {
-    let source = Server::with_smollm2();
+    let source = with_qwen(&[]);
     let dest = Server::start_with_env(&[("WICK_REGISTRY_PUSH", "1")]);
     let closed = Server::start();
     let host = |s: &Server| s.base.trim_start_matches("http://").to_string();
@@ -296,7 +316,7 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
     let (status, r) = source
         .post(
             "/api/copy",
-            &json!({"source": SMOLLM2, "destination": target}),
+            &json!({"source": QWEN_05B, "destination": target}),
         )
         .expect("copy");
     assert_eq!(status, 200, "{r}");
@@ -314,7 +334,7 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
         let digest = l["digest"].as_str().unwrap();
         assert_eq!(l["status"], format!("pushing {}", &digest[7..19]));
     }
-    // The ~98 MB weights went up as a chunked upload of 32 MiB parts.
+    // The ~470 MB weights went up as a chunked upload of 32 MiB parts.
     let weights: Vec<u64> = lines
         .iter()
         .filter(|l| l["total"].as_u64() > Some(50 << 20))
@@ -364,7 +384,7 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
     source
         .post(
             "/api/copy",
-            &json!({"source": SMOLLM2, "destination": refused}),
+            &json!({"source": QWEN_05B, "destination": refused}),
         )
         .expect("copy");
     let lines = source.stream("/api/push", &json!({"model": refused, "insecure": true}));
@@ -495,4 +515,147 @@ fn a_destination_killed_mid_pull_is_unharmed_and_pulls_again() {
         src_tags["models"][0]["digest"],
         dst_tags["models"][0]["digest"]
     );
+}
+
+/// Read a pull's progress lines as they stream until `stop` says so (or the stream
+/// ends); the lines read.
+fn read_pull_until(dest: &Server, name: &str, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    use std::io::BufRead;
+    let resp = dest
+        .client
+        .post(dest.url("/api/pull"))
+        .json(&json!({"model": name, "insecure": true}))
+        .send()
+        .expect("pull");
+    let mut reader = std::io::BufReader::new(resp);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return lines;
+        }
+        let v: Value = serde_json::from_str(&line).expect("json line");
+        let done = stop(&v);
+        lines.push(v);
+        if done {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn a_source_killed_mid_pull_is_resumed_from_when_it_is_back() {
+    let source = with_qwen(&[]);
+    let dest = Server::start();
+    let digest = model_blob_of(source.store.path(), &source, QWEN_05B);
+    let name = remote(&source, QWEN_05B);
+    // SIGKILL the source once the first parts of the weights are written.
+    let lines = read_pull_until(&dest, &name, |v| {
+        v["digest"] == digest && v["completed"].as_u64() > Some(0)
+    });
+    let source = source.kill_and_restart();
+    assert!(!lines.is_empty());
+    // Nothing of the interrupted pull is a model.
+    let (_, tags) = dest.get("/api/tags");
+    assert_eq!(tags["models"], json!([]), "{tags}");
+    let partial = dest
+        .store
+        .path()
+        .join("blobs")
+        .join(format!(".wick-tmp-partial-{}", digest.replace(':', "-")));
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(blob_file(source.store.path(), &digest))
+        .expect("source blob")
+        .len();
+    eprintln!("after the source's kill: partial {kept} of {size} bytes");
+    assert!(
+        kept > 0 && kept < size,
+        "the partial file keeps a part: {kept} of {size}"
+    );
+
+    // Pulled again from the restarted source: it resumes from the partial file (the
+    // first line for the weights starts where the kill left it, so less than the whole
+    // blob travels again) and ends with the source's digests.
+    let name = remote(&source, QWEN_05B);
+    let lines = dest.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    let first = lines
+        .iter()
+        .find(|l| l["digest"] == digest)
+        .expect("a line for the model layer");
+    let resumed = first["completed"].as_u64().unwrap_or(0);
+    assert!(resumed >= kept && resumed > 0, "{first} (kept {kept})");
+    assert_eq!(
+        common::sha256_file(&blob_file(dest.store.path(), &digest)),
+        digest
+    );
+    assert!(!partial.exists());
+    let (_, src_tags) = source.get("/api/tags");
+    let (_, dst_tags) = dest.get("/api/tags");
+    assert_eq!(
+        src_tags["models"][0]["digest"],
+        dst_tags["models"][0]["digest"]
+    );
+}
+
+#[test]
+fn concurrent_pulls_of_one_model_share_its_download() {
+    let source = Server::with_smollm2();
+    let dest = Server::start();
+    let name = remote_name(&source);
+    let digest = model_blob(source.store.path(), &source);
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            let client = dest.client.clone();
+            let url = dest.url("/api/pull");
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let text = client
+                    .post(url)
+                    .json(&json!({"model": name, "insecure": true}))
+                    .send()
+                    .and_then(|r| r.text())
+                    .expect("pull");
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+                    .collect::<Vec<Value>>()
+            })
+        })
+        .collect();
+    for pull in pulls {
+        let lines = pull.join().expect("pull thread");
+        assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+        // Each client saw the weights' progress run up to the whole blob, whichever of
+        // the two did the downloading.
+        let weights: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["digest"] == digest)
+            .filter_map(|l| l["completed"].as_u64())
+            .collect();
+        eprintln!("one client's progress on the weights: {weights:?}");
+        assert!(
+            weights.windows(2).all(|w| w[0] <= w[1]),
+            "progress only grows: {weights:?}"
+        );
+        assert_eq!(
+            weights.last(),
+            lines
+                .iter()
+                .find(|l| l["digest"] == digest)
+                .and_then(|l| l["total"].as_u64())
+                .as_ref()
+        );
+    }
+    assert_eq!(
+        common::sha256_file(&blob_file(dest.store.path(), &digest)),
+        digest
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dest.store.path().join("blobs"))
+        .expect("blobs")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".wick-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

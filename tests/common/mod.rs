@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub const SMOLLM2: &str = "smollm2:135m";
+/// Qwen2.5-Coder-0.5B-Instruct Q4_K_M under its Ollama name.
+pub const QWEN_05B: &str = "qwen2.5-coder:0.5b";
 
 /// Where the fetched models live (`WICK_MODEL_CACHE` or `<repo>/models-cache`).
 pub fn model_cache() -> PathBuf {
@@ -21,7 +23,15 @@ pub fn model_cache() -> PathBuf {
 }
 
 pub fn smollm2_gguf() -> PathBuf {
-    let p = model_cache().join("smollm2-135m-instruct-q4_1.gguf");
+    fetched("smollm2-135m-instruct-q4_1.gguf")
+}
+
+pub fn qwen_05b_gguf() -> PathBuf {
+    fetched("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+}
+
+fn fetched(file: &str) -> PathBuf {
+    let p = model_cache().join(file);
     assert!(
         p.exists(),
         "{} is missing: run scripts/fetch-models.sh first (the README's test command does)",

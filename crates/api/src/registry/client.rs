@@ -226,5 +226,11 @@ mod tests {
             t.manifest_url(),
             "https://registry.ollama.ai/v2/library/qwen/manifests/latest"
         );
+        // Hugging Face serves its GGUF repositories over the same protocol.
+        let name = ModelName::parse("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M").unwrap();
+        assert_eq!(
+            Target::new(&name, false).manifest_url(),
+            "https://hf.co/v2/bartowski/Llama-3.2-1B-Instruct-GGUF/manifests/Q4_K_M"
+        );
     }
 }

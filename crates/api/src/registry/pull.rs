@@ -7,8 +7,11 @@
 //! Nothing half-written is ever visible: each blob downloads into a partial file under
 //! a fixed name (an interrupted pull resumes from it with a `Range` request), every blob
 //! is verified against its digest before it is renamed into place, and the manifest,
-//! written last and atomically, is what makes the model exist. Concurrent pulls of one
-//! blob take turns, so the second finds it already downloaded.
+//! written last and atomically, is what makes the model exist. One download serves
+//! concurrent pulls of the same blob: the others wait for it, reporting its progress
+//! as their own, then find the blob in place. A pull holds one blob's turn at a time
+//! (each blob is verified and committed before the next is taken), so two pulls
+//! sharing blobs in different orders cannot wait on each other.
 //!
 //! A big blob downloads as several ranged requests at once (`PART_SIZE` each, up to
 //! `PARTS_IN_FLIGHT`), written to the partial file in order as they arrive, so the
@@ -26,7 +29,7 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT, RANGE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wick_store::{Digest, Layer, Manifest, ModelName, PartialBlob, Store, MEDIA_TYPE_MANIFEST};
 
 use super::client::{ClientError, Registry, Target};
@@ -198,36 +201,29 @@ async fn run(
     let mut layers = vec![manifest.config.clone()];
     layers.extend(manifest.layers.iter().cloned());
 
-    let mut downloaded = Vec::new();
     for layer in &layers {
         let digest = layer.parsed_digest()?;
-        // Held until the blob is committed: a concurrent pull of the same blob waits,
-        // then finds it in place.
-        let turn = blob_lock(&digest).lock_owned().await;
+        let shared = in_flight(&digest);
+        // Held until this blob is committed: a concurrent pull of it waits (showing
+        // this download's progress), then finds it in place.
+        let _turn = wait_turn(&shared, layer, progress).await;
         if blocking(store, move |s| Ok(s.has_blob(&digest))).await? {
             progress.layer(layer, layer.size).await;
             continue;
         }
-        let partial = download(store, &registry, target, layer, progress).await?;
-        downloaded.push((turn, partial));
+        let report = LayerProgress {
+            progress,
+            layer,
+            shared: &shared.completed,
+        };
+        let partial = download(store, &registry, target, &report).await?;
+        commit(store, partial).await?;
     }
 
+    // Every blob was verified against its digest as it was committed.
     progress
         .send(json!({"status": "verifying sha256 digest"}))
         .await;
-    for (_, partial) in downloaded {
-        let want = partial.expected().to_string();
-        match blocking(store, move |_| Ok(partial.commit())).await? {
-            Ok(_) => {}
-            Err(wick_store::StoreError::DigestMismatch { got, .. }) => {
-                return Err(PullError::Digest {
-                    want,
-                    got: got.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 
     progress.send(json!({"status": "writing manifest"})).await;
     let name = name.clone();
@@ -236,27 +232,56 @@ async fn run(
     Ok(())
 }
 
+/// A complete partial file verified against its digest and renamed into place; on a
+/// mismatch it is removed, so the next pull starts over.
+async fn commit(store: &Store, partial: PartialBlob) -> std::result::Result<(), PullError> {
+    let want = partial.expected().to_string();
+    match blocking(store, move |_| Ok(partial.commit())).await? {
+        Ok(_) => Ok(()),
+        Err(wick_store::StoreError::DigestMismatch { got, .. }) => Err(PullError::Digest {
+            want,
+            got: got.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One layer's progress: to this pull's client, and to the other pulls waiting on
+/// the same blob.
+struct LayerProgress<'a> {
+    progress: &'a Progress,
+    layer: &'a Layer,
+    shared: &'a watch::Sender<u64>,
+}
+
+impl LayerProgress<'_> {
+    async fn at(&self, completed: u64) {
+        self.shared.send_replace(completed);
+        self.progress.layer(self.layer, completed).await;
+    }
+}
+
 /// One blob into its partial file, resuming from what an earlier pull left there.
 /// Returns the partial file, complete but not yet verified.
 async fn download(
     store: &Store,
     registry: &Registry,
     target: &Target,
-    layer: &Layer,
-    progress: &Progress,
+    report: &LayerProgress<'_>,
 ) -> std::result::Result<PartialBlob, PullError> {
+    let layer = report.layer;
     let digest = layer.parsed_digest()?;
     let mut partial = blocking(store, move |s| Ok(s.partial_blob(digest)?)).await?;
     if partial.offset() > layer.size {
         partial = blocking_partial(partial, |p| p.restart()).await?;
     }
     let offset = partial.offset();
-    progress.layer(layer, offset).await;
+    report.at(offset).await;
     if offset == layer.size {
         return Ok(partial);
     }
     if layer.size - offset >= 2 * PART_SIZE {
-        match download_parts(registry, target, layer, partial, progress).await? {
+        match download_parts(registry, target, partial, report).await? {
             (p, true) => return Ok(p),
             (p, false) => partial = p, // no ranges: one stream from here
         }
@@ -305,7 +330,7 @@ async fn download(
             }
             if partial.offset() - reported >= PROGRESS_STEP || done {
                 reported = partial.offset();
-                progress.layer(layer, reported).await;
+                report.at(reported).await;
             }
         }
         if done {
@@ -330,10 +355,10 @@ async fn download(
 async fn download_parts(
     registry: &Registry,
     target: &Target,
-    layer: &Layer,
     mut partial: PartialBlob,
-    progress: &Progress,
+    report: &LayerProgress<'_>,
 ) -> std::result::Result<(PartialBlob, bool), PullError> {
+    let layer = report.layer;
     let url = target.blob_url(&layer.digest);
     let starts: Vec<u64> = (partial.offset()..layer.size)
         .step_by(PART_SIZE as usize)
@@ -375,7 +400,7 @@ async fn download_parts(
             return Ok((partial, false));
         };
         partial = blocking_partial(partial, move |p| p.write_all(&bytes)).await?;
-        progress.layer(layer, partial.offset()).await;
+        report.at(partial.offset()).await;
     }
     Ok((partial, true))
 }
@@ -402,14 +427,49 @@ async fn blocking_partial(
         .map_err(PullError::from)
 }
 
-/// One lock per blob digest, so concurrent pulls of the same blob take turns on its
-/// partial file; the second finds the blob in place.
-fn blob_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut map = LOCKS
+/// A blob's download, shared by every pull that wants it: the turn to download it,
+/// and how far the download holding the turn has come.
+struct InFlight {
+    turn: tokio::sync::Mutex<()>,
+    completed: watch::Sender<u64>,
+}
+
+/// The shared download state of one blob digest.
+fn in_flight(digest: &Digest) -> Arc<InFlight> {
+    static BLOBS: OnceLock<Mutex<HashMap<String, Arc<InFlight>>>> = OnceLock::new();
+    let mut map = BLOBS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    map.retain(|_, l| Arc::strong_count(l) > 1);
-    map.entry(digest.to_string()).or_default().clone()
+    map.retain(|_, b| Arc::strong_count(b) > 1);
+    map.entry(digest.to_string())
+        .or_insert_with(|| {
+            Arc::new(InFlight {
+                turn: tokio::sync::Mutex::new(()),
+                completed: watch::channel(0).0,
+            })
+        })
+        .clone()
+}
+
+/// Wait for the turn on a blob; while another pull downloads it, its progress is
+/// reported to this pull's client as this layer's.
+async fn wait_turn<'a>(
+    shared: &'a InFlight,
+    layer: &Layer,
+    progress: &Progress,
+) -> tokio::sync::MutexGuard<'a, ()> {
+    let mut seen = shared.completed.subscribe();
+    seen.mark_unchanged();
+    let turn = shared.turn.lock();
+    tokio::pin!(turn);
+    loop {
+        tokio::select! {
+            guard = &mut turn => return guard,
+            Ok(()) = seen.changed() => {
+                let completed = *seen.borrow_and_update();
+                progress.layer(layer, completed).await;
+            }
+        }
+    }
 }
