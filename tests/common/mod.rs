@@ -30,7 +30,11 @@ pub fn qwen_05b_gguf() -> PathBuf {
     fetched("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 }
 
-fn fetched(file: &str) -> PathBuf {
+pub fn gemma3_gguf() -> PathBuf {
+    fetched("gemma-3-270m-q4_k_m.gguf")
+}
+
+pub fn fetched(file: &str) -> PathBuf {
     let p = model_cache().join(file);
     assert!(
         p.exists(),

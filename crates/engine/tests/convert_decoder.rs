@@ -1,8 +1,10 @@
 //! Importing a Hugging Face decoder directory gives the GGUF llama.cpp's converter
-//! would write. Each source (SmolLM2 itself, and the tiny llama 3 / qwen2 / qwen3
-//! models with SmolLM2's vocabulary) is written out as a Hugging Face directory
-//! (`tiny_models::write_hf_dir`: F32 safetensors with Hugging Face's names and rotary
-//! layout, `tokenizer.json`, `tokenizer_config.json`, `config.json`), imported with
+//! would write. Each source (SmolLM2 itself, the tiny llama 3 / qwen2 / qwen3 models
+//! with SmolLM2's vocabulary, and the tiny gemma3 with Gemma 3's SentencePiece
+//! vocabulary) is written out as a Hugging Face directory
+//! (`tiny_models::write_hf_dir`: F32 safetensors with Hugging Face's names, rotary
+//! layout and gemma's unshifted norms, `tokenizer.json` or `tokenizer.model`,
+//! `tokenizer_config.json`, `config.json`), imported with
 //! `convert::safetensors_to_gguf`, and compared with the source turned into F16 the
 //! same way: every tensor byte for byte, the tokenizer keys, the same token ids on a
 //! text set, and bit-identical logits.
@@ -28,6 +30,9 @@ const TOKENIZER_KEYS: &[&str] = &[
     "tokenizer.ggml.padding_token_id",
     "tokenizer.ggml.unknown_token_id",
     "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.add_sep_token",
+    "tokenizer.ggml.add_eos_token",
+    "tokenizer.ggml.scores",
     "tokenizer.chat_template",
 ];
 
@@ -157,6 +162,26 @@ fn tiny_llama3_qwen2_qwen3_import_from_their_hugging_face_form() {
         tiny_models::write(family, &smollm2(), &source).expect("tiny model");
         round_trip(&source, extra, &sub);
     }
+}
+
+#[test]
+fn tiny_gemma3_with_gemma_s_sentencepiece_vocabulary_imports_from_its_hugging_face_form() {
+    let gemma = common::model_cache().join("gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        gemma.exists(),
+        "{} missing: run scripts/fetch-models.sh --with-gemma",
+        gemma.display()
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = dir.path().join("source.gguf");
+    tiny_models::write("gemma3", &gemma, &source).expect("tiny model");
+    round_trip(&source, json!({}), dir.path());
+    // Gemma 3's converter writes no space prefix (SentencePiece would add one).
+    let imported = GgufFile::open(&dir.path().join("imported.gguf")).expect("open imported");
+    assert_eq!(
+        metadata_value(&imported, "tokenizer.ggml.add_space_prefix").as_deref(),
+        Some("Bool(false)")
+    );
 }
 
 #[test]

@@ -2,8 +2,7 @@
 //! `tokenizer_config.json`) as GGUF `gpt2` tokenizer metadata, as llama.cpp's converter
 //! writes it: every id up to the model's vocabulary size (holes become `[PAD<id>]`,
 //! unused), added tokens typed control or user-defined, the merges, the pre-tokenizer
-//! named as llama.cpp names it, the special token ids, `add_bos_token`, and the chat
-//! template(s).
+//! named as llama.cpp names it, and the special vocabulary ([`super::special_vocab`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,6 +10,7 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file::Value;
 use serde_json::Value as Json;
 
+use super::special_vocab::{looks_special, special_vocab};
 use super::{
     read_json, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNUSED, TOKEN_TYPE_USER_DEFINED,
 };
@@ -115,46 +115,8 @@ pub(super) fn bpe_metadata(
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
     ];
-    for (kind, key) in [
-        ("bos", "tokenizer.ggml.bos_token_id"),
-        ("eos", "tokenizer.ggml.eos_token_id"),
-        ("unk", "tokenizer.ggml.unknown_token_id"),
-        ("pad", "tokenizer.ggml.padding_token_id"),
-    ] {
-        let by_text = token_text(&tokenizer_config[format!("{kind}_token")])
-            .and_then(|t| id_of.get(t).copied());
-        let by_config = match &config[format!("{kind}_token_id")] {
-            Json::Array(ids) => ids.first().and_then(Json::as_u64),
-            other => other.as_u64(),
-        }
-        .and_then(|v| u32::try_from(v).ok());
-        if let Some(id) = by_text.or(by_config) {
-            m.push((key.into(), Value::U32(id)));
-        }
-    }
-    for (flag, key) in [
-        ("add_bos_token", "tokenizer.ggml.add_bos_token"),
-        ("add_eos_token", "tokenizer.ggml.add_eos_token"),
-    ] {
-        if let Some(b) = tokenizer_config[flag].as_bool() {
-            m.push((key.into(), Value::Bool(b)));
-        }
-    }
-    m.extend(chat_templates(files, &tokenizer_config)?);
+    m.extend(special_vocab(files, config, &tokenizer_config, &id_of)?);
     Ok(m)
-}
-
-/// `"<s>"` or `{"content": "<s>", ...}`.
-fn token_text(v: &Json) -> Option<&str> {
-    v.as_str().or_else(|| v["content"].as_str())
-}
-
-/// llama.cpp's guess that an added token not marked special is a control token.
-fn looks_special(t: &str) -> bool {
-    matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
-        || (t.starts_with("<|") && t.ends_with("|>"))
-        || (t.starts_with("<\u{ff5c}") && t.ends_with("\u{ff5c}>"))
-        || (t.starts_with("<unused") && t.ends_with('>'))
 }
 
 /// llama.cpp's name for the pre-tokenizer `tokenizer.json` describes; one wick does
@@ -194,49 +156,6 @@ fn pre_tokenizer_name(pre: &Json) -> Result<&'static str> {
     })
 }
 
-/// `tokenizer.chat_template` (and named ones) from `chat_template.jinja`,
-/// `chat_template.json` or `tokenizer_config.json`, in that order.
-fn chat_templates(
-    files: &BTreeMap<String, PathBuf>,
-    tokenizer_config: &Json,
-) -> Result<Vec<(String, Value)>> {
-    if let Some(path) = files.get("chat_template.jinja") {
-        let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
-            path: "chat_template.jinja".into(),
-            source,
-        })?;
-        return Ok(vec![(
-            "tokenizer.chat_template".into(),
-            Value::String(text),
-        )]);
-    }
-    let from_json = read_json(files, "chat_template.json")?;
-    let template = match &from_json {
-        Some(j) => &j["chat_template"],
-        None => &tokenizer_config["chat_template"],
-    };
-    let mut out = Vec::new();
-    match template {
-        Json::String(t) => out.push(("tokenizer.chat_template".into(), Value::String(t.clone()))),
-        Json::Array(named) => {
-            for entry in named {
-                let (Some(name), Some(t)) = (entry["name"].as_str(), entry["template"].as_str())
-                else {
-                    continue;
-                };
-                let key = if name == "default" {
-                    "tokenizer.chat_template".to_string()
-                } else {
-                    format!("tokenizer.chat_template.{name}")
-                };
-                out.push((key, Value::String(t.to_string())));
-            }
-        }
-        _ => {}
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,12 +173,5 @@ mod tests {
         assert_eq!(pre_tokenizer_name(&qwen).ok(), Some("qwen2"));
         let odd = json!({"type": "Whitespace"});
         assert!(pre_tokenizer_name(&odd).is_err());
-    }
-
-    #[test]
-    fn added_tokens_that_look_special_are_control() {
-        assert!(looks_special("<|im_start|>"));
-        assert!(looks_special("<unused12>"));
-        assert!(!looks_special("<think>"));
     }
 }

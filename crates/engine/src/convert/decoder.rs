@@ -109,12 +109,7 @@ pub fn decoder_to_gguf(files: &BTreeMap<String, PathBuf>, config: &Json, out: &P
         } else {
             tensor
         };
-        let dtype = if tensor.rank() == 2 {
-            GgmlDType::F16
-        } else {
-            GgmlDType::F32
-        };
-        tensors.push((name, QTensor::quantize(&tensor, dtype)?));
+        tensors.push((name, QTensor::quantize(&tensor, storage_type(&tensor))?));
     }
     if let Some(factors) = rope_freqs {
         let t = Tensor::from_vec(factors.clone(), factors.len(), &Device::Cpu)?;
@@ -254,9 +249,18 @@ fn gguf_tensor_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{target}.{kind}"))
 }
 
+/// How the converter's F16 output stores a tensor: matrices in F16, vectors in F32.
+pub(super) fn storage_type(tensor: &Tensor) -> GgmlDType {
+    if tensor.rank() == 2 {
+        GgmlDType::F16
+    } else {
+        GgmlDType::F32
+    }
+}
+
 /// Global tensors first, then the blocks in order (as llama.cpp writes them; readers
 /// do not depend on it, people reading a tensor list do).
-fn sort_as_llama_cpp(tensors: &mut [(String, QTensor)]) {
+pub(super) fn sort_as_llama_cpp(tensors: &mut [(String, QTensor)]) {
     let rank = |n: &str| -> (usize, usize, String) {
         match n.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
             Some((layer, rest)) => (1, layer.parse().unwrap_or(usize::MAX), rest.to_string()),

@@ -1,13 +1,17 @@
 //! Importing a Hugging Face safetensors model directory (`config.json`,
 //! `tokenizer.json`, `*.safetensors`) as one GGUF file laid out as llama.cpp's
 //! converter lays it out, the way Ollama's `create` imports such a directory:
-//! BERT-class sentence-embedding models ([`bert`]) and llama-family decoders
+//! BERT-class sentence-embedding models ([`bert`]), llama-family decoders
 //! ([`decoder`]: llama and mistral, qwen2, qwen3) with their byte-level BPE
-//! tokenizer and chat template ([`bpe_vocab`]).
+//! tokenizer and chat template ([`bpe_vocab`]), and Gemma 3 ([`gemma3`]) with its
+//! SentencePiece tokenizer ([`sentencepiece`]).
 
 mod bert;
 mod bpe_vocab;
 mod decoder;
+mod gemma3;
+mod sentencepiece;
+mod special_vocab;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,11 @@ use crate::gguf::write_gguf;
 pub use bert::bert_to_gguf;
 pub(crate) use decoder::llama3_rope_factors;
 pub use decoder::{decoder_to_gguf, DECODER_MODEL_TYPES};
+pub use gemma3::{gemma3_to_gguf, GEMMA3_MODEL_TYPES};
+pub use sentencepiece::{
+    ModelProto as SentencePieceModel, NormalizerSpec as SentencePieceNormalizer,
+    Piece as SentencePiece, TrainerSpec as SentencePieceTrainer,
+};
 
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -42,9 +51,11 @@ pub fn safetensors_to_gguf(files: &BTreeMap<String, PathBuf>, out: &Path) -> Res
     match model_type {
         "bert" => bert_to_gguf(files, out),
         t if DECODER_MODEL_TYPES.contains(&t) => decoder_to_gguf(files, &config, out),
+        t if GEMMA3_MODEL_TYPES.contains(&t) => gemma3_to_gguf(files, &config, out),
         other => Err(EngineError::UnsupportedArchitecture(format!(
-            "safetensors model_type '{other}' (wick imports {} and bert)",
-            DECODER_MODEL_TYPES.join(", ")
+            "safetensors model_type '{other}' (wick imports {}, {} and bert)",
+            DECODER_MODEL_TYPES.join(", "),
+            GEMMA3_MODEL_TYPES.join(", ")
         ))),
     }
 }

@@ -1,8 +1,10 @@
-//! The other direction of [`crate::convert`], for tests: a llama/qwen2/qwen3 GGUF
-//! written out as a Hugging Face model directory (`config.json`, `model.safetensors`
-//! in F32, `tokenizer.json`, `tokenizer_config.json`), laid out as Hugging Face lays
-//! such models out (its names, the rotary halves of llama's q/k rows, added tokens,
-//! the pre-tokenizer spelled out). Importing the directory must give the GGUF back.
+//! The other direction of [`crate::convert`], for tests: a llama/qwen2/qwen3/gemma3
+//! GGUF written out as a Hugging Face model directory (`config.json`,
+//! `model.safetensors` in F32, `tokenizer.json` for a BPE vocabulary or
+//! `tokenizer.model` for a SentencePiece one, `tokenizer_config.json`), laid out as
+//! Hugging Face lays such models out (its names, the rotary halves of llama's q/k
+//! rows, gemma's norms without their +1, added tokens, the pre-tokenizer spelled
+//! out). Importing the directory must give the GGUF back.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +15,9 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value as Json};
 
+use crate::convert::{
+    SentencePiece, SentencePieceModel, SentencePieceNormalizer, SentencePieceTrainer,
+};
 use crate::error::{EngineError, Result};
 use crate::tokenizer::{LLAMA3_PATTERN, QWEN2_PATTERN};
 
@@ -54,8 +59,9 @@ pub fn write_hf_dir(gguf: &Path, dir: &Path, extra_config: Json) -> Result<()> {
     let head_dim = num("attention.key_length").unwrap_or((n_embd / n_head) as f64) as usize;
     let tokens = string_array(meta, "tokenizer.ggml.tokens")?;
 
+    let gemma3 = arch == "gemma3";
     let mut config = json!({
-        "model_type": arch,
+        "model_type": if gemma3 { "gemma3_text" } else { arch.as_str() },
         "hidden_size": n_embd,
         "intermediate_size": num("feed_forward_length")? as u64,
         "num_hidden_layers": num("block_count")? as u64,
@@ -69,6 +75,21 @@ pub fn write_hf_dir(gguf: &Path, dir: &Path, extra_config: Json) -> Result<()> {
     });
     if meta.contains_key(&format!("{arch}.attention.key_length")) {
         config["head_dim"] = json!(head_dim);
+    }
+    if gemma3 {
+        config["sliding_window"] = json!(num("attention.sliding_window")? as u64);
+        if let Ok(factor) = num("rope.scaling.factor") {
+            config["rope_scaling"] = json!({"rope_type": "linear", "factor": factor});
+        }
+    }
+    for (kind, key) in [
+        ("bos", "tokenizer.ggml.bos_token_id"),
+        ("eos", "tokenizer.ggml.eos_token_id"),
+        ("pad", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(id) = meta.get(key).and_then(|v| v.to_u32().ok()) {
+            config[format!("{kind}_token_id")] = json!(id);
+        }
     }
     if let (Some(c), Json::Object(extra)) = (config.as_object_mut(), extra_config) {
         c.extend(extra);
@@ -90,15 +111,117 @@ pub fn write_hf_dir(gguf: &Path, dir: &Path, extra_config: Json) -> Result<()> {
         } else {
             w
         };
-        let hf = hf_name(name)
+        // Gemma's RMS norm scales by 1 + w; the GGUF holds the sum.
+        let w = if gemma3 && name.ends_with("norm.weight") {
+            (w - 1.0)?
+        } else {
+            w
+        };
+        let hf = hf_name(name, gemma3)
             .ok_or_else(|| EngineError::InvalidModel(format!("no Hugging Face name for {name}")))?;
         tensors.insert(hf, w);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
 
-    let (tokenizer, tokenizer_config) = tokenizer_files(meta, &tokens)?;
-    write_json(&dir.join("tokenizer.json"), &tokenizer)?;
-    write_json(&dir.join("tokenizer_config.json"), &tokenizer_config)
+    let tokenizer_config = if text("tokenizer.ggml.model")? == "llama" {
+        let model = sentencepiece_model(meta, &tokens)?;
+        std::fs::write(dir.join("tokenizer.model"), model.encode_model())
+            .map_err(io(&dir.join("tokenizer.model")))?;
+        let mut config = tokenizer_config(meta, &tokens);
+        config.insert(
+            "added_tokens_decoder".into(),
+            added_tokens_decoder(meta, &tokens),
+        );
+        config
+    } else {
+        write_json(&dir.join("tokenizer.json"), &bpe_tokenizer(meta, &tokens)?)?;
+        tokenizer_config(meta, &tokens)
+    };
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &Json::Object(tokenizer_config),
+    )
+}
+
+fn token_types(meta: &HashMap<String, Value>, n: usize) -> Vec<i32> {
+    match meta.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) => a.iter().map(|v| v.to_i32().unwrap_or(1)).collect(),
+        _ => vec![1; n],
+    }
+}
+
+/// SentencePiece spells a space as U+2581.
+fn spm_text(token: &str) -> String {
+    token.replace(' ', "\u{2581}")
+}
+
+/// `tokenizer.model` for the GGUF's `llama` (SentencePiece) vocabulary: a BPE model
+/// with byte fallback when it has byte pieces, its special ids, no normalization
+/// rules, a dummy prefix unless the GGUF says there is no space prefix.
+fn sentencepiece_model(
+    meta: &HashMap<String, Value>,
+    tokens: &[String],
+) -> Result<SentencePieceModel> {
+    let Some(Value::Array(scores)) = meta.get("tokenizer.ggml.scores") else {
+        return Err(missing("tokenizer.ggml.scores"));
+    };
+    let types = token_types(meta, tokens.len());
+    let id = |key: &str| {
+        meta.get(key)
+            .and_then(|v| v.to_u32().ok())
+            .and_then(|v| i32::try_from(v).ok())
+    };
+    let unk = id("tokenizer.ggml.unknown_token_id");
+    let pieces = tokens
+        .iter()
+        .zip(scores)
+        .zip(&types)
+        .enumerate()
+        .map(|(i, ((token, score), &kind))| SentencePiece {
+            piece: Some(spm_text(token)),
+            score: Some(score.to_f32().unwrap_or(0.0)),
+            // SentencePiece wants its unknown piece typed so; a converter retypes it
+            // from tokenizer_config.json.
+            kind: Some(if Some(i as i32) == unk { 2 } else { kind }),
+        })
+        .collect();
+    let flag = |key: &str| meta.get(key).and_then(|v| v.to_bool().ok());
+    Ok(SentencePieceModel {
+        pieces,
+        trainer_spec: Some(SentencePieceTrainer {
+            model_type: Some(2),
+            byte_fallback: Some(types.contains(&6)),
+            unk_id: unk,
+            bos_id: id("tokenizer.ggml.bos_token_id").or(Some(-1)),
+            eos_id: id("tokenizer.ggml.eos_token_id").or(Some(-1)),
+            pad_id: id("tokenizer.ggml.padding_token_id").or(Some(-1)),
+        }),
+        normalizer_spec: Some(SentencePieceNormalizer {
+            name: Some("identity".into()),
+            add_dummy_prefix: Some(flag("tokenizer.ggml.add_space_prefix").unwrap_or(true)),
+            remove_extra_whitespaces: Some(false),
+            escape_whitespaces: Some(true),
+        }),
+    })
+}
+
+/// Control and user-defined tokens as `tokenizer_config.json` lists them.
+fn added_tokens_decoder(meta: &HashMap<String, Value>, tokens: &[String]) -> Json {
+    let mut added = Map::new();
+    for (id, (token, kind)) in tokens
+        .iter()
+        .zip(token_types(meta, tokens.len()))
+        .enumerate()
+    {
+        if kind == 3 || kind == 4 {
+            added.insert(
+                id.to_string(),
+                json!({"content": spm_text(token), "special": kind == 3, "lstrip": false,
+                       "rstrip": false, "normalized": false, "single_word": false}),
+            );
+        }
+    }
+    Json::Object(added)
 }
 
 fn write_json(path: &Path, v: &Json) -> Result<()> {
@@ -126,7 +249,7 @@ fn unpermute(w: &Tensor, n_head: usize, head_dim: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
-fn hf_name(gguf: &str) -> Option<String> {
+fn hf_name(gguf: &str, gemma3: bool) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -140,6 +263,9 @@ fn hf_name(gguf: &str) -> Option<String> {
     let (layer, part) = rest.split_once('.')?;
     let (module, kind) = part.rsplit_once('.')?;
     let hf = match module {
+        "post_attention_norm" if gemma3 => "post_attention_layernorm",
+        "ffn_norm" if gemma3 => "pre_feedforward_layernorm",
+        "post_ffw_norm" if gemma3 => "post_feedforward_layernorm",
         "attn_norm" => "input_layernorm",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
@@ -156,12 +282,9 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
-/// `tokenizer.json` and `tokenizer_config.json` for the GGUF's `gpt2` tokenizer.
-fn tokenizer_files(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<(Json, Json)> {
-    let types: Vec<i32> = match meta.get("tokenizer.ggml.token_type") {
-        Some(Value::Array(a)) => a.iter().map(|v| v.to_i32().unwrap_or(1)).collect(),
-        _ => vec![1; tokens.len()],
-    };
+/// `tokenizer.json` for the GGUF's `gpt2` tokenizer.
+fn bpe_tokenizer(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<Json> {
+    let types = token_types(meta, tokens.len());
     let merges = string_array(meta, "tokenizer.ggml.merges")?;
     let pre = meta
         .get("tokenizer.ggml.pre")
@@ -198,6 +321,12 @@ fn tokenizer_files(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<(
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "fuse_unk": false,
                   "byte_fallback": false, "vocab": vocab, "merges": merges},
     });
+    Ok(tokenizer)
+}
+
+/// `tokenizer_config.json`: the special tokens by text, the `add_*_token` flags, the
+/// chat template.
+fn tokenizer_config(meta: &HashMap<String, Value>, tokens: &[String]) -> Map<String, Json> {
     let mut config = Map::new();
     for (kind, key) in [
         ("bos", "tokenizer.ggml.bos_token_id"),
@@ -213,11 +342,13 @@ fn tokenizer_files(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<(
             config.insert(format!("{kind}_token"), json!(t));
         }
     }
-    if let Some(b) = meta
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.to_bool().ok())
-    {
-        config.insert("add_bos_token".into(), json!(b));
+    for flag in ["add_bos_token", "add_sep_token", "add_eos_token"] {
+        if let Some(b) = meta
+            .get(&format!("tokenizer.ggml.{flag}"))
+            .and_then(|v| v.to_bool().ok())
+        {
+            config.insert(flag.into(), json!(b));
+        }
     }
     if let Some(t) = meta
         .get("tokenizer.chat_template")
@@ -225,5 +356,5 @@ fn tokenizer_files(meta: &HashMap<String, Value>, tokens: &[String]) -> Result<(
     {
         config.insert("chat_template".into(), json!(t));
     }
-    Ok((tokenizer, Json::Object(config)))
+    config
 }
