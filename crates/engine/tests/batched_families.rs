@@ -11,7 +11,8 @@ use common::scripted::{batching_error, scripts};
 use wick_engine::{tiny_models, Device, Model};
 
 const FAMILIES: &[&str] = &[
-    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "granite", "olmo2", "phi3",
+    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "granite", "olmo2",
+    "phi3", "gpt-oss",
 ];
 
 #[test]

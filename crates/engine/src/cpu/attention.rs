@@ -102,10 +102,13 @@ thread_local! {
 }
 
 /// Attention for every job's rows, written to `out` (rows of `n_head * head_dim`).
+/// `sinks` holds, per head, the logit of a sink every query attends to besides the
+/// keys (gpt-oss): it takes its share of the softmax and adds no value.
 pub fn attend(
     pool: &ThreadPool,
     threads: usize,
     dims: AttnDims,
+    sinks: Option<&[f32]>,
     jobs: &[AttnJob],
     out: &mut [f32],
 ) {
@@ -128,7 +131,8 @@ pub fn attend(
         let ptr = ptr.get();
         SCRATCH.with(|s| {
             let scratch = &mut *s.borrow_mut();
-            attend_head(job, head, dims, scratch, |row, values| {
+            let sink = sinks.and_then(|s| s.get(head)).copied();
+            attend_head(job, head, dims, sink, scratch, |row, values| {
                 let at = (job.out_row + row) * width + head * dims.head_dim;
                 // SAFETY: `at..at + head_dim` lies inside `out` (checked above) and no
                 // other task writes this (row, head) span.
@@ -144,6 +148,7 @@ fn attend_head(
     job: &AttnJob,
     head: usize,
     dims: AttnDims,
+    sink: Option<f32>,
     scratch: &mut Scratch,
     mut emit: impl FnMut(usize, &[f32]),
 ) {
@@ -215,7 +220,7 @@ fn attend_head(
         // values in f16 (rounded after every position, rescaled by an online softmax);
         // follow it, its rounding moves the logits visibly. Prompt rows read the
         // widened copy of the same f16 values, so every row computes the same way.
-        online_f16_values(scores, v_rows.skip(first), steps, acc16, acc);
+        online_f16_values(scores, v_rows.skip(first), sink, steps, acc16, acc);
         emit(r, acc);
     }
 }
@@ -224,10 +229,12 @@ fn attend_head(
 /// f16 cache: one pass over the positions with a running maximum, the weighted values
 /// summed into an f16 accumulator (`acc = f16(acc + v * w)`, rescaled when the maximum
 /// grows), divided by the sum of weights at the end. Value row `j` is
-/// `v[j * stride..][..acc.len()]`.
+/// `v[j * stride..][..acc.len()]`. A `sink` logit joins the softmax after the values
+/// are summed (in f32, as ggml adds it).
 fn online_f16_values(
     scores: &[f32],
     v: KvRows,
+    sink: Option<f32>,
     steps: &mut Vec<(f32, f32)>,
     acc16: &mut [f16],
     out: &mut [f32],
@@ -253,9 +260,21 @@ fn online_f16_values(
         sum = sum * rescale + weight;
     }
     accumulate_f16(acc16, v, steps);
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc16.iter()) {
-        *o = a.to_f32() * inv;
+        *o = a.to_f32();
+    }
+    if let Some(s) = sink {
+        if s > max {
+            let rescale = (max - s).exp();
+            out.iter_mut().for_each(|o| *o *= rescale);
+            sum = sum * rescale + 1.0;
+        } else {
+            sum += (s - max).exp();
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for o in out.iter_mut() {
+        *o *= inv;
     }
 }
 
@@ -688,11 +707,14 @@ mod tests {
             ..plain
         };
         for dims in [plain, windowed, capped] {
-            check_against_reference(dims);
+            check_against_reference(dims, None);
         }
+        // Sinks above and below the scores: their share of the softmax leaves less
+        // weight for the values.
+        check_against_reference(plain, Some(&[3.0, -1.0]));
     }
 
-    fn check_against_reference(dims: AttnDims) {
+    fn check_against_reference(dims: AttnDims, sinks: Option<&[f32]>) {
         let positions = 5;
         let k: Vec<f32> = (0..positions * 16)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
@@ -714,7 +736,7 @@ mod tests {
             start: 3,
             out_row: 0,
         }];
-        attend(&pool, 2, dims, &jobs, &mut out);
+        attend(&pool, 2, dims, sinks, &jobs, &mut out);
         for r in 0..2 {
             for h in 0..2 {
                 let qh: Vec<f32> = q[r * 32 + h * 16..][..16]
@@ -737,9 +759,14 @@ mod tests {
                         }
                     })
                     .collect();
-                let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let sink = sinks.map(|s| s[h]);
+                let m = s
+                    .iter()
+                    .cloned()
+                    .chain(sink)
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
-                let z: f32 = e.iter().sum();
+                let z: f32 = e.iter().sum::<f32>() + sink.map_or(0.0, |s| (s - m).exp());
                 for d in 0..16 {
                     let want: f32 = (0..n).map(|j| e[j] * vh[j * 16 + d].to_f32()).sum::<f32>() / z;
                     let got = out[r * 32 + h * 16 + d];
@@ -777,7 +804,7 @@ mod tests {
             start,
             out_row: 0,
         };
-        attend(&pool, 2, dims, &[job], &mut chunk);
+        attend(&pool, 2, dims, None, &[job], &mut chunk);
         let mut single = vec![0.0; t * 256];
         let jobs: Vec<AttnJob> = (0..t)
             .map(|r| AttnJob {
@@ -788,7 +815,7 @@ mod tests {
                 out_row: r,
             })
             .collect();
-        attend(&pool, 2, dims, &jobs, &mut single);
+        attend(&pool, 2, dims, None, &jobs, &mut single);
         assert_eq!(chunk, single);
     }
 }

@@ -112,6 +112,78 @@ pub fn rope_angles_scaled(
     }
 }
 
+/// YaRN's parameters (ggml's `ext_factor`, `beta_fast`, `beta_slow`, `n_ctx_orig`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    pub ext_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub n_ctx_orig: usize,
+}
+
+impl Yarn {
+    /// The first and last rotary pair YaRN blends, as ggml computes them.
+    fn corr_dims(&self, dims: usize, base: f32) -> [f32; 2] {
+        let corr_dim = |n_rot: f32| {
+            dims as f32 * (self.n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        [
+            corr_dim(self.beta_fast).floor().max(0.0),
+            corr_dim(self.beta_slow).ceil().min(dims as f32 - 1.0),
+        ]
+    }
+}
+
+/// [`rope_angles_scaled`] with YaRN (ggml's `rope_yarn`): each pair's angle blends the
+/// interpolated (`freq_scale`) and the extrapolated one by a ramp over the pairs, and
+/// the cosines and sines are multiplied by `attn_factor * (1 + 0.1 ln(1 / freq_scale))`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_angles_yarn(
+    pos: usize,
+    dims: usize,
+    base: f32,
+    freq_scale: f32,
+    factors: Option<&[f32]>,
+    yarn: &Yarn,
+    attn_factor: f32,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    let theta_scale = base.powf(-2.0 / dims as f32);
+    let [low, high] = yarn.corr_dims(dims, base);
+    let mut mscale = attn_factor;
+    if yarn.ext_factor != 0.0 {
+        mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+    }
+    let mut theta = pos as f32;
+    for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+        let divisor = factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
+        let extrap = theta / divisor;
+        let interp = freq_scale * extrap;
+        let angle = if yarn.ext_factor != 0.0 {
+            let y = (i as f32 - low) / (high - low).max(0.001);
+            let mix = (1.0 - y.clamp(0.0, 1.0)) * yarn.ext_factor;
+            interp * (1.0 - mix) + extrap * mix
+        } else {
+            interp
+        };
+        *c = angle.cos() * mscale;
+        *s = angle.sin() * mscale;
+        theta *= theta_scale;
+    }
+}
+
+/// gpt-oss's gated activation (ggml's `swiglu_oai`):
+/// `min(g, limit) * sigmoid(alpha * min(g, limit)) * (clamp(u, -limit, limit) + 1)`.
+pub fn swiglu_oai_mul(gate: &mut [f32], up: &[f32], alpha: f32, limit: f32) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = g.min(limit);
+        let y = u.clamp(-limit, limit);
+        *g = x / (1.0 + (alpha * -x).exp()) * (y + 1.0);
+    }
+}
+
 /// Rotate every head of one row in place. `neox` pairs `x[i]` with `x[i + d/2]` (Qwen);
 /// otherwise adjacent pairs `x[2i], x[2i+1]` (llama).
 pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
@@ -181,6 +253,44 @@ pub fn softcap(x: &mut [f32], cap: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yarn_extrapolates_fast_pairs_interpolates_slow_ones_and_scales_magnitude() {
+        let yarn = Yarn {
+            ext_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 4096,
+        };
+        let (dims, base, scale, pos) = (64, 150_000.0f32, 1.0 / 32.0, 100);
+        let (mut c, mut s) = (vec![0.0; 32], vec![0.0; 32]);
+        rope_angles_yarn(pos, dims, base, scale, None, &yarn, 1.0, &mut c, &mut s);
+        let mscale = 1.0 + 0.1 * 32f32.ln();
+        // Pair 0 (fastest) keeps its angle, the last pair is interpolated.
+        assert!((c[0] - (pos as f32).cos() * mscale).abs() < 1e-5);
+        let theta_last = pos as f32 * base.powf(-2.0 * 31.0 / dims as f32);
+        assert!((c[31] - (theta_last * scale).cos() * mscale).abs() < 1e-4);
+        // Without extension it is plain linear scaling.
+        let none = Yarn {
+            ext_factor: 0.0,
+            ..yarn
+        };
+        let (mut c2, mut s2) = (vec![0.0; 32], vec![0.0; 32]);
+        let (mut c3, mut s3) = (vec![0.0; 32], vec![0.0; 32]);
+        rope_angles_yarn(pos, dims, base, scale, None, &none, 1.0, &mut c2, &mut s2);
+        rope_angles_scaled(pos, dims, base, scale, None, &mut c3, &mut s3);
+        assert_eq!((c2, s2), (c3, s3));
+    }
+
+    #[test]
+    fn swiglu_oai_clamps_gate_above_and_up_on_both_sides() {
+        let mut g = vec![10.0, -3.0, 1.0];
+        swiglu_oai_mul(&mut g, &[-20.0, 20.0, 0.5], 1.702, 7.0);
+        let act = |x: f32| x / (1.0 + (-1.702 * x).exp());
+        assert!((g[0] - act(7.0) * (-7.0 + 1.0)).abs() < 1e-5);
+        assert!((g[1] - act(-3.0) * (7.0 + 1.0)).abs() < 1e-5);
+        assert!((g[2] - act(1.0) * 1.5).abs() < 1e-6);
+    }
 
     #[test]
     fn rms_norm_scales_to_unit_rms() {

@@ -11,7 +11,7 @@
 
 use wick_kernels::{QMatrix, ThreadPool};
 
-use super::decoder_spec::{Activation, DecoderSpec};
+use super::decoder_spec::DecoderSpec;
 use super::linear::{Linear, Projections, Run};
 use super::moe::{self, Experts};
 use super::tensors::{matrix, vector};
@@ -54,6 +54,9 @@ struct Block {
     ffn_norm: Option<Norm>,
     ffn: Ffn,
     post_ffn_norm: Option<Norm>,
+    /// Per head, the logit of an extra "sink" position every query also attends to
+    /// (gpt-oss); it takes weight in the softmax and contributes no value.
+    sinks: Option<Vec<f32>>,
 }
 
 /// A block's feed-forward network.
@@ -173,12 +176,27 @@ impl RopeTable {
         base: f32,
         scale: f32,
         attn_factor: f32,
+        yarn: Option<&ops::Yarn>,
     ) -> Self {
         let half = dims / 2;
         let mut cos = vec![0.0f32; positions.len() * half];
         let mut sin = vec![0.0f32; positions.len() * half];
         for (r, (&p, f)) in positions.iter().zip(factors).enumerate() {
             let span = r * half..(r + 1) * half;
+            if let Some(yarn) = yarn {
+                ops::rope_angles_yarn(
+                    p,
+                    dims,
+                    base,
+                    scale,
+                    *f,
+                    yarn,
+                    attn_factor,
+                    &mut cos[span.clone()],
+                    &mut sin[span],
+                );
+                continue;
+            }
             ops::rope_angles_scaled(
                 p,
                 dims,
@@ -354,6 +372,7 @@ impl DecoderModel {
             c.rope.base,
             c.rope.freq_scale,
             c.rope.attn_factor,
+            c.rope.yarn.as_ref(),
         );
         let local = c.swa_layers.iter().any(|&s| s).then(|| {
             RopeTable::new(
@@ -363,6 +382,7 @@ impl DecoderModel {
                 c.rope.base_local,
                 c.rope.freq_scale_local,
                 c.rope.attn_factor,
+                c.rope.yarn.as_ref(),
             )
         });
 
@@ -433,7 +453,14 @@ impl DecoderModel {
                     window: if sliding { c.sliding_window } else { None },
                     ..dims
                 };
-                attend(run.pool, run.threads, layer_dims, &jobs, &mut att);
+                attend(
+                    run.pool,
+                    run.threads,
+                    layer_dims,
+                    block.sinks.as_deref(),
+                    &jobs,
+                    &mut att,
+                );
             }
             block.wo.forward(&run, &att, rows, &mut o)?;
             self.finish_branch(&mut x, &mut o, block.post_attn_norm.as_ref());
@@ -448,14 +475,11 @@ impl DecoderModel {
             match &block.ffn {
                 Ffn::Dense { gate_up, down } => {
                     gate_up.forward(&run, input, rows, &mut [&mut g, &mut u])?;
-                    match c.activation {
-                        Activation::Silu => ops::silu_mul(&mut g, &u),
-                        Activation::GeluTanh => ops::gelu_mul(&mut g, &u),
-                    }
+                    c.activation.apply(&mut g, &u);
                     down.forward(&run, &g, rows, &mut o)?;
                 }
                 Ffn::Experts(experts) => {
-                    experts.forward(&run, input, rows, c.activation, &mut o)?
+                    experts.forward(&run, input, rows, c.activation, c.expert_gating, &mut o)?
                 }
             }
             self.finish_branch(&mut x, &mut o, block.post_ffn_norm.as_ref());
@@ -581,12 +605,19 @@ fn load_block(gguf: &mut GgufFile, c: &DecoderSpec, i: usize) -> Result<Block> {
         }
         Ok(Some(w))
     };
+    let ffn_norm = norm(c.ffn_norm_tensor, &[c.n_embd])?;
+    let post_attn_norm = match c.ffn_norm_tensor {
+        "post_attention_norm" => None,
+        _ => norm("post_attention_norm", &[c.n_embd])?,
+    };
+    let sinks = norm("attn_sinks", &[c.n_head])?;
     let block = Block {
         attn_norm: norm("attn_norm", &[c.n_embd])?,
         q_norm: norm("attn_q_norm", &[c.head_dim, q_width])?,
         k_norm: norm("attn_k_norm", &[c.head_dim, kv_width])?,
-        post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
-        ffn_norm: norm("ffn_norm", &[c.n_embd])?,
+        post_attn_norm,
+        ffn_norm,
+        sinks,
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
         qkv,
         wo,

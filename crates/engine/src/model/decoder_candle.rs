@@ -142,6 +142,11 @@ fn activate(g: &Tensor, activation: Activation) -> Result<Tensor> {
     Ok(match activation {
         Activation::Silu => candle_nn::ops::silu(g)?,
         Activation::GeluTanh => g.gelu()?,
+        Activation::SwigluOai => {
+            return Err(EngineError::UnsupportedArchitecture(
+                "gpt-oss's activation on the candle device path".into(),
+            ))
+        }
     })
 }
 
@@ -209,6 +214,16 @@ impl CandleDecoder {
             })
         };
         let spec = DecoderSpec::from_gguf(gguf, arch)?;
+        // gpt-oss's attention sinks, YaRN rope and clamped SwiGLU run on the CPU
+        // kernels only so far: refused here rather than run without them.
+        if spec.rope.yarn.is_some()
+            || spec.activation == Activation::SwigluOai
+            || spec.ffn_norm_tensor != "ffn_norm"
+        {
+            return Err(EngineError::UnsupportedArchitecture(format!(
+                "{arch} on the candle device path"
+            )));
+        }
         let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
         let (vocab, embd_cols) = embed.shape().dims2()?;
         let output = if gguf.has_tensor("output.weight") {
@@ -421,6 +436,7 @@ impl CandleDecoder {
             base,
             scale,
             self.spec.rope.attn_factor,
+            self.spec.rope.yarn.as_ref(),
         );
         let (cos, sin) = (table.cos, table.sin);
         let shape = (positions.len(), half);

@@ -10,12 +10,15 @@
 
 use candle_core::quantized::gguf_file::Value;
 
+use crate::cpu::ops;
+pub use crate::cpu::ops::Yarn;
 use crate::error::{EngineError, Result};
 use crate::gguf::{value_as_u64, GgufFile};
 
 /// Architectures the decoder runs, by their GGUF `general.architecture` name.
 pub const DECODER_ARCHITECTURES: &[&str] = &[
     "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "granite", "phi3",
+    "gpt-oss",
 ];
 
 /// The FFN's gating activation.
@@ -25,6 +28,30 @@ pub enum Activation {
     Silu,
     /// `gelu_tanh(gate) * up` (gemma).
     GeluTanh,
+    /// gpt-oss's clamped SwiGLU: `x * sigmoid(1.702 x) * (y + 1)` with the gate `x`
+    /// clamped above and the up projection `y` on both sides at 7.
+    SwigluOai,
+}
+
+impl Activation {
+    /// `gate = act(gate, up)`, in place.
+    pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+        match self {
+            Activation::Silu => ops::silu_mul(gate, up),
+            Activation::GeluTanh => ops::gelu_mul(gate, up),
+            Activation::SwigluOai => ops::swiglu_oai_mul(gate, up, 1.702, 7.0),
+        }
+    }
+}
+
+/// How a mixture of experts weighs the experts it picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertGating {
+    /// Softmax over all experts, the top k picked, their probabilities renormalized
+    /// (qwen3moe, mixtral).
+    SoftmaxTopK,
+    /// The top k router logits picked, then a softmax over those k (gpt-oss).
+    TopKSoftmax,
 }
 
 /// Rotary position embedding of one family.
@@ -49,6 +76,8 @@ pub struct RopeSpec {
     /// a sequence allowed more positions than this uses LongRoPE's long factors
     /// (`rope_factors_long`), otherwise the short ones, as llama.cpp chooses by context.
     pub original_context: Option<usize>,
+    /// YaRN context extension (gpt-oss), on every layer.
+    pub yarn: Option<Yarn>,
 }
 
 /// Shape and numerics of a decoder, shared by the CPU and candle executors.
@@ -88,6 +117,10 @@ pub struct DecoderSpec {
     /// how many of them each token uses (`expert_used_count`).
     pub n_expert: usize,
     pub n_expert_used: usize,
+    pub expert_gating: ExpertGating,
+    /// The tensor of the norm before the FFN (`ffn_norm`; gpt-oss names it
+    /// `post_attention_norm`, and has no post-attention norm).
+    pub ffn_norm_tensor: &'static str,
 }
 
 impl DecoderSpec {
@@ -138,9 +171,32 @@ impl DecoderSpec {
             )));
         }
         let base = gguf.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
-        let freq_scale = match rope_scaling(gguf, arch)? {
-            Some(factor) => 1.0 / factor,
+        let scaling = rope_scaling(gguf, arch)?;
+        let freq_scale = match scaling {
+            Some((_, factor)) => 1.0 / factor,
             None => 1.0,
+        };
+        let original_context = gguf
+            .get_u32(&key("rope.scaling.original_context_length"))
+            .ok()
+            .map(|v| v as usize);
+        let yarn = match scaling {
+            Some((RopeScaling::Yarn, _)) => Some(Yarn {
+                ext_factor: gguf
+                    .get_f32(&key("rope.scaling.yarn_ext_factor"))
+                    .ok()
+                    .filter(|f| *f >= 0.0)
+                    .unwrap_or(1.0),
+                beta_fast: gguf
+                    .get_f32(&key("rope.scaling.yarn_beta_fast"))
+                    .unwrap_or(32.0),
+                beta_slow: gguf
+                    .get_f32(&key("rope.scaling.yarn_beta_slow"))
+                    .unwrap_or(1.0),
+                n_ctx_orig: original_context
+                    .unwrap_or(gguf.get_u32(&key("context_length")).unwrap_or(2048) as usize),
+            }),
+            _ => None,
         };
         let opt_f32 = |k: &str| gguf.get_f32(&key(k)).ok().filter(|v| *v != 0.0);
         let gemma = arch.starts_with("gemma");
@@ -157,6 +213,10 @@ impl DecoderSpec {
             "gemma3" => (
                 Some(gguf.get_u32(&key("attention.sliding_window"))? as usize),
                 6,
+            ),
+            "gpt-oss" => (
+                Some(gguf.get_u32(&key("attention.sliding_window"))? as usize),
+                2,
             ),
             "olmo2" => (
                 gguf.get_u32(&key("attention.sliding_window"))
@@ -181,7 +241,7 @@ impl DecoderSpec {
         };
         let neox = matches!(
             arch,
-            "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3"
+            "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt-oss"
         );
 
         Ok(Self {
@@ -211,13 +271,13 @@ impl DecoderSpec {
                     .ok()
                     .filter(|f| f.is_finite() && *f > 0.0)
                     .unwrap_or(1.0),
-                original_context: gguf
-                    .get_u32(&key("rope.scaling.original_context_length"))
-                    .ok()
-                    .map(|v| v as usize),
+                original_context,
+                yarn,
             },
             activation: if gemma {
                 Activation::GeluTanh
+            } else if arch == "gpt-oss" {
+                Activation::SwigluOai
             } else {
                 Activation::Silu
             },
@@ -256,6 +316,16 @@ impl DecoderSpec {
             swa_layers,
             n_expert: gguf.get_u32(&key("expert_count")).unwrap_or(0) as usize,
             n_expert_used: gguf.get_u32(&key("expert_used_count")).unwrap_or(0) as usize,
+            expert_gating: if arch == "gpt-oss" {
+                ExpertGating::TopKSoftmax
+            } else {
+                ExpertGating::SoftmaxTopK
+            },
+            ffn_norm_tensor: if arch == "gpt-oss" {
+                "post_attention_norm"
+            } else {
+                "ffn_norm"
+            },
         })
     }
 }
@@ -274,9 +344,16 @@ pub(crate) fn block_count(gguf: &GgufFile, arch: &str) -> Result<usize> {
     Ok(n_layer)
 }
 
-/// The linear rope scaling factor, if the file declares one; other scaling kinds are
-/// refused rather than silently ignored.
-fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<f32>> {
+/// The rope scaling kinds wick runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeScaling {
+    Linear,
+    Yarn,
+}
+
+/// The rope scaling kind and factor, if the file declares one; other scaling kinds
+/// are refused rather than silently ignored.
+fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<(RopeScaling, f32)>> {
     let kind = gguf
         .get_str(&format!("{arch}.rope.scaling.type"))
         .unwrap_or("linear");
@@ -287,7 +364,8 @@ fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<f32>> {
         .filter(|f| *f != 0.0 && *f != 1.0);
     match (kind, factor) {
         (_, None) | ("none", _) => Ok(None),
-        ("linear", Some(f)) => Ok(Some(f)),
+        ("linear", Some(f)) => Ok(Some((RopeScaling::Linear, f))),
+        ("yarn", Some(f)) => Ok(Some((RopeScaling::Yarn, f))),
         (other, Some(_)) => Err(EngineError::InvalidModel(format!(
             "rope scaling '{other}' is not supported yet"
         ))),

@@ -1,8 +1,10 @@
-//! The mixture-of-experts FFN (`qwen3moe`, llama/mixtral files with `ffn_*_exps`) on
-//! wick's CPU kernels.
+//! The mixture-of-experts FFN (`qwen3moe`, llama/mixtral files with `ffn_*_exps`,
+//! `gpt-oss`) on wick's CPU kernels.
 //!
-//! A router picks, for each row, the `n_used` experts with the highest softmax
-//! probability; their weights are those probabilities, renormalized to sum to 1. In a
+//! A router picks, for each row, the `n_used` experts with the highest score; their
+//! weights follow the family's [`ExpertGating`] (softmax probabilities renormalized
+//! over the chosen, or a softmax over the chosen logits). Experts may carry biases
+//! (gpt-oss: one per expert on the gate, up and down projections). In a
 //! batched step the rows are grouped by expert, so each chosen expert's weights are read
 //! once per step for all the rows that chose it. Each row's output is the sum, in the
 //! order of its choices (most probable first), of its experts' outputs times their
@@ -10,10 +12,9 @@
 
 use wick_kernels::QMatrix;
 
-use super::decoder_spec::Activation;
+use super::decoder_spec::{Activation, ExpertGating};
 use super::linear::{Linear, Projections, Run};
-use super::tensors::{matrix, quant_kind, vector};
-use crate::cpu::ops;
+use super::tensors::{floats, matrix, quant_kind, vector};
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, RawTensor};
 
@@ -89,14 +90,6 @@ impl Experts {
                 router.w.cols()
             )));
         }
-        for name in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
-            let b = format!("{p}.{name}.bias");
-            if gguf.has_tensor(&b) {
-                return Err(EngineError::InvalidModel(format!(
-                    "{b}: expert biases are not supported yet"
-                )));
-            }
-        }
         let gates = expert_matrices(gguf, &format!("{p}.ffn_gate_exps.weight"))?;
         let ups = expert_matrices(gguf, &format!("{p}.ffn_up_exps.weight"))?;
         let downs = expert_matrices(gguf, &format!("{p}.ffn_down_exps.weight"))?;
@@ -123,17 +116,37 @@ impl Experts {
                 "{n_used} experts used per token out of {n_expert}"
             )));
         }
+        let mut bias = |name: &str, width: usize| -> Result<Vec<Option<Vec<f32>>>> {
+            let full = format!("{p}.{name}.bias");
+            if !gguf.has_tensor(&full) {
+                return Ok(vec![None; n_expert]);
+            }
+            let b = floats(gguf, &full, 2)?;
+            if b.len() != n_expert * width {
+                return Err(EngineError::InvalidModel(format!(
+                    "{full} has {} values, expected {n_expert}x{width}",
+                    b.len()
+                )));
+            }
+            Ok(b.chunks_exact(width).map(|c| Some(c.to_vec())).collect())
+        };
+        let (gate_b, up_b, down_b) = (
+            bias("ffn_gate_exps", n_ff)?,
+            bias("ffn_up_exps", n_ff)?,
+            bias("ffn_down_exps", n_embd)?,
+        );
         let experts = gates
             .into_iter()
             .zip(ups)
             .zip(downs)
-            .map(|((g, u), d)| Expert {
+            .zip(gate_b.into_iter().zip(up_b).zip(down_b))
+            .map(|(((g, u), d), ((gb, ub), db))| Expert {
                 // Kept apart: stacking would copy the weights out of the mapped file.
                 gate_up: Projections::Separate(vec![
-                    Linear { w: g, bias: None },
-                    Linear { w: u, bias: None },
+                    Linear { w: g, bias: gb },
+                    Linear { w: u, bias: ub },
                 ]),
-                down: Linear { w: d, bias: None },
+                down: Linear { w: d, bias: db },
             })
             .collect();
         Ok(Self {
@@ -159,6 +172,7 @@ impl Experts {
         x: &[f32],
         rows: usize,
         activation: Activation,
+        gating: ExpertGating,
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let n_expert = self.experts.len();
@@ -170,13 +184,25 @@ impl Experts {
         let mut chosen = Vec::with_capacity(rows * k);
         let mut order: Vec<usize> = Vec::with_capacity(n_expert);
         for row in logits.chunks_exact(n_expert) {
-            let probs = softmax(row);
+            let scores = match gating {
+                ExpertGating::SoftmaxTopK => softmax(row),
+                ExpertGating::TopKSoftmax => row.to_vec(),
+            };
             order.clear();
             order.extend(0..n_expert);
-            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
             let picked = &order[..k];
-            let sum: f32 = picked.iter().map(|&e| probs[e]).sum();
-            chosen.extend(picked.iter().map(|&e| (e, probs[e] / sum)));
+            match gating {
+                ExpertGating::SoftmaxTopK => {
+                    let sum: f32 = picked.iter().map(|&e| scores[e]).sum();
+                    chosen.extend(picked.iter().map(|&e| (e, scores[e] / sum)));
+                }
+                ExpertGating::TopKSoftmax => {
+                    let picked_logits: Vec<f32> = picked.iter().map(|&e| scores[e]).collect();
+                    let weights = softmax(&picked_logits);
+                    chosen.extend(picked.iter().copied().zip(weights));
+                }
+            }
         }
         // Each expert runs once, on all the rows that chose it.
         let mut slots = vec![0.0f32; rows * k * d];
@@ -193,10 +219,7 @@ impl Experts {
             }
             let m = members.len();
             expert.gate_up.forward(run, &xe, m, &mut [&mut g, &mut u])?;
-            match activation {
-                Activation::Silu => ops::silu_mul(&mut g, &u),
-                Activation::GeluTanh => ops::gelu_mul(&mut g, &u),
-            }
+            activation.apply(&mut g, &u);
             expert.down.forward(run, &g, m, &mut o)?;
             for (i, &s) in members.iter().enumerate() {
                 let w = chosen[s].1;

@@ -43,10 +43,16 @@ pub(crate) fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
 
 /// A 1-D f32 (or f16) tensor such as a norm weight or a bias.
 pub(crate) fn vector(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>> {
+    floats(gguf, name, 1)
+}
+
+/// An f32 (or f16) tensor of `rank` dimensions, its values in file order (the biases
+/// of a mixture's experts are 2-D, one row per expert).
+pub(crate) fn floats(gguf: &mut GgufFile, name: &str, rank: usize) -> Result<Vec<f32>> {
     let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
-    if dims.len() != 1 {
+    if dims.len() != rank {
         return Err(EngineError::InvalidModel(format!(
-            "tensor '{name}' should be 1-D, has shape {dims:?}"
+            "tensor '{name}' should be {rank}-D, has shape {dims:?}"
         )));
     }
     match dtype {
