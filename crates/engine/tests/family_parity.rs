@@ -25,8 +25,8 @@ use wick_engine::{tiny_models, Device, Model};
 
 /// The families wick must match llama.cpp on today.
 const SUPPORTED: &[&str] = &[
-    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "granite", "olmo2", "phi3",
-    "gpt-oss",
+    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "granite", "olmo2",
+    "phi3", "gpt-oss",
 ];
 
 /// A top-2 margin (nats) at or below this is a near tie: the top-1 may flip.
