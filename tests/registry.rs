@@ -452,32 +452,15 @@ fn a_key_protected_wick_takes_pushes_and_pulls_only_with_its_key() {
 
 #[test]
 fn a_destination_killed_mid_pull_is_unharmed_and_pulls_again() {
-    use std::io::BufRead;
     let source = Server::with_smollm2();
     let dest = Server::start();
     let name = remote_name(&source);
     let digest = model_blob(source.store.path(), &source);
     // Read the pull's progress as it streams; SIGKILL the destination once the model
     // layer is under way.
-    let resp = dest
-        .client
-        .post(dest.url("/api/pull"))
-        .json(&json!({"model": name, "insecure": true}))
-        .send()
-        .expect("pull");
-    let mut reader = std::io::BufReader::new(resp);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let v: Value = serde_json::from_str(&line).expect("json line");
-        if v["digest"] == digest && v["completed"].as_u64() > Some(0) {
-            break;
-        }
-    }
-    drop(reader);
+    read_pull_until(&dest, &name, |v| {
+        v["digest"] == digest && v["completed"].as_u64() > Some(0)
+    });
     let dest = dest.kill_and_restart();
     // Exactly as before or complete: never a model whose blobs are missing or wrong.
     let (_, tags) = dest.get("/api/tags");

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 
 use super::bpe_vocab::bpe_metadata;
+use super::tensor_names::{gguf_tensor_name, NormNames};
 use super::{load_safetensors, require_u32, write_gguf};
 use crate::error::{EngineError, Result};
 
@@ -96,7 +97,7 @@ pub fn decoder_to_gguf(files: &BTreeMap<String, PathBuf>, config: &Json, out: &P
         if hf.ends_with("rotary_emb.inv_freq") {
             continue; // recomputed from rope_theta, as llama.cpp drops it
         }
-        let Some(name) = gguf_tensor_name(&hf) else {
+        let Some(name) = gguf_tensor_name(&hf, NormNames::Llama) else {
             return Err(invalid(format!(
                 "tensor '{hf}' has no place in a {arch} model"
             )));
@@ -217,38 +218,6 @@ fn permute_rotary_rows(w: &Tensor, n_head: usize, head_dim: usize) -> Result<Ten
         .reshape((rows, cols))?)
 }
 
-/// llama.cpp's name for a Hugging Face decoder tensor.
-fn gguf_tensor_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let target = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{target}.{kind}"))
-}
-
 /// How the converter's F16 output stores a tensor: matrices in F16, vectors in F32.
 pub(super) fn storage_type(tensor: &Tensor) -> GgmlDType {
     if tensor.rank() == 2 {
@@ -276,23 +245,6 @@ pub(super) fn sort_as_llama_cpp(tensors: &mut [(String, QTensor)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tensor_names_follow_llama_cpp() {
-        assert_eq!(
-            gguf_tensor_name("model.layers.7.self_attn.k_norm.weight").as_deref(),
-            Some("blk.7.attn_k_norm.weight")
-        );
-        assert_eq!(
-            gguf_tensor_name("model.layers.0.mlp.down_proj.weight").as_deref(),
-            Some("blk.0.ffn_down.weight")
-        );
-        assert_eq!(
-            gguf_tensor_name("model.layers.2.self_attn.q_proj.bias").as_deref(),
-            Some("blk.2.attn_q.bias")
-        );
-        assert_eq!(gguf_tensor_name("model.vision_tower.x.weight"), None);
-    }
 
     #[test]
     fn rotary_rows_interleave_each_head_s_halves() {

@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 
 use super::decoder::{sort_as_llama_cpp, storage_type};
 use super::sentencepiece::sentencepiece_metadata;
+use super::tensor_names::{gguf_tensor_name, NormNames};
 use super::{load_safetensors, require_u32, write_gguf};
 use crate::error::{EngineError, Result};
 
@@ -142,7 +143,7 @@ pub fn gemma3_to_gguf(files: &BTreeMap<String, PathBuf>, config: &Json, out: &Pa
         {
             continue;
         }
-        let Some(name) = gguf_tensor_name(&hf) else {
+        let Some(name) = gguf_tensor_name(&hf, NormNames::Gemma3) else {
             return Err(invalid(format!(
                 "tensor '{hf}' has no place in a gemma3 model"
             )));
@@ -166,62 +167,10 @@ pub fn gemma3_to_gguf(files: &BTreeMap<String, PathBuf>, config: &Json, out: &Pa
     write_gguf(out, &metadata, &tensors)
 }
 
-/// llama.cpp's name for a Hugging Face Gemma 3 tensor (its `language_model.` prefix
-/// already dropped).
-fn gguf_tensor_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let target = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "post_attention_layernorm" => "post_attention_norm",
-        "pre_feedforward_layernorm" => "ffn_norm",
-        "post_feedforward_layernorm" => "post_ffw_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{target}.{kind}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn gemma_s_four_norms_have_their_own_names() {
-        assert_eq!(
-            gguf_tensor_name("model.layers.3.post_attention_layernorm.weight").as_deref(),
-            Some("blk.3.post_attention_norm.weight")
-        );
-        assert_eq!(
-            gguf_tensor_name("model.layers.3.pre_feedforward_layernorm.weight").as_deref(),
-            Some("blk.3.ffn_norm.weight")
-        );
-        assert_eq!(
-            gguf_tensor_name("model.layers.3.post_feedforward_layernorm.weight").as_deref(),
-            Some("blk.3.post_ffw_norm.weight")
-        );
-        assert_eq!(gguf_tensor_name("model.layers.3.mlp.experts.weight"), None);
-    }
 
     #[test]
     fn the_text_config_of_a_multimodal_gemma3_is_laid_over_the_root() {

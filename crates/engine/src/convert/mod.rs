@@ -12,6 +12,7 @@ mod decoder;
 mod gemma3;
 mod sentencepiece;
 mod special_vocab;
+mod tensor_names;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use sentencepiece::{
     ModelProto as SentencePieceModel, NormalizerSpec as SentencePieceNormalizer,
     Piece as SentencePiece, TrainerSpec as SentencePieceTrainer,
 };
+pub(crate) use tensor_names::{hf_tensor_name, NormNames};
 
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;

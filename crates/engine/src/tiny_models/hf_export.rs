@@ -16,7 +16,8 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value as Json};
 
 use crate::convert::{
-    SentencePiece, SentencePieceModel, SentencePieceNormalizer, SentencePieceTrainer,
+    hf_tensor_name, NormNames, SentencePiece, SentencePieceModel, SentencePieceNormalizer,
+    SentencePieceTrainer,
 };
 use crate::error::{EngineError, Result};
 use crate::tokenizer::{LLAMA3_PATTERN, QWEN2_PATTERN};
@@ -117,7 +118,12 @@ pub fn write_hf_dir(gguf: &Path, dir: &Path, extra_config: Json) -> Result<()> {
         } else {
             w
         };
-        let hf = hf_name(name, gemma3)
+        let norms = if gemma3 {
+            NormNames::Gemma3
+        } else {
+            NormNames::Llama
+        };
+        let hf = hf_tensor_name(name, norms)
             .ok_or_else(|| EngineError::InvalidModel(format!("no Hugging Face name for {name}")))?;
         tensors.insert(hf, w);
     }
@@ -247,39 +253,6 @@ fn unpermute(w: &Tensor, n_head: usize, head_dim: usize) -> Result<Tensor> {
         .transpose(1, 2)?
         .contiguous()?
         .reshape((rows, cols))?)
-}
-
-fn hf_name(gguf: &str, gemma3: bool) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let hf = match module {
-        "post_attention_norm" if gemma3 => "post_attention_layernorm",
-        "ffn_norm" if gemma3 => "pre_feedforward_layernorm",
-        "post_ffw_norm" if gemma3 => "post_feedforward_layernorm",
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
 /// `tokenizer.json` for the GGUF's `gpt2` tokenizer.
