@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use candle_core::quantized::gguf_file::Value as GgufValue;
 use common::{upload_blob, Server, SMOLLM2};
 use serde_json::{json, Value};
 
@@ -168,6 +169,30 @@ fn bad_blobs_and_broken_gguf_leave_the_store_unchanged() {
         assert_eq!(status, 400, "{r}");
         error_text(&r);
     }
+    // A file whose tokenizer wick cannot build is refused at create, naming it.
+    let odd_pre = dir.path().join("odd-pre.gguf");
+    let metadata = [
+        ("general.architecture", GgufValue::String("llama".into())),
+        ("tokenizer.ggml.model", GgufValue::String("gpt2".into())),
+        ("tokenizer.ggml.pre", GgufValue::String("kimi-k2".into())),
+    ];
+    let refs: Vec<(&str, &GgufValue)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    candle_core::quantized::gguf_file::write(
+        &mut std::fs::File::create(&odd_pre).expect("create"),
+        &refs,
+        &[],
+    )
+    .expect("write");
+    let digest = upload_blob(&s, &odd_pre);
+    let (status, r) = s
+        .post(
+            "/api/create",
+            &json!({"model": "odd", "files": {"m.gguf": digest}, "stream": false}),
+        )
+        .expect("create");
+    assert_eq!(status, 400, "{r}");
+    assert!(error_text(&r).contains("kimi-k2"), "{r}");
+
     let (_, tags) = s.get("/api/tags");
     let names: Vec<&str> = tags["models"]
         .as_array()

@@ -26,6 +26,36 @@ mod wordpiece;
 
 pub(crate) const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub(crate) const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// o200k's split (`gpt-4o`, gpt-oss), in llama.cpp's spelling: a letter that is not
+/// ASCII `a-z` counts as upper case, one that is not `A-Z` as lower case.
+pub(crate) const GPT4O_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-2's split, which llama.cpp's `gpt-2` pre-tokenizer (and the second step of
+/// `smollm`'s) uses.
+const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// llama.cpp's splits for a BPE vocabulary with no (or the `default`) pre-tokenizer,
+/// applied one after the other.
+const DEFAULT_PATTERNS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|]+",
+    GPT2_PATTERN,
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
+
+/// The `tokenizer.ggml.pre` values of BPE vocabularies wick tokenizes as llama.cpp does.
+pub const KNOWN_PRE_TOKENIZERS: &[&str] = &[
+    "default",
+    "gpt-2",
+    "qwen2",
+    "deepseek-r1-qwen",
+    "llama-bpe",
+    "llama3",
+    "smaug-bpe",
+    "smollm",
+    "starcoder",
+    "refact",
+    "gpt-4o",
+];
 
 /// GGUF `tokenizer.ggml.token_type` values.
 const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -88,16 +118,34 @@ pub struct GgufTokenizer {
     pub embedding_ends: (Option<u32>, Option<u32>),
 }
 
+/// Whether the file's tokenizer is one wick builds, without building it: the model
+/// kind, and for BPE the pre-tokenizer (so `/api/create` refuses what would fail at
+/// first use).
+pub fn check_tokenizer(gguf: &GgufFile) -> Result<()> {
+    match gguf.get_str("tokenizer.ggml.model").unwrap_or("") {
+        "gpt2" => {
+            let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
+            pre_tokenizer_for(pre).map(|_| ())
+        }
+        "bert" | "llama" => Ok(()),
+        model => Err(unsupported_model(model)),
+    }
+}
+
+fn unsupported_model(model: &str) -> EngineError {
+    EngineError::Tokenizer(format!(
+        "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE, \
+         'llama' SentencePiece and 'bert' WordPiece)"
+    ))
+}
+
 impl GgufTokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         match gguf.get_str("tokenizer.ggml.model").unwrap_or("") {
             "gpt2" => Self::byte_level_bpe(gguf),
             "bert" => wordpiece::from_gguf(gguf),
             "llama" => spm::from_gguf(gguf),
-            model => Err(EngineError::Tokenizer(format!(
-                "tokenizer model '{model}' is not supported yet (only 'gpt2' BPE, \
-                 'llama' SentencePiece and 'bert' WordPiece)"
-            ))),
+            model => Err(unsupported_model(model)),
         }
     }
 
@@ -349,28 +397,37 @@ fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {
 }
 
 fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
-    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-        let split = Split::new(
-            SplitPattern::Regex(pattern.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(Sequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, false, false).into(),
-        ])
-        .into())
+    let splits = |patterns: &[&str]| -> Result<PreTokenizerWrapper> {
+        let mut steps: Vec<PreTokenizerWrapper> = patterns
+            .iter()
+            .map(|pattern| {
+                Split::new(
+                    SplitPattern::Regex(pattern.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map(Into::into)
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        steps.push(ByteLevel::new(false, false, false).into());
+        Ok(Sequence::new(steps).into())
     };
     match pre {
-        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN),
-        "llama-bpe" | "llama3" | "smaug-bpe" => split(LLAMA3_PATTERN),
+        "qwen2" | "deepseek-r1-qwen" => splits(&[QWEN2_PATTERN]),
+        "llama-bpe" | "llama3" | "smaug-bpe" => splits(&[LLAMA3_PATTERN]),
+        "gpt-4o" => splits(&[GPT4O_PATTERN]),
         "smollm" | "starcoder" | "refact" => Ok(Sequence::new(vec![
             Digits::new(true).into(),
             ByteLevel::new(false, false, true).into(),
         ])
         .into()),
-        _ => Ok(ByteLevel::new(false, false, true).into()),
+        "gpt-2" => splits(&[GPT2_PATTERN]),
+        "" | "default" => splits(DEFAULT_PATTERNS),
+        other => Err(EngineError::Tokenizer(format!(
+            "pre-tokenizer '{other}' is not supported yet (wick knows {})",
+            KNOWN_PRE_TOKENIZERS.join(", ")
+        ))),
     }
 }
 

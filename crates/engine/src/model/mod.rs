@@ -80,6 +80,7 @@ pub fn check_supported(path: &Path) -> Result<()> {
     {
         return Err(EngineError::UnsupportedArchitecture(arch));
     }
+    crate::tokenizer::check_tokenizer(&gguf)?;
     let mut names: Vec<&String> = gguf.content.tensor_infos.keys().collect();
     names.sort();
     for name in names {
