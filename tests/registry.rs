@@ -405,17 +405,45 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
     assert_eq!(status, 404, "{r}");
 
     // The CLI pushes too.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(["push", "--insecure", &target])
-        .env("OLLAMA_HOST", &source.base)
-        .env_remove("WICK_API_KEY")
-        .output()
-        .expect("run wick push");
+    let wick = |server: &Server, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+            .args(args)
+            .env("OLLAMA_HOST", &server.base)
+            .env_remove("WICK_API_KEY")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run wick")
+    };
+    let out = wick(&source, &["push", "--insecure", &target]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stderr.contains("success"),
         "{stderr}"
     );
+
+    // And `wick pull 127.0.0.1:PORT/library/qwen2.5-coder:0.5b --insecure` brings the
+    // model from the first wick into a third, where it answers as it does at the source.
+    let name = remote(&source, QWEN_05B);
+    let out = wick(&closed, &["pull", &name, "--insecure"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("success"),
+        "{stderr}"
+    );
+    let ask = |s: &Server, model: &str| {
+        let (status, r) = s
+            .post(
+                "/api/generate",
+                &json!({"model": model, "prompt": "def add(a, b):", "stream": false,
+                        "options": greedy(8)}),
+            )
+            .expect("generate");
+        assert_eq!(status, 200, "{r}");
+        r["response"].as_str().unwrap_or_default().to_string()
+    };
+    let answer = ask(&closed, &name);
+    assert!(!answer.is_empty());
+    assert_eq!(answer, ask(&source, QWEN_05B));
 }
 
 #[test]
