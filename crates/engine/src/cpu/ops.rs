@@ -101,15 +101,17 @@ pub fn rope_angles_scaled(
     cos: &mut [f32],
     sin: &mut [f32],
 ) {
-    let theta_scale = base.powf(-2.0 / dims as f32);
-    let mut theta = pos as f32;
-    for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
-        let divisor = factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
-        let angle = freq_scale * (theta / divisor);
-        *c = angle.cos();
-        *s = angle.sin();
-        theta *= theta_scale;
-    }
+    rope_angles_yarn(
+        pos,
+        dims,
+        base,
+        freq_scale,
+        factors,
+        &Yarn::OFF,
+        1.0,
+        cos,
+        sin,
+    );
 }
 
 /// YaRN's parameters (ggml's `ext_factor`, `beta_fast`, `beta_slow`, `n_ctx_orig`).
@@ -122,6 +124,14 @@ pub struct Yarn {
 }
 
 impl Yarn {
+    /// No extension: plain linear scaling.
+    pub const OFF: Yarn = Yarn {
+        ext_factor: 0.0,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        n_ctx_orig: 0,
+    };
+
     /// The first and last rotary pair YaRN blends, as ggml computes them.
     fn corr_dims(&self, dims: usize, base: f32) -> [f32; 2] {
         let corr_dim = |n_rot: f32| {
@@ -135,9 +145,10 @@ impl Yarn {
     }
 }
 
-/// [`rope_angles_scaled`] with YaRN (ggml's `rope_yarn`): each pair's angle blends the
-/// interpolated (`freq_scale`) and the extrapolated one by a ramp over the pairs, and
-/// the cosines and sines are multiplied by `attn_factor * (1 + 0.1 ln(1 / freq_scale))`.
+/// ggml's `rope_yarn`, which every rope is: angle `i` is `freq_scale * theta_i /
+/// factors[i]` ([`rope_angles_scaled`]); with YaRN on (`ext_factor` > 0) it is blended
+/// with the unscaled angle by a ramp over the pairs, and the magnitude grows by
+/// `1 + 0.1 ln(1 / freq_scale)`. The cosines and sines are multiplied by `attn_factor`.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_angles_yarn(
     pos: usize,
@@ -151,9 +162,9 @@ pub fn rope_angles_yarn(
     sin: &mut [f32],
 ) {
     let theta_scale = base.powf(-2.0 / dims as f32);
-    let [low, high] = yarn.corr_dims(dims, base);
+    let ramp = (yarn.ext_factor != 0.0).then(|| yarn.corr_dims(dims, base));
     let mut mscale = attn_factor;
-    if yarn.ext_factor != 0.0 {
+    if ramp.is_some() {
         mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
     }
     let mut theta = pos as f32;
@@ -161,7 +172,7 @@ pub fn rope_angles_yarn(
         let divisor = factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
         let extrap = theta / divisor;
         let interp = freq_scale * extrap;
-        let angle = if yarn.ext_factor != 0.0 {
+        let angle = if let Some([low, high]) = ramp {
             let y = (i as f32 - low) / (high - low).max(0.001);
             let mix = (1.0 - y.clamp(0.0, 1.0)) * yarn.ext_factor;
             interp * (1.0 - mix) + extrap * mix
@@ -270,16 +281,6 @@ mod tests {
         assert!((c[0] - (pos as f32).cos() * mscale).abs() < 1e-5);
         let theta_last = pos as f32 * base.powf(-2.0 * 31.0 / dims as f32);
         assert!((c[31] - (theta_last * scale).cos() * mscale).abs() < 1e-4);
-        // Without extension it is plain linear scaling.
-        let none = Yarn {
-            ext_factor: 0.0,
-            ..yarn
-        };
-        let (mut c2, mut s2) = (vec![0.0; 32], vec![0.0; 32]);
-        let (mut c3, mut s3) = (vec![0.0; 32], vec![0.0; 32]);
-        rope_angles_yarn(pos, dims, base, scale, None, &none, 1.0, &mut c2, &mut s2);
-        rope_angles_scaled(pos, dims, base, scale, None, &mut c3, &mut s3);
-        assert_eq!((c2, s2), (c3, s3));
     }
 
     #[test]

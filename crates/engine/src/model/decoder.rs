@@ -183,33 +183,17 @@ impl RopeTable {
         let mut sin = vec![0.0f32; positions.len() * half];
         for (r, (&p, f)) in positions.iter().zip(factors).enumerate() {
             let span = r * half..(r + 1) * half;
-            if let Some(yarn) = yarn {
-                ops::rope_angles_yarn(
-                    p,
-                    dims,
-                    base,
-                    scale,
-                    *f,
-                    yarn,
-                    attn_factor,
-                    &mut cos[span.clone()],
-                    &mut sin[span],
-                );
-                continue;
-            }
-            ops::rope_angles_scaled(
+            ops::rope_angles_yarn(
                 p,
                 dims,
                 base,
                 scale,
                 *f,
+                yarn.unwrap_or(&ops::Yarn::OFF),
+                attn_factor,
                 &mut cos[span.clone()],
-                &mut sin[span.clone()],
+                &mut sin[span],
             );
-            if attn_factor != 1.0 {
-                cos[span.clone()].iter_mut().for_each(|c| *c *= attn_factor);
-                sin[span].iter_mut().for_each(|s| *s *= attn_factor);
-            }
         }
         Self { cos, sin, half }
     }
