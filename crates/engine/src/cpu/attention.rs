@@ -260,21 +260,19 @@ fn online_f16_values(
         sum = sum * rescale + weight;
     }
     accumulate_f16(acc16, v, steps);
-    for (o, a) in out.iter_mut().zip(acc16.iter()) {
-        *o = a.to_f32();
-    }
+    // A sink above the running maximum rescales the values summed so far.
+    let mut rescale = 1.0f32;
     if let Some(s) = sink {
         if s > max {
-            let rescale = (max - s).exp();
-            out.iter_mut().for_each(|o| *o *= rescale);
+            rescale = (max - s).exp();
             sum = sum * rescale + 1.0;
         } else {
             sum += (s - max).exp();
         }
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for o in out.iter_mut() {
-        *o *= inv;
+    for (o, a) in out.iter_mut().zip(acc16.iter()) {
+        *o = a.to_f32() * rescale * inv;
     }
 }
 
