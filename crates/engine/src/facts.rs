@@ -110,6 +110,8 @@ pub fn file_type_name(t: u64) -> String {
         17 => "Q5_K_M",
         18 => "Q6_K",
         32 => "BF16",
+        // MOSTLY_MXFP4_MOE: gpt-oss, its experts MXFP4.
+        38 => "MXFP4",
         _ => "unknown",
     }
     .to_string()

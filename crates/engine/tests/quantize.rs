@@ -82,17 +82,17 @@ fn quantized_tensors_are_llamacpp_s() {
         for t in &names {
             let expected = &want["tensors"][t];
             let raw = gguf.raw_tensor(t).expect("tensor");
-            let ty = format!("{:?}", raw.dtype).to_uppercase();
+            let ty = raw.dtype.name();
             let want_ty = expected["type"].as_str().expect("type").replace('_', "");
             assert_eq!(ty.replace('_', ""), want_ty, "{name} {t}: type");
             let bytes: &[u8] = raw.data.as_ref();
             assert_eq!(
                 hex::encode(Sha256::digest(bytes)),
                 expected["sha256"].as_str().expect("sha"),
-                "{name} {t}: {:?} bytes differ from llama.cpp's",
+                "{name} {t}: {} bytes differ from llama.cpp's",
                 raw.dtype
             );
-            kinds.insert(format!("{:?}", raw.dtype));
+            kinds.insert(raw.dtype.name());
         }
         eprintln!(
             "{name}: all {} tensors byte-identical to llama.cpp's ({kinds:?})",

@@ -95,7 +95,8 @@ pub(crate) mod quant {
     pub(crate) use crate::act::{quantize_q8_0 as q8_0, quantize_q8_k as q8_k, round_to_f16};
 }
 
-/// The unsigned byte codes of a row of Q4_0, Q4_1 or Q5_0 blocks (the GEMM's unpacking).
+/// The unsigned byte codes of a row of Q4_0, Q4_1, Q5_0 or MXFP4 blocks (the GEMM's
+/// unpacking).
 #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
 pub(crate) fn codes32(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
     let ts = kind.type_size();
@@ -363,6 +364,9 @@ mod imp {
                     QuantKind::Q5_0 => {
                         run_kernel!(q5_0_signed / q5_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
+                    QuantKind::Mxfp4 => {
+                        run_kernel!(mxfp4 / mxfp4, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
+                    }
                     _ => {
                         run_kernel!(q8_0 / q8_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
                     }
@@ -529,6 +533,8 @@ mod imp {
             let v = match kind {
                 QuantKind::Q4_0 => nibbles(p.add(2)),
                 QuantKind::Q4_1 => nibbles(p.add(4)),
+                // The values plus 12, so unsigned (`unpack_row32`'s offset).
+                QuantKind::Mxfp4 => _mm256_shuffle_epi8(mxfp4_table(12), nibbles(p.add(1))),
                 _ => _mm256_or_si256(
                     nibbles(p.add(6)),
                     _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
@@ -848,6 +854,46 @@ mod imp {
         ),
         |q, y, _aux| signed_lanes(q, y)
     );
+
+    /// `kvalues_mxfp4` in both 128-bit halves, for `vpshufb` on nibbles.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mxfp4_table(offset: i8) -> __m256i {
+        let v: [i8; 16] = std::array::from_fn(|i| crate::reference::MXFP4_VALUES[i] + offset);
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(v.as_ptr() as *const __m128i))
+    }
+
+    /// MXFP4 x Q8_0: the nibbles looked up as signed values, the scale `2^(e - 128)` read
+    /// from its exponent byte; the float chain of [`chain_kernel`]'s kinds.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mxfp4<const NR: usize, const MR: usize>(
+        _lut: Lut,
+        pf: *const u8,
+        w: [*const u8; NR],
+        nb: usize,
+        x: [Q8Ptr; MR],
+    ) -> [[f32; MR]; NR] {
+        const { assert!(NR * MR <= 4) };
+        let table = mxfp4_table(0);
+        let mut acc = _mm_setzero_ps();
+        for ib in 0..nb {
+            prefetch(pf, ib * NR * 17, NR * 17);
+            let mut ints = [_mm256_setzero_si256(); 4];
+            let mut dw = [0f32; NR];
+            for r in 0..NR {
+                let b = w[r].add(ib * 17);
+                dw[r] = crate::reference::e8m0_half(*b);
+                let q = _mm256_shuffle_epi8(table, nibbles(b.add(1)));
+                for a in 0..MR {
+                    ints[r * MR + a] = signed_lanes(q, &*x[a].b.add(ib));
+                }
+            }
+            let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
+            let d = pair_scales::<NR, MR>(dw, dy);
+            acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
+        }
+        pair_lanes::<NR, MR>(acc)
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1<const NR: usize, const MR: usize>(

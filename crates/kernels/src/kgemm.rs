@@ -234,8 +234,8 @@ pub(crate) fn pack_group32(rows: &[&[Q8Block]], out: &mut [ActGroup32]) {
     }
 }
 
-/// Unpack one row of a 32-value kind (Q4_0, Q4_1, Q5_0) into unsigned byte codes and
-/// per-block `[d, m]`.
+/// Unpack one row of a 32-value kind (Q4_0, Q4_1, Q5_0, MXFP4: its values plus 12) into
+/// unsigned byte codes and per-block `[d, m]`.
 pub(crate) fn unpack_row32(kind: QuantKind, w: &[u8], codes: &mut [u8], dm: &mut [[f32; 2]]) {
     unpack_codes(kind, w, codes);
     // The table, not a scalar F16C conversion per scale (see `f16_table`).
@@ -245,7 +245,8 @@ pub(crate) fn unpack_row32(kind: QuantKind, w: &[u8], codes: &mut [u8], dm: &mut
     match kind {
         QuantKind::Q4_0 | QuantKind::Q5_0 => blocks.for_each(|(b, m)| *m = [f(b, 0), 0.0]),
         QuantKind::Q4_1 => blocks.for_each(|(b, m)| *m = [f(b, 0), f(b, 2)]),
-        _ => unreachable!("unpack_row32 handles Q4_0, Q4_1 and Q5_0"),
+        QuantKind::Mxfp4 => blocks.for_each(|(b, m)| *m = [crate::reference::e8m0_half(b[0]), 0.0]),
+        _ => unreachable!("unpack_row32 handles Q4_0, Q4_1, Q5_0 and MXFP4"),
     }
 }
 
@@ -313,11 +314,12 @@ pub(crate) fn dots(
                     let dm = s.dm[span.start..].as_ptr();
                     let gs: [*const ActGroup32; $ng] =
                         std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
-                    // (16-bit steps, log2 of the code offset, Q4_1's minimum)
+                    // (16-bit steps, the codes' offset, Q4_1's minimum)
                     let run = match kind {
-                        QuantKind::Q4_0 => imp::rows_q32::<$ng, 4, 3, false>,
+                        QuantKind::Q4_0 => imp::rows_q32::<$ng, 4, 8, false>,
                         QuantKind::Q4_1 => imp::rows_q32::<$ng, 4, 0, true>,
-                        _ => imp::rows_q32::<$ng, 4, 4, false>,
+                        QuantKind::Mxfp4 => imp::rows_q32::<$ng, 4, 12, false>,
+                        _ => imp::rows_q32::<$ng, 4, 16, false>,
                     };
                     run(codes, cols, dm, per_row, rows, gs, nb, accs)
                 }
@@ -388,7 +390,7 @@ mod imp {
     }
 
     row_driver!(rows_k, k_quant, WeightBlock, ActGroupBlock; SUBS: usize, STEPS: usize, SIX: bool);
-    row_driver!(rows_q32, q32, [f32; 2], ActGroup32; STEPS: usize, SHIFT: i32, MIN: bool);
+    row_driver!(rows_q32, q32, [f32; 2], ActGroup32; STEPS: usize, OFFSET: i32, MIN: bool);
 
     /// The inner loop: per (weight row, group), the 16-bit sums over `STEPS` steps of
     /// four columns from column `4 * col4` on, of each row's codes (`codes[r]`, already
@@ -494,16 +496,16 @@ mod imp {
         }
     }
 
-    /// Q4_0, Q4_1, Q5_0: 16-bit sums over `STEPS` steps of 4 columns (4 for all three:
-    /// codes `0..=15` would allow 8, but the shorter chains measured faster), widened
-    /// with ones; the codes' offset (`1 << SHIFT`, none when `SHIFT` is 0) times the row
-    /// sums subtracted; Q4_1's `m * s` added.
+    /// Q4_0, Q4_1, Q5_0, MXFP4: 16-bit sums over `STEPS` steps of 4 columns (4 for all:
+    /// codes `0..=15` would allow 8, but the shorter chains measured faster; MXFP4's
+    /// `0..=24` allow 5), widened with ones; the codes' `OFFSET` times the row sums
+    /// subtracted; Q4_1's `m * s` added.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q32<
         const NR: usize,
         const NG: usize,
         const STEPS: usize,
-        const SHIFT: i32,
+        const OFFSET: i32,
         const MIN: bool,
     >(
         codes: [*const u8; NR],
@@ -513,7 +515,7 @@ mod imp {
         acc: *mut [[f32; 16]; 2],
     ) {
         let ones = _mm256_set1_epi16(1);
-        let shift = _mm_cvtsi32_si128(SHIFT);
+        let offset = _mm256_set1_epi32(OFFSET);
         // The chains stay in the caller's memory, touched once per block: in registers
         // they would crowd out the inner loop's and spill there instead.
         for b in 0..nb {
@@ -540,9 +542,9 @@ mod imp {
                 for g in 0..NG {
                     let ab = &*acts[g].add(b);
                     let mut total = ints[r][g];
-                    if SHIFT != 0 {
+                    if OFFSET != 0 {
                         let isum = _mm256_load_si256(ab.isum.as_ptr() as *const __m256i);
-                        total = _mm256_sub_epi32(total, _mm256_sll_epi32(isum, shift));
+                        total = _mm256_sub_epi32(total, _mm256_mullo_epi32(isum, offset));
                     }
                     let d = _mm256_mul_ps(_mm256_set1_ps(dw), _mm256_load_ps(ab.d.as_ptr()));
                     let c = (*acc)[r].as_mut_ptr().add(8 * g);

@@ -10,12 +10,12 @@
 //!   lookup.
 //! * [`QMatrix::matmul`] computes `out[i][j] = dot(x[i], W[j])` for `m` activation rows.
 //!   Like ggml, it first quantizes the activations once to the type the weights pair with
-//!   (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1, Q8_K for the K-quants, f16 for F16, none
+//!   (Q8_0 for Q4_0/Q5_0/Q8_0/MXFP4, Q8_1 for Q4_1, Q8_K for the K-quants, f16 for F16, none
 //!   for F32), reproducing the rounding of ggml's x86 quantizers bit for bit, then takes
 //!   exact integer dot products per block and scales them in float.
 //! * The float order is fixed per kind, whatever `m`, the tiling, the backend or the
 //!   thread count, so a row of a batched call is bit-identical to the same row computed
-//!   alone (tested) and batching never changes a greedy token. Q4_0, Q4_1, Q5_0 and the
+//!   alone (tested) and batching never changes a greedy token. Q4_0, Q4_1, Q5_0, MXFP4, the
 //!   K-quants (Q4_K, Q5_K, Q6_K): one scalar `fma` chain per (weight row, activation row)
 //!   pair over the blocks' exact integer totals (see `scalar::k_chain`). Q8_0, F16 and
 //!   F32: ggml's AVX2 `ggml_vec_dot_*` order (an 8-lane accumulator per pair, the same
@@ -76,11 +76,13 @@ pub enum QuantKind {
     Q4K,
     Q5K,
     Q6K,
+    /// OCP microscaling FP4 (gpt-oss's experts): 32 E2M1 values and a power-of-two scale.
+    Mxfp4,
 }
 
 impl QuantKind {
     /// Every kind, for tests and benches.
-    pub const ALL: [QuantKind; 12] = [
+    pub const ALL: [QuantKind; 13] = [
         QuantKind::F32,
         QuantKind::F16,
         QuantKind::BF16,
@@ -93,6 +95,7 @@ impl QuantKind {
         QuantKind::Q4K,
         QuantKind::Q5K,
         QuantKind::Q6K,
+        QuantKind::Mxfp4,
     ];
 
     /// The kind of a ggml type id (`None` for types these kernels do not handle).
@@ -110,6 +113,7 @@ impl QuantKind {
             13 => QuantKind::Q5K,
             14 => QuantKind::Q6K,
             30 => QuantKind::BF16,
+            39 => QuantKind::Mxfp4,
             _ => return None,
         })
     }
@@ -129,6 +133,7 @@ impl QuantKind {
             QuantKind::Q5K => 13,
             QuantKind::Q6K => 14,
             QuantKind::BF16 => 30,
+            QuantKind::Mxfp4 => 39,
         }
     }
 
@@ -136,7 +141,11 @@ impl QuantKind {
     pub fn block_size(self) -> usize {
         match self {
             QuantKind::F32 | QuantKind::F16 | QuantKind::BF16 => 1,
-            QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => 32,
+            QuantKind::Q4_0
+            | QuantKind::Q4_1
+            | QuantKind::Q5_0
+            | QuantKind::Q8_0
+            | QuantKind::Mxfp4 => 32,
             QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => {
                 256
             }
@@ -157,6 +166,7 @@ impl QuantKind {
             QuantKind::Q4K => 144,
             QuantKind::Q5K => 176,
             QuantKind::Q6K => 210,
+            QuantKind::Mxfp4 => 17,
         }
     }
 
@@ -180,6 +190,7 @@ impl QuantKind {
             QuantKind::Q4K => "Q4_K",
             QuantKind::Q5K => "Q5_K",
             QuantKind::Q6K => "Q6_K",
+            QuantKind::Mxfp4 => "MXFP4",
         }
     }
 }

@@ -387,7 +387,11 @@ impl QMatrix {
                 par_rows(pool, threads, m, cols, x, buf, round_to_bf16);
                 Acts::F32 { data: buf, cols }
             }
-            QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q8_0 => {
+            QuantKind::Q4_0
+            | QuantKind::Q4_1
+            | QuantKind::Q5_0
+            | QuantKind::Q8_0
+            | QuantKind::Mxfp4 => {
                 let per_row = cols / 32;
                 let extras = Q8Extras::for_kind(self.kind);
                 let buf = grow(&mut scratch.q8, m * per_row);
@@ -446,7 +450,7 @@ impl QMatrix {
                     blocks, per_row, ..
                 } if matches!(
                     self.kind,
-                    QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0
+                    QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Mxfp4
                 ) =>
                 {
                     let groups = grow(&mut scratch.groups32, n_groups * per_row);

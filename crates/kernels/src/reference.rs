@@ -13,6 +13,7 @@
 //! | Q4_K | 256 | 144 | `d`, `dmin`, `scales[12]` (8 six-bit scales and mins), `qs[128]` |
 //! | Q5_K | 256 | 176 | `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]` |
 //! | Q6_K | 256 | 210 | `ql[128]`, `qh[64]`, `scales[16]` (i8), `d` |
+//! | MXFP4 | 32 | 17 | `e` (E8M0), `qs[16]` as Q4_0's: [`MXFP4_VALUES`]`[q] * 2^(e - 128)` |
 
 use crate::f16::read_f16;
 use crate::{KernelError, QuantKind};
@@ -52,6 +53,7 @@ pub fn dequantize_row(kind: QuantKind, data: &[u8], out: &mut [f32]) -> Result<(
             QuantKind::Q6K => q6_k(block, y),
             QuantKind::Q2K => q2_k(block, y),
             QuantKind::Q3K => q3_k(block, y),
+            QuantKind::Mxfp4 => mxfp4(block, y),
         }
     }
     Ok(())
@@ -120,6 +122,68 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
     for j in 0..32 {
         y[j] = b[2 + j] as i8 as f32 * d;
     }
+}
+
+/// ggml's `kvalues_mxfp4`: the sixteen E2M1 values (sign, two exponent bits, one
+/// mantissa bit) doubled, so they are integers; [`e8m0_half`] halves the scale to match.
+pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Half of the E8M0 scale `2^(e - 127)`, that is `2^(e - 128)`, exactly (ggml's
+/// `GGML_E8M0_TO_FP32_HALF`; the two smallest are subnormal).
+pub fn e8m0_half(e: u8) -> f32 {
+    if e < 2 {
+        f32::from_bits(0x0020_0000 << e)
+    } else {
+        f32::from_bits(((e as u32) - 1) << 23)
+    }
+}
+
+fn mxfp4(b: &[u8], y: &mut [f32]) {
+    let d = e8m0_half(b[0]);
+    for j in 0..16 {
+        let q = b[1 + j];
+        y[j] = MXFP4_VALUES[(q & 0xf) as usize] as f32 * d;
+        y[j + 16] = MXFP4_VALUES[(q >> 4) as usize] as f32 * d;
+    }
+}
+
+/// Quantize `x` (whole blocks of 32) to MXFP4 exactly as ggml's `quantize_row_mxfp4_ref`
+/// does: the scale is the power of two that puts the block's largest magnitude in
+/// `[4, 8)` doubled-E2M1 units, each value the nearest level (the first on a tie).
+pub fn quantize_row_mxfp4(x: &[f32]) -> Vec<u8> {
+    assert!(
+        x.len().is_multiple_of(32),
+        "MXFP4 rows are whole blocks of 32"
+    );
+    let mut out = Vec::with_capacity(x.len() / 32 * 17);
+    for block in x.chunks_exact(32) {
+        let amax = block
+            .iter()
+            .fold(0f32, |a, v| if a < v.abs() { v.abs() } else { a });
+        // Wrapping as ggml's C cast does on x86 (and gguf-py's numpy one) for a block so
+        // tiny the exponent is negative: every value then rounds to zero either way.
+        let e = if amax > 0.0 {
+            (amax.log2().floor() - 2.0 + 127.0) as i32 as u8
+        } else {
+            0
+        };
+        let d = e8m0_half(e);
+        let best = |v: f32| {
+            let mut best = (0usize, (MXFP4_VALUES[0] as f32 * d - v).abs());
+            for (i, &k) in MXFP4_VALUES.iter().enumerate().skip(1) {
+                let err = (k as f32 * d - v).abs();
+                if err < best.1 {
+                    best = (i, err);
+                }
+            }
+            best.0 as u8
+        };
+        out.push(e);
+        for j in 0..16 {
+            out.push(best(block[j]) | (best(block[j + 16]) << 4));
+        }
+    }
+    out
 }
 
 /// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block's packed 12 bytes.

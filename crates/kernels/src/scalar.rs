@@ -1,11 +1,11 @@
 //! Portable kernels: one weight row against one activation row, integer sums per block
 //! and then float scaling as ggml's generic `ggml_vec_dot_*` do (the K-quants: one
-//! `fma` chain per pair, see [`k_chain`]; Q4_0, Q4_1 and Q5_0 likewise).
+//! `fma` chain per pair, see [`k_chain`]; Q4_0, Q4_1, Q5_0 and MXFP4 likewise).
 
 use crate::act::{Q8Block, Q8KBlock};
 use crate::f16::read_f16;
 use crate::matrix::Acts;
-use crate::reference::k4_scale_min;
+use crate::reference::{e8m0_half, k4_scale_min, MXFP4_VALUES};
 use crate::QuantKind;
 
 /// `out[ri * n + i] = dot(weight row ri, activation row a0 + i)` for the `nr` rows of
@@ -57,6 +57,7 @@ fn row_dots(kind: QuantKind, w: &[u8], acts: &Acts, a0: usize, out: &mut [f32]) 
                     QuantKind::Q4_0 => dot_q4_0(w, x),
                     QuantKind::Q4_1 => dot_q4_1(w, x),
                     QuantKind::Q5_0 => dot_q5_0(w, x),
+                    QuantKind::Mxfp4 => dot_mxfp4(w, x),
                     _ => dot_q8_0(w, x),
                 }
             }
@@ -106,6 +107,20 @@ fn dot_q4_0(w: &[u8], x: &[Q8Block]) -> f32 {
             sumi += ((q >> 4) as i32 - 8) * y.qs[j + 16] as i32;
         }
         sumf = (read_f16(b, 0) * y.d).mul_add(sumi as f32, sumf);
+    }
+    sumf
+}
+
+fn dot_mxfp4(w: &[u8], x: &[Q8Block]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, y) in w.chunks_exact(17).zip(x) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = b[1 + j];
+            sumi += MXFP4_VALUES[(q & 0xf) as usize] as i32 * y.qs[j] as i32;
+            sumi += MXFP4_VALUES[(q >> 4) as usize] as i32 * y.qs[j + 16] as i32;
+        }
+        sumf = (e8m0_half(b[0]) * y.d).mul_add(sumi as f32, sumf);
     }
     sumf
 }

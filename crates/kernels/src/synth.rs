@@ -76,6 +76,8 @@ pub fn random_data(kind: QuantKind, rows: usize, cols: usize, seed: u64) -> Vec<
                 put_f16(b, 82, rng.range(0.0002, 0.002));
             }
             QuantKind::Q3K => put_f16(b, 108, sign * rng.range(0.0002, 0.002)),
+            // Scales 2^-10 ..= 2^-5: values up to 0.375, like the Q4_0 ones.
+            QuantKind::Mxfp4 => b[0] = 118 + (rng.next_u64() % 6) as u8,
         }
     }
     data

@@ -107,9 +107,14 @@ fn backends_agree_on_integer_sums() {
             .unwrap();
         if matches!(
             kind,
-            QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K
+            QuantKind::Q2K
+                | QuantKind::Q3K
+                | QuantKind::Q4K
+                | QuantKind::Q5K
+                | QuantKind::Q6K
+                | QuantKind::Mxfp4
         ) {
-            // The K-quants follow one float order on every backend and tile shape.
+            // These kinds follow one float order on every backend and tile shape.
             assert_eq!(a, b, "{kind}: scalar and AVX2 bits differ");
         }
         for i in 0..m {

@@ -742,8 +742,15 @@ fn load_experts(
             let data = raw.data.get(e * bytes..(e + 1) * bytes).ok_or_else(|| {
                 EngineError::InvalidModel(format!("{name} is shorter than its shape"))
             })?;
+            let dtype = raw
+                .dtype
+                .candle()
+                .ok_or_else(|| EngineError::UnsupportedTensorType {
+                    tensor: format!("{name}.weight"),
+                    kind: format!("{} (on the candle path)", raw.dtype),
+                })?;
             let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                raw.dtype,
+                dtype,
                 data,
                 vec![r, k],
                 device,

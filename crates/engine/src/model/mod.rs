@@ -85,10 +85,10 @@ pub fn check_supported(path: &Path) -> Result<()> {
     names.sort();
     for name in names {
         let dtype = gguf.content.tensor_infos[name].ggml_dtype;
-        if tensors::quant_kind(dtype).is_none() {
+        if dtype.kernel_kind().is_none() {
             return Err(EngineError::UnsupportedTensorType {
                 tensor: name.clone(),
-                kind: format!("{dtype:?}"),
+                kind: dtype.name(),
             });
         }
     }

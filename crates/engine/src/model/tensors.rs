@@ -1,37 +1,19 @@
 //! Reading weights out of a GGUF file into the CPU kernels' types.
 
-use candle_core::quantized::GgmlDType;
-use wick_kernels::{QMatrix, QuantKind};
+use wick_kernels::QMatrix;
 
 use crate::error::{EngineError, Result};
-use crate::gguf::{GgufFile, RawTensor};
-
-pub(crate) fn quant_kind(dtype: GgmlDType) -> Option<QuantKind> {
-    Some(match dtype {
-        GgmlDType::F32 => QuantKind::F32,
-        GgmlDType::F16 => QuantKind::F16,
-        GgmlDType::BF16 => QuantKind::BF16,
-        GgmlDType::Q4_0 => QuantKind::Q4_0,
-        GgmlDType::Q4_1 => QuantKind::Q4_1,
-        GgmlDType::Q5_0 => QuantKind::Q5_0,
-        GgmlDType::Q8_0 => QuantKind::Q8_0,
-        GgmlDType::Q2K => QuantKind::Q2K,
-        GgmlDType::Q3K => QuantKind::Q3K,
-        GgmlDType::Q4K => QuantKind::Q4K,
-        GgmlDType::Q5K => QuantKind::Q5K,
-        GgmlDType::Q6K => QuantKind::Q6K,
-        _ => return None,
-    })
-}
+use crate::gguf::{GgmlType, GgufFile, RawTensor};
 
 /// A 2-D weight as a kernel matrix.
 pub(crate) fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
     let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
-    let kind = quant_kind(dtype).ok_or_else(|| {
-        EngineError::InvalidModel(format!(
-            "tensor '{name}' has type {dtype:?}, which wick's CPU kernels do not support"
-        ))
-    })?;
+    let kind = dtype
+        .kernel_kind()
+        .ok_or_else(|| EngineError::UnsupportedTensorType {
+            tensor: name.to_string(),
+            kind: dtype.name(),
+        })?;
     let [rows, cols] = dims[..] else {
         return Err(EngineError::InvalidModel(format!(
             "tensor '{name}' should be 2-D, has shape {dims:?}"
@@ -56,20 +38,20 @@ pub(crate) fn floats(gguf: &mut GgufFile, name: &str, rank: usize) -> Result<Vec
         )));
     }
     match dtype {
-        GgmlDType::F32 => Ok(data
+        GgmlType::F32 => Ok(data
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect()),
-        GgmlDType::F16 => Ok(data
+        GgmlType::F16 => Ok(data
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect()),
-        GgmlDType::BF16 => Ok(data
+        GgmlType::BF16 => Ok(data
             .chunks_exact(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect()),
         other => Err(EngineError::InvalidModel(format!(
-            "tensor '{name}' has type {other:?}; expected f32, f16 or bf16"
+            "tensor '{name}' has type {other}; expected f32, f16 or bf16"
         ))),
     }
 }

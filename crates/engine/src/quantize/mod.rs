@@ -16,7 +16,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::error::{EngineError, Result};
-use crate::gguf::{write_gguf, GgufFile};
+use crate::gguf::{write_gguf, GgmlType, GgufFile};
 
 pub mod k_quants;
 
@@ -180,7 +180,7 @@ pub fn quantize_gguf(
         if is_quantized(name, info.shape.rank())
             && !matches!(
                 info.ggml_dtype,
-                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+                GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
             )
         {
             return Err(EngineError::InvalidRequest(

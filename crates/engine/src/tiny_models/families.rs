@@ -21,13 +21,15 @@
 //!   `logit_scale`.
 //! - olmo2: no pre-norms; q/k norms over the whole projection (all heads together).
 //! - gpt-oss: q/k/v/o biases, per-head attention sinks, the pre-FFN norm is named
-//!   `post_attention_norm`, expert biases, every even layer sliding, YaRN rope.
+//!   `post_attention_norm`, expert biases, every even layer sliding, YaRN rope; the
+//!   experts are MXFP4 (as the converter repacks the checkpoint's), the rest cycles.
 
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
 
 use super::Builder;
 use crate::error::{EngineError, Result};
+use crate::gguf::GgmlType;
 
 /// Typical standard deviation of the logits (nats): peaked but not one-hot.
 const LOGIT_STD: f32 = 3.5;
@@ -78,6 +80,8 @@ struct Moe {
     n_used: usize,
     n_ff: usize,
     biases: bool,
+    /// Experts stored as MXFP4, as llama.cpp's converter writes gpt-oss's.
+    mxfp4: bool,
 }
 
 /// The per-block tensors of a family.
@@ -257,17 +261,24 @@ fn experts(b: &mut Builder, i: usize, m: Moe) -> Result<()> {
     if m.biases {
         b.vector(&p("ffn_gate_inp.bias"), m.n_expert, 0.0, 0.5)?;
     }
-    b.matrix(
+    let mut expert_matrix = |name: &str, shape: &[usize], gain: f32| {
+        if m.mxfp4 {
+            b.matrix_as(name, shape, gain, GgmlType::MXFP4)
+        } else {
+            b.matrix(name, shape, gain)
+        }
+    };
+    expert_matrix(
         &p("ffn_gate_exps.weight"),
         &[m.n_expert, m.n_ff, d.n_embd],
         1.0,
     )?;
-    b.matrix(
+    expert_matrix(
         &p("ffn_up_exps.weight"),
         &[m.n_expert, m.n_ff, d.n_embd],
         1.0,
     )?;
-    b.matrix(
+    expert_matrix(
         &p("ffn_down_exps.weight"),
         &[m.n_expert, d.n_embd, m.n_ff],
         DOWN_GAIN,
@@ -370,6 +381,7 @@ fn qwen3(b: &mut Builder, moe: bool) -> Result<()> {
         n_used: 2,
         n_ff: 256,
         biases: false,
+        mxfp4: false,
     };
     if !moe {
         // Qwen3's heads are wider than n_embd / n_head.
@@ -518,6 +530,7 @@ fn gpt_oss(b: &mut Builder) -> Result<()> {
         n_used: 2,
         n_ff: 256,
         biases: true,
+        mxfp4: true,
     };
     b.dims.n_ff = m.n_ff;
     base_keys(b, 131072, 1e-5);

@@ -22,6 +22,7 @@ pub use hf_export::write_hf_dir;
 
 pub use shaped::{write_shape, write_shaped, Shape, SHAPES};
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
@@ -32,6 +33,7 @@ use candle_core::{Device, Tensor};
 use wick_kernels::synth::Rng;
 
 use crate::error::{EngineError, Result};
+use crate::gguf::{GgmlType, TensorOut};
 
 /// Every family [`write`] knows, by the name the fixtures use.
 pub const FAMILIES: &[&str] = &[
@@ -91,12 +93,12 @@ pub(crate) struct Dims {
     pub n_ff: usize,
 }
 
-/// Collects metadata and tensors in order, then writes them with candle's GGUF writer.
+/// Collects metadata and tensors in order, then writes them as one GGUF file.
 pub(crate) struct Builder {
     pub arch: String,
     pub dims: Dims,
     meta: Vec<(String, Value)>,
-    tensors: Vec<(String, QTensor)>,
+    tensors: Vec<TensorOut<'static>>,
     rng: Rng,
     /// Index into [`MATRIX_KINDS`], advanced by every quantized matrix.
     next_kind: usize,
@@ -177,12 +179,35 @@ impl Builder {
         name: &str,
         shape: &[usize],
         data: Vec<f32>,
-        kind: GgmlDType,
+        kind: impl Into<GgmlType>,
     ) -> Result<()> {
-        let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
-        let q = QTensor::quantize(&t, kind)?;
-        self.tensors.push((name.to_string(), q));
+        let kind = kind.into();
+        let bytes = match kind.candle() {
+            Some(dtype) => {
+                let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+                QTensor::quantize(&t, dtype)?.data()?.into_owned()
+            }
+            // ggml's reference quantizer, as llama.cpp's converter writes gpt-oss's experts.
+            None if kind == GgmlType::MXFP4 => wick_kernels::reference::quantize_row_mxfp4(&data),
+            None => {
+                return Err(EngineError::UnsupportedTensorType {
+                    tensor: name.to_string(),
+                    kind: kind.name(),
+                })
+            }
+        };
+        self.push_raw(name, shape, kind, bytes);
         Ok(())
+    }
+
+    /// Add a tensor given as its blocks.
+    fn push_raw(&mut self, name: &str, shape: &[usize], ty: GgmlType, data: Vec<u8>) {
+        self.tensors.push(TensorOut {
+            name: name.to_string(),
+            ty,
+            dims: shape.to_vec(),
+            data: Cow::Owned(data),
+        });
     }
 
     /// An F32 vector (norm weights, biases, rope factors, sinks).
@@ -212,7 +237,7 @@ impl Builder {
         name: &str,
         shape: &[usize],
         gain: f32,
-        kind: GgmlDType,
+        kind: impl Into<GgmlType>,
     ) -> Result<()> {
         let fan_in = *shape.last().unwrap_or(&1);
         let n: usize = shape.iter().product();
@@ -225,11 +250,8 @@ impl Builder {
             path: out.display().to_string(),
             source,
         };
-        let meta: Vec<(&str, &Value)> = self.meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tensors: Vec<(&str, &QTensor)> =
-            self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut w = BufWriter::new(File::create(out).map_err(io)?);
-        candle_core::quantized::gguf_file::write(&mut w, &meta, &tensors)?;
+        crate::gguf::write_gguf_to(&mut w, &self.meta, &self.tensors).map_err(io)?;
         w.flush().map_err(io)
     }
 }

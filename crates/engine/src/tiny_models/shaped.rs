@@ -10,9 +10,7 @@
 //! The vocabulary is copied from a GGUF (SmolLM2's 49,152 tokens), so the embedding and
 //! output matrices are smaller than Llama 3's (128,256 tokens).
 
-use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::GgmlDType;
-use candle_core::Device;
 use half::f16;
 use std::path::Path;
 
@@ -133,8 +131,7 @@ impl Builder {
             block[0..2].copy_from_slice(&d);
             block[2..4].copy_from_slice(&dmin);
         }
-        let q = qtensor_from_ggml(GgmlDType::Q4K, &raw, vec![rows, cols], &Device::Cpu)?;
-        self.tensors.push((name.to_string(), q));
+        self.push_raw(name, &[rows, cols], GgmlDType::Q4K.into(), raw);
         Ok(())
     }
 }
@@ -169,7 +166,7 @@ mod tests {
             context: 512,
         };
         write_shape(&shape, &vocab, &out).expect("write");
-        let model = Model::load(&out, &Device::Cpu).expect("load");
+        let model = Model::load(&out, &candle_core::Device::Cpu).expect("load");
         let mut cache = model.new_cache(64).expect("cache");
         let logits = model.forward(&[1, 2, 3, 4], &mut cache).expect("forward");
         assert!(logits.iter().all(|v| v.is_finite()), "non-finite logits");

@@ -181,6 +181,7 @@ fn synthetic_cases(only: &Option<Vec<QuantKind>>) -> Vec<Case> {
         QuantKind::Q4K,
         QuantKind::Q5K,
         QuantKind::Q6K,
+        QuantKind::Mxfp4,
         QuantKind::F16,
         QuantKind::BF16,
         QuantKind::F32,

@@ -1,15 +1,22 @@
 //! Reading a GGUF file: its metadata as typed facts, and its tensors.
 
+mod header;
+mod tensor_type;
+mod writer;
+
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Cursor};
-use std::panic::AssertUnwindSafe;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::QTensor;
 use candle_core::Device;
+
+pub use header::{Content, TensorInfo};
+pub use tensor_type::GgmlType;
+pub use writer::TensorOut;
 
 use wick_kernels::WeightBytes;
 
@@ -19,7 +26,7 @@ use crate::mapped_file::ModelFile;
 /// One tensor as the file stores it: ggml type, dims (GGUF order: innermost first is
 /// reversed here as candle does, so a weight matrix is `[rows, cols]`), raw blocks.
 pub struct RawTensor {
-    pub dtype: GgmlDType,
+    pub dtype: GgmlType,
     pub dims: Vec<usize>,
     /// The bytes, in the mapped file (or its copy): nothing is copied per tensor.
     pub data: WeightBytes,
@@ -51,16 +58,44 @@ pub fn write_gguf(
     metadata: &[(String, Value)],
     tensors: &[(String, QTensor)],
 ) -> Result<()> {
-    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors = tensors
+        .iter()
+        .map(|(name, t)| {
+            Ok(TensorOut {
+                name: name.clone(),
+                ty: t.dtype().into(),
+                dims: t.shape().dims().to_vec(),
+                data: t.data()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_gguf_tensors(dst, metadata, &tensors)
+}
+
+/// Write a GGUF file of tensors given as raw blocks of any ggml type.
+pub fn write_gguf_tensors(
+    dst: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[TensorOut],
+) -> Result<()> {
     let io = |source| EngineError::Io {
         path: dst.display().to_string(),
         source,
     };
     let mut w = std::io::BufWriter::new(File::create(dst).map_err(io)?);
-    candle_core::quantized::gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
+    write_gguf_to(&mut w, metadata, tensors).map_err(io)?;
     std::io::Write::flush(&mut w).map_err(io)?;
     Ok(())
+}
+
+/// Write a whole GGUF file to `w`.
+pub fn write_gguf_to(
+    w: &mut impl std::io::Write,
+    metadata: &[(String, Value)],
+    tensors: &[TensorOut],
+) -> std::io::Result<()> {
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    writer::write(w, &meta_refs, tensors)
 }
 
 /// A tensor as a listing shows it: its name, ggml's type name (`Q4_K`, `F16`, ...)
@@ -72,27 +107,6 @@ pub struct TensorSummary {
     pub shape: Vec<u64>,
 }
 
-/// ggml's name of a tensor type.
-pub fn ggml_type_name(dtype: GgmlDType) -> &'static str {
-    match dtype {
-        GgmlDType::F32 => "F32",
-        GgmlDType::F16 => "F16",
-        GgmlDType::BF16 => "BF16",
-        GgmlDType::Q4_0 => "Q4_0",
-        GgmlDType::Q4_1 => "Q4_1",
-        GgmlDType::Q5_0 => "Q5_0",
-        GgmlDType::Q5_1 => "Q5_1",
-        GgmlDType::Q8_0 => "Q8_0",
-        GgmlDType::Q8_1 => "Q8_1",
-        GgmlDType::Q2K => "Q2_K",
-        GgmlDType::Q3K => "Q3_K",
-        GgmlDType::Q4K => "Q4_K",
-        GgmlDType::Q5K => "Q5_K",
-        GgmlDType::Q6K => "Q6_K",
-        GgmlDType::Q8K => "Q8_K",
-    }
-}
-
 impl GgufFile {
     /// Every tensor in file order.
     pub fn tensor_summaries(&self) -> Vec<TensorSummary> {
@@ -102,7 +116,7 @@ impl GgufFile {
             .into_iter()
             .map(|(name, info)| TensorSummary {
                 name: name.clone(),
-                kind: ggml_type_name(info.ggml_dtype).to_string(),
+                kind: info.ggml_dtype.name(),
                 shape: info.shape.dims().iter().rev().map(|&d| d as u64).collect(),
             })
             .collect()
@@ -115,14 +129,16 @@ impl GgufFile {
             source,
         })?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = BufReader::new(&file);
         let invalid =
             |what: String| EngineError::InvalidModel(format!("{}: {what}", path.display()));
-        // candle's reader divides by `general.alignment` unchecked; a panic in the header
-        // parser is a broken file, never a dead request.
-        let content = std::panic::catch_unwind(AssertUnwindSafe(|| Content::read(&mut reader)))
-            .map_err(|_| invalid("malformed GGUF header".to_string()))?
-            .map_err(|e| invalid(e.to_string()))?;
+        let content =
+            header::read_header(BufReader::new(&file), file_len).map_err(|e| match e {
+                header::HeaderError::Malformed(m) => invalid(format!("malformed GGUF header: {m}")),
+                header::HeaderError::Io(source) => EngineError::Io {
+                    path: path.display().to_string(),
+                    source,
+                },
+            })?;
         // Every tensor must lie inside the file: catches truncated downloads before we
         // try to read them. The arithmetic is checked: the header is untrusted.
         for (name, info) in content.tensor_infos.iter() {
@@ -171,10 +187,16 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// A tensor as candle's quantized tensor on `device` (the candle path).
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
-        let bytes = self.bytes()?;
-        self.content
-            .tensor(&mut Cursor::new((*bytes).as_ref()), name, device)
+        let RawTensor { dtype, dims, data } = self.raw_tensor(name)?;
+        let candle = dtype
+            .candle()
+            .ok_or_else(|| EngineError::UnsupportedTensorType {
+                tensor: name.to_string(),
+                kind: format!("{dtype} (on the candle path)"),
+            })?;
+        candle_core::quantized::ggml_file::qtensor_from_ggml(candle, &data, dims, device)
             .map_err(|e| EngineError::InvalidModel(format!("tensor '{name}': {e}")))
     }
 
@@ -190,7 +212,7 @@ impl GgufFile {
         let elems = checked_elem_count(info.shape.dims()).unwrap_or(usize::MAX);
         if !elems.is_multiple_of(dtype.block_size()) {
             return Err(EngineError::InvalidModel(format!(
-                "tensor '{name}': {elems} values do not fill whole {dtype:?} blocks"
+                "tensor '{name}': {elems} values do not fill whole {dtype} blocks"
             )));
         }
         let len = tensor_bytes(info).unwrap_or(usize::MAX);
@@ -296,6 +318,7 @@ pub fn value_to_json(v: &Value, max_array: usize) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     fn regression(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -317,6 +340,84 @@ mod tests {
         let err = GgufFile::open(&regression("tensor-end-wraps.gguf")).err();
         assert!(
             matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("past the end")),
+            "{err:?}"
+        );
+    }
+
+    fn written(tensors: &[TensorOut]) -> (tempfile::NamedTempFile, Result<GgufFile>) {
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        let meta = vec![(
+            "general.architecture".to_string(),
+            Value::String("x".into()),
+        )];
+        write_gguf_tensors(file.path(), &meta, tensors).expect("write");
+        let opened = GgufFile::open(file.path());
+        (file, opened)
+    }
+
+    #[test]
+    fn an_mxfp4_tensor_round_trips_through_writer_and_reader() {
+        let values: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 8.0).collect();
+        let blocks = wick_kernels::reference::quantize_row_mxfp4(&values);
+        let t = TensorOut {
+            name: "blk.0.ffn_up_exps.weight".into(),
+            ty: GgmlType::MXFP4,
+            dims: vec![1, 2, 32],
+            data: Cow::Borrowed(&blocks),
+        };
+        let (_f, gguf) = written(std::slice::from_ref(&t));
+        let mut gguf = gguf.expect("open");
+        assert_eq!(gguf.architecture().expect("arch"), "x");
+        let raw = gguf.raw_tensor(&t.name).expect("raw");
+        assert_eq!(
+            (raw.dtype, raw.dims.clone()),
+            (GgmlType::MXFP4, vec![1, 2, 32])
+        );
+        assert_eq!(&raw.data[..], &blocks[..]);
+        assert_eq!(gguf.tensor_summaries()[0].kind, "MXFP4");
+        // candle has no MXFP4: the candle path refuses it by name.
+        let err = gguf.tensor(&t.name, &Device::Cpu).err();
+        assert!(
+            matches!(&err, Some(EngineError::UnsupportedTensorType { kind, .. }) if kind.contains("MXFP4")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_type_ggml_does_not_define_is_a_broken_file() {
+        let t = TensorOut {
+            name: "w".into(),
+            ty: GgmlType(77),
+            dims: vec![4],
+            data: Cow::Owned(vec![0; 4]),
+        };
+        let (_f, gguf) = written(&[t]);
+        let err = gguf.err();
+        assert!(
+            matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("ggml type 77")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn counts_larger_than_the_file_are_refused_before_allocating() {
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        // A key whose string claims 2^60 bytes.
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        std::fs::write(file.path(), &bytes).expect("write");
+        let err = GgufFile::open(file.path()).err();
+        assert!(
+            matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("does not fit")),
+            "{err:?}"
+        );
+        std::fs::write(file.path(), &bytes[..10]).expect("write");
+        let err = GgufFile::open(file.path()).err();
+        assert!(
+            matches!(&err, Some(EngineError::InvalidModel(m)) if m.contains("ends early")),
             "{err:?}"
         );
     }
