@@ -53,7 +53,8 @@ const SMOLLM2: Agreement = Agreement {
 };
 /// The families the CPU path runs.
 const FAMILIES: &[&str] = &[
-    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "granite", "olmo2", "phi3",
+    "llama", "llama3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "granite", "olmo2",
+    "phi3", "gpt-oss",
 ];
 
 fn smollm2() -> PathBuf {

@@ -17,10 +17,10 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::decoder::{Head, RopeFactors, RopeTable};
-use super::decoder_spec::{Activation, DecoderSpec};
-use super::tensors::vector;
+use super::decoder_spec::{Activation, DecoderSpec, ExpertGating};
+use super::tensors::{floats, vector};
 use crate::error::{EngineError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::CandleKvCache;
 
 /// One sequence's part of a batch.
@@ -85,14 +85,15 @@ enum Ffn {
     Experts(Experts),
 }
 
-/// A mixture of experts: the router picks each row's `n_used` most probable experts
-/// (softmax, renormalized over the chosen) on the host; each chosen expert then runs
-/// once on all the rows that chose it.
+/// A mixture of experts: the router picks each row's `n_used` most probable experts on
+/// the host and weighs them as the family does; each chosen expert then runs once on
+/// all the rows that chose it.
 struct Experts {
     router: Linear,
     /// Per expert: gate, up, down.
     experts: Vec<[Linear; 3]>,
     n_used: usize,
+    gating: ExpertGating,
 }
 
 impl Experts {
@@ -107,18 +108,26 @@ impl Experts {
         let mut members: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); n_expert];
         let mut order: Vec<usize> = Vec::with_capacity(n_expert);
         for (r, row) in logits.iter().enumerate() {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = row.iter().map(|&l| (l - max).exp()).collect();
-            let total: f32 = e.iter().sum();
-            let probs: Vec<f32> = e.into_iter().map(|v| v / total).collect();
+            let scores = match self.gating {
+                ExpertGating::SoftmaxTopK => softmax(row),
+                ExpertGating::TopKSoftmax => row.clone(),
+            };
             order.clear();
             order.extend(0..n_expert);
-            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
             let picked = &order[..self.n_used.min(n_expert)];
-            let sum: f32 = picked.iter().map(|&i| probs[i]).sum();
-            for &i in picked {
+            let weights = match self.gating {
+                ExpertGating::SoftmaxTopK => {
+                    let sum: f32 = picked.iter().map(|&i| scores[i]).sum();
+                    picked.iter().map(|&i| scores[i] / sum).collect()
+                }
+                ExpertGating::TopKSoftmax => {
+                    softmax(&picked.iter().map(|&i| scores[i]).collect::<Vec<_>>())
+                }
+            };
+            for (&i, w) in picked.iter().zip(weights) {
                 members[i].0.push(r as u32);
-                members[i].1.push(probs[i] / sum);
+                members[i].1.push(w);
             }
         }
         let mut out = x.zeros_like()?;
@@ -129,8 +138,8 @@ impl Experts {
             let m = rows.len();
             let idx = Tensor::new(rows.as_slice(), x.device())?;
             let xe = x.index_select(&idx, 0)?;
-            let g = activate(&gate.forward(&xe)?, activation)?;
-            let y = down.forward(&(g * up.forward(&xe)?)?)?;
+            let g = gated(&gate.forward(&xe)?, &up.forward(&xe)?, activation)?;
+            let y = down.forward(&g)?;
             let w = Tensor::from_vec(weights, (m, 1), x.device())?;
             out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
         }
@@ -138,14 +147,27 @@ impl Experts {
     }
 }
 
-fn activate(g: &Tensor, activation: Activation) -> Result<Tensor> {
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|&l| (l - max).exp()).collect();
+    let total: f32 = e.iter().sum();
+    e.into_iter().map(|x| x / total).collect()
+}
+
+/// The gated FFN's product of the activated gate and the up projection, as
+/// [`Activation::apply`] computes it on the CPU.
+fn gated(g: &Tensor, u: &Tensor, activation: Activation) -> Result<Tensor> {
     Ok(match activation {
-        Activation::Silu => candle_nn::ops::silu(g)?,
-        Activation::GeluTanh => g.gelu()?,
+        Activation::Silu => (candle_nn::ops::silu(g)? * u)?,
+        Activation::GeluTanh => (g.gelu()? * u)?,
         Activation::SwigluOai => {
-            return Err(EngineError::UnsupportedArchitecture(
-                "gpt-oss's activation on the candle device path".into(),
-            ))
+            // gpt-oss: the gate clamped above, the up projection both ways, then
+            // `x * sigmoid(1.702 x) * (y + 1)`.
+            let (alpha, limit) = (1.702, 7.0);
+            let x = g.minimum(limit)?;
+            let y = u.clamp(-limit, limit)?;
+            let sig = ((x.affine(-alpha, 0.0)?.exp()? + 1.0)?).recip()?;
+            ((x * sig)? * (y + 1.0)?)?
         }
     })
 }
@@ -158,6 +180,8 @@ struct Block {
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     wo: Linear,
+    /// gpt-oss's per-head sink logits: one more term in each softmax's denominator.
+    sinks: Option<Vec<f32>>,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Option<Tensor>,
     ffn: Ffn,
@@ -214,16 +238,6 @@ impl CandleDecoder {
             })
         };
         let spec = DecoderSpec::from_gguf(gguf, arch)?;
-        // gpt-oss's attention sinks, YaRN rope and clamped SwiGLU run on the CPU
-        // kernels only so far: refused here rather than run without them.
-        if spec.rope.yarn.is_some()
-            || spec.activation == Activation::SwigluOai
-            || spec.ffn_norm_tensor != "ffn_norm"
-        {
-            return Err(EngineError::UnsupportedArchitecture(format!(
-                "{arch} on the candle device path"
-            )));
-        }
         let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
         let (vocab, embd_cols) = embed.shape().dims2()?;
         let output = if gguf.has_tensor("output.weight") {
@@ -356,7 +370,9 @@ impl CandleDecoder {
                     &v.narrow(1, row0, t)?,
                     start,
                 )?;
-                outs.push(self.attend(&q.narrow(1, row0, t)?, &k_all, &v_all, start, window)?);
+                let q = q.narrow(1, row0, t)?;
+                let sinks = block.sinks.as_deref();
+                outs.push(self.attend(&q, &k_all, &v_all, start, window, sinks)?);
                 row0 += t;
             }
             let att = Tensor::cat(&outs, 0)?;
@@ -370,7 +386,7 @@ impl CandleDecoder {
                         .forward(&h)?
                         .try_into()
                         .map_err(|_| EngineError::Internal("two projections expected".into()))?;
-                    down.forward(&(activate(&g, c.activation)? * u)?)?
+                    down.forward(&gated(&g, &u, c.activation)?)?
                 }
                 Ffn::Experts(experts) => experts.forward(&h, c.activation)?,
             };
@@ -477,6 +493,7 @@ impl CandleDecoder {
         v: &Tensor,
         start: usize,
         window: Option<usize>,
+        sinks: Option<&[f32]>,
     ) -> Result<Tensor> {
         let c = &self.spec;
         let t = q.dim(1)?;
@@ -500,7 +517,19 @@ impl CandleDecoder {
                 .reshape((group * t, n))?;
             att = att.broadcast_add(&mask)?;
         }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = match sinks {
+            // Each head's sink joins its rows' softmax as one more logit, then leaves.
+            Some(sinks) => {
+                let col: Vec<f32> = sinks
+                    .iter()
+                    .flat_map(|&s| std::iter::repeat_n(s, t))
+                    .collect();
+                let col = Tensor::from_vec(col, (c.n_kv_head, group * t, 1), &self.device)?;
+                let att = Tensor::cat(&[att, col], 2)?;
+                candle_nn::ops::softmax_last_dim(&att)?.narrow(2, 0, n)?
+            }
+            None => candle_nn::ops::softmax_last_dim(&att)?,
+        };
         let y = att.matmul(v)?;
         Ok(y.reshape((c.n_head, t, c.head_dim))?
             .transpose(0, 1)?
@@ -662,14 +691,34 @@ fn load_block(
         Some(ffn) => ffn,
         None => Ffn::Experts(load_experts(gguf, &p, c, device, matmul)?),
     };
+    let sinks_name = format!("{p}.attn_sinks.weight");
+    let sinks = if gguf.has_tensor(&sinks_name) {
+        let s = vector(gguf, &sinks_name)?;
+        if s.len() != c.n_head {
+            return Err(EngineError::InvalidModel(format!(
+                "{sinks_name} has {} values for {} heads",
+                s.len(),
+                c.n_head
+            )));
+        }
+        Some(s)
+    } else {
+        None
+    };
     let mut norm =
         |name: &str, sizes: &[usize]| dense(gguf, &format!("{p}.{name}.weight"), device, sizes);
+    // gpt-oss names its pre-FFN norm `post_attention_norm`: then there is no post-norm.
+    let post_attn_norm = match c.ffn_norm_tensor {
+        "post_attention_norm" => None,
+        _ => norm("post_attention_norm", &[c.n_embd])?,
+    };
     Ok(Block {
         attn_norm: norm("attn_norm", &[c.n_embd])?,
         q_norm: norm("attn_q_norm", &[c.head_dim, q_width])?,
         k_norm: norm("attn_k_norm", &[c.head_dim, kv_width])?,
-        post_attn_norm: norm("post_attention_norm", &[c.n_embd])?,
-        ffn_norm: norm("ffn_norm", &[c.n_embd])?,
+        sinks,
+        post_attn_norm,
+        ffn_norm: norm(c.ffn_norm_tensor, &[c.n_embd])?,
         post_ffn_norm: norm("post_ffw_norm", &[c.n_embd])?,
         qkv,
         wo,
@@ -710,11 +759,6 @@ fn load_experts(
     let mut n_ff = 0;
     for kind in ["gate", "up", "down"] {
         let name = format!("{p}.ffn_{kind}_exps");
-        if gguf.has_tensor(&format!("{name}.bias")) {
-            return Err(EngineError::InvalidModel(format!(
-                "{name}.bias: expert biases are not supported yet"
-            )));
-        }
         let raw = gguf.raw_tensor(&format!("{name}.weight"))?;
         let [n, r, k] = raw.dims[..] else {
             return Err(EngineError::InvalidModel(format!(
@@ -736,29 +780,34 @@ fn load_experts(
                 c.n_embd
             )));
         }
+        // Expert biases (gpt-oss): one row per expert.
+        let biases = match gguf.has_tensor(&format!("{name}.bias")) {
+            true => {
+                let b = floats(gguf, &format!("{name}.bias"), 2)?;
+                if b.len() != n * r {
+                    return Err(EngineError::InvalidModel(format!(
+                        "{name}.bias does not match {n} experts of {r} outputs"
+                    )));
+                }
+                Some(b)
+            }
+            false => None,
+        };
         let bytes = r * k / block * raw.dtype.type_size();
         let mut experts = Vec::with_capacity(n);
         for e in 0..n {
             let data = raw.data.get(e * bytes..(e + 1) * bytes).ok_or_else(|| {
                 EngineError::InvalidModel(format!("{name} is shorter than its shape"))
             })?;
-            let dtype = raw
-                .dtype
-                .candle()
-                .ok_or_else(|| EngineError::UnsupportedTensorType {
-                    tensor: format!("{name}.weight"),
-                    kind: format!("{} (on the candle path)", raw.dtype),
-                })?;
-            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                dtype,
-                data,
-                vec![r, k],
-                device,
-            )?;
+            let q = expert_matrix(&format!("{name}.weight"), raw.dtype, data, (r, k), device)?;
+            let bias = match &biases {
+                Some(b) => Some(Tensor::from_slice(&b[e * r..(e + 1) * r], r, device)?),
+                None => None,
+            };
             experts.push(Linear {
                 w: matmul(Arc::new(q))?,
                 rows: r,
-                bias: None,
+                bias,
             });
         }
         per_kind.push(experts);
@@ -776,5 +825,36 @@ fn load_experts(
             .map(|((g, u), d)| [g, u, d])
             .collect(),
         n_used,
+        gating: c.expert_gating,
     })
+}
+
+/// One expert's `r x k` matrix from its blocks. candle has no MXFP4 kernels: those
+/// experts are dequantized at load to f16, which holds every MXFP4 value of a normal
+/// scale exactly.
+fn expert_matrix(
+    name: &str,
+    ty: GgmlType,
+    data: &[u8],
+    (r, k): (usize, usize),
+    device: &Device,
+) -> Result<QTensor> {
+    if let Some(dtype) = ty.candle() {
+        return Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            data,
+            vec![r, k],
+            device,
+        )?);
+    }
+    let kind = ty
+        .kernel_kind()
+        .ok_or_else(|| EngineError::UnsupportedTensorType {
+            tensor: name.to_string(),
+            kind: format!("{ty} (on the candle path)"),
+        })?;
+    let values = wick_kernels::reference::dequantize(kind, r, k, data)
+        .map_err(|e| EngineError::InvalidModel(format!("{name}: {e}")))?;
+    let t = Tensor::from_vec(values, (r, k), device)?;
+    Ok(QTensor::quantize(&t, GgmlDType::F16)?)
 }
