@@ -1,4 +1,5 @@
-//! The K-quant GEMM: Q4_K, Q5_K and Q6_K weights times many activation rows.
+//! The GEMM: K-quant (Q2_K to Q6_K) and 32-value (Q4_0, Q4_1, Q5_0, MXFP4) weights times
+//! many activation rows.
 //!
 //! The row-by-row kernels unpack a weight block once for up to four activation rows, but
 //! every (weight row, activation row) pair still pays its own widening multiply
@@ -133,7 +134,62 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
                     m.pairs[p] = pair(sc[2 * p] as i8 as i16, sc[2 * p + 1] as i8 as i16);
                 }
             }
+            QuantKind::Q2K => {
+                let sc = &b[0..16];
+                m.d = read_f16(b, 80);
+                m.dmin = read_f16(b, 82);
+                for (dst, &v) in m.scale.iter_mut().zip(sc) {
+                    *dst = twice((v & 0xf) as i16);
+                }
+                for p in 0..8 {
+                    m.pairs[p] = pair((sc[2 * p] >> 4) as i16, (sc[2 * p + 1] >> 4) as i16);
+                }
+            }
+            QuantKind::Q3K => {
+                let sc = crate::reference::q3_k_scales(&b[96..108]);
+                m.d = read_f16(b, 108);
+                m.dmin = 0.0;
+                for (dst, &v) in m.scale.iter_mut().zip(&sc) {
+                    *dst = twice(v as i16);
+                }
+                for p in 0..8 {
+                    m.pairs[p] = pair(sc[2 * p] as i16, sc[2 * p + 1] as i16);
+                }
+            }
             _ => unreachable!("unpack_row handles the K-quants only"),
+        }
+    }
+}
+
+/// Q2_K's codes (`0..=3`) or Q3_K's plus 4 (`0..=7`), in value order: value
+/// `128 h + 32 j + l` has bits `2j..2j+2` of `qs[32 h + l]` (and Q3_K's bit `4h + j` of
+/// `hmask[l]`, set meaning no -4). Plain loops the compiler vectorizes.
+#[cfg_attr(
+    not(all(target_arch = "x86_64", not(wick_kernels_portable))),
+    allow(dead_code)
+)]
+fn low_bit_codes(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
+    let three = kind == QuantKind::Q3K;
+    let ts = kind.type_size();
+    for (b, out) in w.chunks_exact(ts).zip(codes.chunks_exact_mut(256)) {
+        let (qs, hmask) = if three {
+            (&b[32..96], &b[0..32])
+        } else {
+            (&b[16..80], &b[0..0])
+        };
+        for h in 0..2 {
+            for j in 0..4 {
+                let dst = &mut out[128 * h + 32 * j..128 * h + 32 * j + 32];
+                let src = &qs[32 * h..32 * h + 32];
+                for l in 0..32 {
+                    dst[l] = (src[l] >> (2 * j)) & 3;
+                }
+                if three {
+                    for l in 0..32 {
+                        dst[l] |= ((hmask[l] >> (4 * h + j)) & 1) << 2;
+                    }
+                }
+            }
         }
     }
 }
@@ -142,6 +198,7 @@ pub(crate) fn unpack_row(kind: QuantKind, w: &[u8], codes: &mut [u8], meta: &mut
 fn unpack_codes(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
     #[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
     match kind {
+        QuantKind::Q2K | QuantKind::Q3K => low_bit_codes(kind, w, codes),
         QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => crate::avx2::codes_k(kind, w, codes),
         _ => crate::avx2::codes32(kind, w, codes),
     }
@@ -300,11 +357,13 @@ pub(crate) fn dots(
                     let meta = s.meta[span.start..].as_ptr();
                     let gs: [*const ActGroupBlock; $ng] =
                         std::array::from_fn(|i| a[(g + i) * per_row + span.start..].as_ptr());
-                    // (sub-blocks per block, 16-bit steps, Q6_K)
+                    // (sub-blocks per block, 16-bit steps, log2 of the codes' offset)
                     let run = match kind {
-                        QuantKind::Q6K => imp::rows_k::<$ng, 16, 2, true>,
-                        QuantKind::Q4K => imp::rows_k::<$ng, 8, 8, false>,
-                        _ => imp::rows_k::<$ng, 8, 4, false>,
+                        QuantKind::Q6K => imp::rows_k::<$ng, 16, 2, 5>,
+                        QuantKind::Q3K => imp::rows_k::<$ng, 16, 4, 2>,
+                        QuantKind::Q2K => imp::rows_k::<$ng, 16, 4, 0>,
+                        QuantKind::Q4K => imp::rows_k::<$ng, 8, 8, 0>,
+                        _ => imp::rows_k::<$ng, 8, 4, 0>,
                     };
                     run(codes, cols, meta, per_row, rows, gs, nb, accs)
                 } else {
@@ -389,7 +448,7 @@ mod imp {
         };
     }
 
-    row_driver!(rows_k, k_quant, WeightBlock, ActGroupBlock; SUBS: usize, STEPS: usize, SIX: bool);
+    row_driver!(rows_k, k_quant, WeightBlock, ActGroupBlock; SUBS: usize, STEPS: usize, SHIFT: i32);
     row_driver!(rows_q32, q32, [f32; 2], ActGroup32; STEPS: usize, OFFSET: i32, MIN: bool);
 
     /// The inner loop: per (weight row, group), the 16-bit sums over `STEPS` steps of
@@ -422,17 +481,18 @@ mod imp {
     }
 
     /// The K-quants: 16-bit sums over `STEPS` steps (Q4_K's codes `0..=15`: 8 steps, at
-    /// most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4; Q6_K's `0..=63`: 2), then the
-    /// scale of the sub-block (`SUBS` per block: 8 of 32 values, Q6_K's 16 of 16). Then
-    /// Q4_K/Q5_K subtract their minimums, and Q6_K (`SIX`) its codes' offset of 32, from
-    /// the activations' sub-block sums.
+    /// most 8 * 2 * 15 * 127 < 2^15; Q5_K's `0..=31`: 4; Q6_K's `0..=63`: 2; Q2_K's
+    /// `0..=3` and Q3_K's `0..=7`: the 4 of a 16-value sub-block), then the scale of the
+    /// sub-block (`SUBS` per block: 8 of 32 values, or 16 of 16 for Q2_K, Q3_K, Q6_K).
+    /// Then, from the activations' sub-block sums, Q4_K/Q5_K/Q2_K subtract their
+    /// minimums (`SHIFT` 0), Q6_K and Q3_K their codes' offset (`1 << SHIFT`: 32, 4).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn k_quant<
         const NR: usize,
         const NG: usize,
         const SUBS: usize,
         const STEPS: usize,
-        const SIX: bool,
+        const SHIFT: i32,
     >(
         codes: [*const u8; NR],
         meta: [*const WeightBlock; NR],
@@ -471,7 +531,7 @@ mod imp {
                     let dy = _mm256_load_ps(ab.d.as_ptr());
                     let d = _mm256_mul_ps(_mm256_set1_ps(wb.d), dy);
                     let mut extra = _mm256_setzero_si256();
-                    let sums: &[[i16; 16]] = if SIX { &ab.sum16 } else { &ab.sum32 };
+                    let sums: &[[i16; 16]] = if SUBS == 16 { &ab.sum16 } else { &ab.sum32 };
                     for (p, sum) in sums.iter().enumerate() {
                         extra = _mm256_add_epi32(
                             extra,
@@ -481,8 +541,9 @@ mod imp {
                             ),
                         );
                     }
-                    if SIX {
-                        let total = _mm256_sub_epi32(ints[r][g], _mm256_slli_epi32::<5>(extra));
+                    if SHIFT != 0 {
+                        let shift = _mm_cvtsi32_si128(SHIFT);
+                        let total = _mm256_sub_epi32(ints[r][g], _mm256_sll_epi32(extra, shift));
                         let v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
                         _mm256_storeu_ps(c, v);
                     } else {

@@ -437,7 +437,14 @@ impl QMatrix {
             let n_groups = m.div_ceil(8);
             match acts {
                 Acts::Q8K { blocks, per_row }
-                    if matches!(self.kind, QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K) =>
+                    if matches!(
+                        self.kind,
+                        QuantKind::Q2K
+                            | QuantKind::Q3K
+                            | QuantKind::Q4K
+                            | QuantKind::Q5K
+                            | QuantKind::Q6K
+                    ) =>
                 {
                     let groups = grow(&mut scratch.groups, n_groups * per_row);
                     let pack = crate::kgemm::pack_group;
