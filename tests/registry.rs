@@ -70,6 +70,17 @@ fn blob_file(store: &Path, digest: &str) -> std::path::PathBuf {
     store.join("blobs").join(digest.replace(':', "-"))
 }
 
+/// The `wick` CLI against `server`, its output once it exits.
+fn wick_cli(server: &Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(args)
+        .env("OLLAMA_HOST", &server.base)
+        .env_remove("WICK_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run wick")
+}
+
 #[test]
 fn a_wick_pulls_from_a_wick() {
     let source = with_qwen(&[]);
@@ -274,15 +285,7 @@ fn the_cli_pulls_and_run_pulls_a_missing_model() {
         .expect("create");
     assert_eq!(status, 200, "{r}");
     let name = remote_name(&source).replace(":135m", ":short");
-    let wick = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-            .args(args)
-            .env("OLLAMA_HOST", &dest.base)
-            .env_remove("WICK_API_KEY")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run wick")
-    };
+    let wick = |args: &[&str]| wick_cli(&dest, args);
     // `run` of a model the server lacks pulls it first, then answers.
     let out = wick(&["run", "--insecure", &name, "Say hi"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -405,15 +408,7 @@ fn a_wick_pushes_to_a_wick_that_takes_pushes() {
     assert_eq!(status, 404, "{r}");
 
     // The CLI pushes too.
-    let wick = |server: &Server, args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-            .args(args)
-            .env("OLLAMA_HOST", &server.base)
-            .env_remove("WICK_API_KEY")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run wick")
-    };
+    let wick = wick_cli;
     let out = wick(&source, &["push", "--insecure", &target]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

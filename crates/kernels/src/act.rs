@@ -61,7 +61,8 @@ impl Default for Q8Aux {
 pub(crate) struct Q8Extras {
     /// Q8_1's `s = f16(d * sum)` (Q4_1 weights).
     pub sum: bool,
-    /// Offset of the weights' unsigned codes (8 for Q4_0, 16 for Q5_0; 0: none).
+    /// Offset of the weights' unsigned codes (8 for Q4_0, 16 for Q5_0, 12 for MXFP4's
+    /// values; 0: none).
     pub offset: u8,
 }
 
@@ -73,6 +74,7 @@ impl Q8Extras {
             offset: match kind {
                 Q4_0 => 8,
                 Q5_0 => 16,
+                Mxfp4 => 12,
                 _ => 0,
             },
         }

@@ -365,7 +365,7 @@ mod imp {
                         run_kernel!(q5_0_signed / q5_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     QuantKind::Mxfp4 => {
-                        run_kernel!(mxfp4 / mxfp4, true, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
+                        run_kernel!(mxfp4 / mxfp4_decode, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 4: 1 2 3 4)
                     }
                     _ => {
                         run_kernel!(q8_0 / q8_0, decode, lut, wp, rb, nr, per_row, ptr, a0, n, out; 8: 1 2 3 4 5 6 7 8)
@@ -863,18 +863,20 @@ mod imp {
         _mm256_broadcastsi128_si256(_mm_loadu_si128(v.as_ptr() as *const __m128i))
     }
 
-    /// MXFP4 x Q8_0: the nibbles looked up as signed values, the scale `2^(e - 128)` read
-    /// from its exponent byte; the float chain of [`chain_kernel`]'s kinds.
+    /// MXFP4 x Q8_0: the nibbles looked up as their values, the scale `2^(e - 128)` read
+    /// from its exponent byte; the float chain of [`chain_kernel`]'s kinds. Decode
+    /// (`OFFSET`, the activations' `corr` filled) looks them up plus 12, unsigned, and
+    /// subtracts `12 * sum(y)`; batches use the signed values. Same integers either way.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mxfp4<const NR: usize, const MR: usize>(
-        _lut: Lut,
+    unsafe fn mxfp4_chain<const NR: usize, const MR: usize, const OFFSET: bool>(
         pf: *const u8,
         w: [*const u8; NR],
         nb: usize,
         x: [Q8Ptr; MR],
     ) -> [[f32; MR]; NR] {
         const { assert!(NR * MR <= 4) };
-        let table = mxfp4_table(0);
+        let table = mxfp4_table(if OFFSET { 12 } else { 0 });
         let mut acc = _mm_setzero_ps();
         for ib in 0..nb {
             prefetch(pf, ib * NR * 17, NR * 17);
@@ -885,7 +887,12 @@ mod imp {
                 dw[r] = crate::reference::e8m0_half(*b);
                 let q = _mm256_shuffle_epi8(table, nibbles(b.add(1)));
                 for a in 0..MR {
-                    ints[r * MR + a] = signed_lanes(q, &*x[a].b.add(ib));
+                    let y = &*x[a].b.add(ib);
+                    ints[r * MR + a] = if OFFSET {
+                        offset_lanes(q, y, x[a].aux.wrapping_add(ib))
+                    } else {
+                        signed_lanes(q, y)
+                    };
                 }
             }
             let dy: [f32; MR] = std::array::from_fn(|a| (*x[a].b.add(ib)).d);
@@ -893,6 +900,28 @@ mod imp {
             acc = _mm_fmadd_ps(d, _mm_cvtepi32_ps(totals4(ints)), acc);
         }
         pair_lanes::<NR, MR>(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mxfp4<const NR: usize, const MR: usize>(
+        _lut: Lut,
+        pf: *const u8,
+        w: [*const u8; NR],
+        nb: usize,
+        x: [Q8Ptr; MR],
+    ) -> [[f32; MR]; NR] {
+        mxfp4_chain::<NR, MR, false>(pf, w, nb, x)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mxfp4_decode<const NR: usize, const MR: usize>(
+        _lut: Lut,
+        pf: *const u8,
+        w: [*const u8; NR],
+        nb: usize,
+        x: [Q8Ptr; MR],
+    ) -> [[f32; MR]; NR] {
+        mxfp4_chain::<NR, MR, true>(pf, w, nb, x)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -130,13 +130,24 @@ pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, 
 
 /// Half of the E8M0 scale `2^(e - 127)`, that is `2^(e - 128)`, exactly (ggml's
 /// `GGML_E8M0_TO_FP32_HALF`; the two smallest are subnormal).
+#[inline]
 pub fn e8m0_half(e: u8) -> f32 {
-    if e < 2 {
-        f32::from_bits(0x0020_0000 << e)
-    } else {
-        f32::from_bits(((e as u32) - 1) << 23)
-    }
+    E8M0_HALF[e as usize]
 }
+
+static E8M0_HALF: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut e = 0;
+    while e < 256 {
+        t[e] = if e < 2 {
+            f32::from_bits(0x0020_0000 << e)
+        } else {
+            f32::from_bits(((e as u32) - 1) << 23)
+        };
+        e += 1;
+    }
+    t
+};
 
 fn mxfp4(b: &[u8], y: &mut [f32]) {
     let d = e8m0_half(b[0]);
