@@ -438,10 +438,65 @@ mod imp {
         _mm256_madd_epi16(_mm256_maddubs_epi16(codes, ys), scales)
     }
 
-    /// Two sub-blocks' scales as 8 i16 lanes each.
+    /// Sixteen sub-block scales (`i16`, `v`: 0..7 in the low 128 bits, 8..15 in the
+    /// high) as the operands of [`low_bits_dot`]: `out[h][j]` holds scale `8h + 2j` in
+    /// its low 8 lanes and `8h + 2j + 1` in its high 8, one `vpshufb` each.
     #[inline(always)]
-    unsafe fn two_scales(lo: i32, hi: i32) -> __m256i {
-        _mm256_setr_m128i(_mm_set1_epi16(lo as i16), _mm_set1_epi16(hi as i16))
+    unsafe fn pair_scales16(v: __m256i) -> [[__m256i; 4]; 2] {
+        let halves = [
+            _mm256_permute2x128_si256::<0x00>(v, v),
+            _mm256_permute2x128_si256::<0x11>(v, v),
+        ];
+        let mut out = [[_mm256_setzero_si256(); 4]; 2];
+        for (h, half) in halves.iter().enumerate() {
+            for j in 0..4 {
+                // Bytes of i16 lane 2j in the low 128 bits, of lane 2j + 1 in the high.
+                let (lo, hi) = ((4 * j) as i8, (4 * j + 2) as i8);
+                let mask = _mm256_setr_epi8(
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    lo,
+                    lo + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                    hi,
+                    hi + 1,
+                );
+                out[h][j] = _mm256_shuffle_epi8(*half, mask);
+            }
+        }
+        out
+    }
+
+    /// `sum_s w[s] * bsums[s]` over the 16 sub-blocks, `w` as 16 i16 lanes.
+    #[inline(always)]
+    unsafe fn weighted_bsums(w: __m256i, y: &Q8KBlock) -> i32 {
+        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        hsum_epi32(_mm256_madd_epi16(w, bsums))
     }
 
     /// A Q2_K row against Q8_K activations: per block, the exact integer totals of
@@ -450,8 +505,13 @@ mod imp {
     unsafe fn q2_k_row(w: &[u8], x: &[Q8KBlock]) -> f32 {
         let mut sumf = 0f32;
         let three = _mm256_set1_epi8(3);
+        let m4 = _mm_set1_epi8(0xf);
         for (b, y) in w.chunks_exact(84).zip(x) {
-            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let qs = &b[16..80];
+            let packed = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+            let scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
+            let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
+            let sc = pair_scales16(scales);
             let mut acc = _mm256_setzero_si256();
             for half in 0..2 {
                 let q = _mm256_loadu_si256(qs.as_ptr().add(32 * half) as *const __m256i);
@@ -460,24 +520,16 @@ mod imp {
                         _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)),
                         three,
                     );
-                    let s = 8 * half + 2 * j;
-                    let sc = two_scales((scales[s] & 0xf) as i32, (scales[s + 1] & 0xf) as i32);
                     let ys = y.qs.as_ptr().add(128 * half + 32 * j);
-                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc));
+                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc[half][j]));
                 }
             }
-            let sumi = hsum_epi32(acc);
-            let summ: i32 = scales
-                .iter()
-                .zip(&y.bsums)
-                .map(|(&s, &m)| (s >> 4) as i32 * m as i32)
-                .sum();
             sumf = crate::scalar::k_chain(
                 sumf,
                 y.d * crate::f16::read_f16(b, 80),
-                sumi,
+                hsum_epi32(acc),
                 y.d * crate::f16::read_f16(b, 82),
-                summ,
+                weighted_bsums(mins, y),
             );
         }
         sumf
@@ -492,7 +544,9 @@ mod imp {
         let (three, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
         for (b, y) in w.chunks_exact(110).zip(x) {
             let (hmask, qs) = (&b[0..32], &b[32..96]);
-            let scales = crate::reference::q3_k_scales(&b[96..108]);
+            let unpacked = crate::reference::q3_k_scales(&b[96..108]);
+            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(unpacked.as_ptr() as *const __m128i));
+            let sc = pair_scales16(scales);
             let hm = _mm256_loadu_si256(hmask.as_ptr() as *const __m256i);
             let mut acc = _mm256_setzero_si256();
             for half in 0..2 {
@@ -507,18 +561,11 @@ mod imp {
                         one,
                     );
                     let codes = _mm256_or_si256(low, _mm256_slli_epi16(bit, 2));
-                    let s = 8 * half + 2 * j;
-                    let sc = two_scales(scales[s] as i32, scales[s + 1] as i32);
                     let ys = y.qs.as_ptr().add(128 * half + 32 * j);
-                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc));
+                    acc = _mm256_add_epi32(acc, low_bits_dot(codes, ys, sc[half][j]));
                 }
             }
-            let shift: i32 = scales
-                .iter()
-                .zip(&y.bsums)
-                .map(|(&s, &m)| s as i32 * m as i32)
-                .sum();
-            let total = hsum_epi32(acc) - 4 * shift;
+            let total = hsum_epi32(acc) - 4 * weighted_bsums(scales, y);
             sumf = (y.d * crate::f16::read_f16(b, 108)).mul_add(total as f32, sumf);
         }
         sumf
