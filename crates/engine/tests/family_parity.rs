@@ -282,6 +282,26 @@ fn compare(model: &Model, fx: &Fixture) -> Outcome {
     out
 }
 
+/// One family's outcome on stderr.
+fn report(label: &str, o: &Outcome, fx: &Fixture) {
+    let note = if o.greedy_note.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", o.greedy_note)
+    };
+    eprintln!(
+        "{label}: top-1 {}/{} equal at clear margins ({} near ties), max |dp| {:.4}, \
+         greedy {}/{} equal{note}; {} failures",
+        o.top1_equal,
+        o.top1_checked,
+        o.near_ties,
+        o.max_prob_diff,
+        o.greedy_matched,
+        fx.greedy.len(),
+        o.failures.len()
+    );
+}
+
 #[test]
 fn tiny_families_match_llamacpp() {
     let vocab = vocab_source();
@@ -324,23 +344,8 @@ fn tiny_families_match_llamacpp() {
                 Err(e) => problems.push(format!("{fam}: wick failed to load it: {e}")),
                 Ok(model) => {
                     let o = compare(&model, fx);
-                    eprintln!(
-                        "{fam}{}: top-1 {}/{} equal at clear margins ({} near ties), \
-                         max |dp| {:.4}, greedy {}/{} equal{}; {} failures",
-                        if supported { "" } else { " (not in SUPPORTED)" },
-                        o.top1_equal,
-                        o.top1_checked,
-                        o.near_ties,
-                        o.max_prob_diff,
-                        o.greedy_matched,
-                        fx.greedy.len(),
-                        if o.greedy_note.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", o.greedy_note)
-                        },
-                        o.failures.len()
-                    );
+                    let label = if supported { "" } else { " (not in SUPPORTED)" };
+                    report(&format!("{fam}{label}"), &o, fx);
                     problems.extend(o.failures);
                 }
             }
@@ -388,17 +393,7 @@ fn tiny_families_on_the_candle_path_match_llamacpp() {
         let model = Model::load_on_candle(&path, &Device::Cpu, CandleWeights::Quantized)
             .unwrap_or_else(|e| panic!("{fam} on the candle path: {e}"));
         let o = compare(&model, &fx);
-        eprintln!(
-            "{fam} (candle): top-1 {}/{} equal at clear margins ({} near ties), max |dp| {:.4}, \
-             greedy {}/{} equal; {} failures",
-            o.top1_equal,
-            o.top1_checked,
-            o.near_ties,
-            o.max_prob_diff,
-            o.greedy_matched,
-            fx.greedy.len(),
-            o.failures.len()
-        );
+        report(&format!("{fam} (candle)"), &o, &fx);
         for f in o.failures.iter().take(MAX_LINES) {
             eprintln!("  {f}");
         }

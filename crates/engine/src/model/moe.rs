@@ -14,7 +14,7 @@ use wick_kernels::QMatrix;
 
 use super::decoder_spec::{Activation, ExpertGating};
 use super::linear::{Linear, Projections, Run};
-use super::tensors::{floats, matrix, vector};
+use super::tensors::{floats, kernel_kind, matrix, vector};
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, RawTensor};
 
@@ -40,12 +40,7 @@ pub(crate) fn has_experts(gguf: &GgufFile, p: &str) -> bool {
 /// file's bytes in place.
 fn expert_matrices(gguf: &mut GgufFile, name: &str) -> Result<Vec<QMatrix>> {
     let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
-    let kind = dtype
-        .kernel_kind()
-        .ok_or_else(|| EngineError::UnsupportedTensorType {
-            tensor: name.to_string(),
-            kind: dtype.name(),
-        })?;
+    let kind = kernel_kind(name, dtype)?;
     let [n, rows, cols] = dims[..] else {
         return Err(EngineError::InvalidModel(format!(
             "tensor '{name}' should be 3-D, has shape {dims:?}"

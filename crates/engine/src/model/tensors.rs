@@ -1,19 +1,24 @@
 //! Reading weights out of a GGUF file into the CPU kernels' types.
 
-use wick_kernels::QMatrix;
+use wick_kernels::{QMatrix, QuantKind};
 
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgmlType, GgufFile, RawTensor};
 
-/// A 2-D weight as a kernel matrix.
-pub(crate) fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
-    let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
-    let kind = dtype
+/// The kernels' kind of tensor `name`'s type, or the error naming both.
+pub(crate) fn kernel_kind(name: &str, dtype: GgmlType) -> Result<QuantKind> {
+    dtype
         .kernel_kind()
         .ok_or_else(|| EngineError::UnsupportedTensorType {
             tensor: name.to_string(),
             kind: dtype.name(),
-        })?;
+        })
+}
+
+/// A 2-D weight as a kernel matrix.
+pub(crate) fn matrix(gguf: &mut GgufFile, name: &str) -> Result<QMatrix> {
+    let RawTensor { dtype, dims, data } = gguf.raw_tensor(name)?;
+    let kind = kernel_kind(name, dtype)?;
     let [rows, cols] = dims[..] else {
         return Err(EngineError::InvalidModel(format!(
             "tensor '{name}' should be 2-D, has shape {dims:?}"
