@@ -106,26 +106,11 @@ impl Experts {
             .to_vec2::<f32>()?;
         // Per expert, the rows that chose it and their weights.
         let mut members: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); n_expert];
-        let mut order: Vec<usize> = Vec::with_capacity(n_expert);
+        let mut chosen = Vec::with_capacity(self.n_used);
         for (r, row) in logits.iter().enumerate() {
-            let scores = match self.gating {
-                ExpertGating::SoftmaxTopK => softmax(row),
-                ExpertGating::TopKSoftmax => row.clone(),
-            };
-            order.clear();
-            order.extend(0..n_expert);
-            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-            let picked = &order[..self.n_used.min(n_expert)];
-            let weights = match self.gating {
-                ExpertGating::SoftmaxTopK => {
-                    let sum: f32 = picked.iter().map(|&i| scores[i]).sum();
-                    picked.iter().map(|&i| scores[i] / sum).collect()
-                }
-                ExpertGating::TopKSoftmax => {
-                    softmax(&picked.iter().map(|&i| scores[i]).collect::<Vec<_>>())
-                }
-            };
-            for (&i, w) in picked.iter().zip(weights) {
+            chosen.clear();
+            self.gating.pick(row, self.n_used, &mut chosen);
+            for &(i, w) in &chosen {
                 members[i].0.push(r as u32);
                 members[i].1.push(w);
             }
@@ -145,13 +130,6 @@ impl Experts {
         }
         Ok(out)
     }
-}
-
-fn softmax(v: &[f32]) -> Vec<f32> {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|&l| (l - max).exp()).collect();
-    let total: f32 = e.iter().sum();
-    e.into_iter().map(|x| x / total).collect()
 }
 
 /// The gated FFN's product of the activated gate and the up projection, as

@@ -54,6 +54,37 @@ pub enum ExpertGating {
     TopKSoftmax,
 }
 
+impl ExpertGating {
+    /// A row's `k` experts from its router logits, most probable first, each with its
+    /// weight, appended to `out` (ties go to the lower index).
+    pub fn pick(self, logits: &[f32], k: usize, out: &mut Vec<(usize, f32)>) {
+        let scores = match self {
+            ExpertGating::SoftmaxTopK => softmax(logits),
+            ExpertGating::TopKSoftmax => logits.to_vec(),
+        };
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let picked = &order[..k.min(order.len())];
+        match self {
+            ExpertGating::SoftmaxTopK => {
+                let sum: f32 = picked.iter().map(|&e| scores[e]).sum();
+                out.extend(picked.iter().map(|&e| (e, scores[e] / sum)));
+            }
+            ExpertGating::TopKSoftmax => {
+                let picked_logits: Vec<f32> = picked.iter().map(|&e| scores[e]).collect();
+                out.extend(picked.iter().copied().zip(softmax(&picked_logits)));
+            }
+        }
+    }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
 /// Rotary position embedding of one family.
 #[derive(Debug, Clone)]
 pub struct RopeSpec {

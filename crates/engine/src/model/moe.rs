@@ -178,27 +178,8 @@ impl Experts {
         self.router.forward(run, x, rows, &mut logits)?;
         // Per row, its k choices: (expert, weight), most probable first.
         let mut chosen = Vec::with_capacity(rows * k);
-        let mut order: Vec<usize> = Vec::with_capacity(n_expert);
         for row in logits.chunks_exact(n_expert) {
-            let scores = match gating {
-                ExpertGating::SoftmaxTopK => softmax(row),
-                ExpertGating::TopKSoftmax => row.to_vec(),
-            };
-            order.clear();
-            order.extend(0..n_expert);
-            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-            let picked = &order[..k];
-            match gating {
-                ExpertGating::SoftmaxTopK => {
-                    let sum: f32 = picked.iter().map(|&e| scores[e]).sum();
-                    chosen.extend(picked.iter().map(|&e| (e, scores[e] / sum)));
-                }
-                ExpertGating::TopKSoftmax => {
-                    let picked_logits: Vec<f32> = picked.iter().map(|&e| scores[e]).collect();
-                    let weights = softmax(&picked_logits);
-                    chosen.extend(picked.iter().copied().zip(weights));
-                }
-            }
+            gating.pick(row, k, &mut chosen);
         }
         // Each expert runs once, on all the rows that chose it.
         let mut slots = vec![0.0f32; rows * k * d];
@@ -237,12 +218,4 @@ impl Experts {
         }
         Ok(())
     }
-}
-
-/// The router's probabilities.
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
 }
