@@ -127,7 +127,8 @@ def fmt_mib(kb: int | None) -> str:
 
 # --------------------------------------------------------------------------- the server
 def _params(model: str, n_ctx: int, n_parallel: int, threads: int, verbosity: int,
-            embedding: bool = False, pooling: int | None = None):
+            embedding: bool = False, pooling: int | None = None,
+            flash_attn: bool | None = None):
     import xllamacpp
 
     p = xllamacpp.CommonParams()
@@ -142,6 +143,11 @@ def _params(model: str, n_ctx: int, n_parallel: int, threads: int, verbosity: in
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
     p.verbosity = verbosity
+    if flash_attn is not None:
+        # None keeps llama.cpp's default (auto: on for the CPU backend).
+        kind = xllamacpp.llama_flash_attn_type
+        p.flash_attn_type = (kind.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                             else kind.LLAMA_FLASH_ATTN_TYPE_DISABLED)
     if n_parallel > 1:
         # llama-server's own rule for its HTTP pool: enough threads for every slot.
         p.n_threads_http = max(n_parallel + 2, (os.cpu_count() or 1) - 1)
@@ -159,12 +165,14 @@ class LlamaCppServer:
 
     def __init__(self, model: Path | str, n_ctx: int = 4096, n_parallel: int = 1,
                  threads: int = N_THREADS, in_process: bool = False, verbosity: int = 0,
-                 embedding: bool = False, pooling: int | None = None):
+                 embedding: bool = False, pooling: int | None = None,
+                 flash_attn: bool | None = None):
         if pooling is not None and not in_process:
             raise ValueError("pooling is only passed to an in-process server")
         self.model = Path(model)
         self.n_ctx, self.n_parallel, self.threads = n_ctx, n_parallel, threads
         self.embedding = embedding
+        self.flash_attn = flash_attn
         self.proc: subprocess.Popen | None = None
         self.server = None
         self.log_path: Path | None = None
@@ -178,7 +186,8 @@ class LlamaCppServer:
             import xllamacpp
 
             self.server = xllamacpp.Server(_params(str(self.model), n_ctx, n_parallel,
-                                                   threads, verbosity, embedding, pooling))
+                                                   threads, verbosity, embedding, pooling,
+                                                   flash_attn))
             base = self.server.listening_address
             self.version, self.build_info = _version()
             self._set_base(base)
@@ -192,7 +201,9 @@ class LlamaCppServer:
         cmd = [sys.executable, str(Path(__file__).resolve()), "serve", "--model",
                str(self.model), "--n-ctx", str(self.n_ctx), "--parallel",
                str(self.n_parallel), "--threads", str(self.threads), "--verbosity",
-               str(verbosity)] + (["--embedding"] if self.embedding else [])
+               str(verbosity)] + (["--embedding"] if self.embedding else []) + (
+                   [] if self.flash_attn is None
+                   else ["--flash-attn", "on" if self.flash_attn else "off"])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd, text=True)
         os.close(fd)
         # The child prints exactly one JSON line once the server listens.
@@ -306,13 +317,15 @@ def _serve(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=N_THREADS)
     ap.add_argument("--verbosity", type=int, default=0)
     ap.add_argument("--embedding", action="store_true")
+    ap.add_argument("--flash-attn", choices=["on", "off"])
     a = ap.parse_args(argv)
     import xllamacpp
 
     baseline = proc_status_kb(os.getpid(), "VmRSS")
     started = time.monotonic()
+    flash = None if a.flash_attn is None else a.flash_attn == "on"
     server = xllamacpp.Server(_params(a.model, a.n_ctx, a.parallel, a.threads, a.verbosity,
-                                      a.embedding))
+                                      a.embedding, flash_attn=flash))
     load_seconds = time.monotonic() - started
     version, build = _version()
     print(json.dumps({"address": server.listening_address, "version": version,

@@ -29,6 +29,11 @@ How llama.cpp is asked:
   * llamacpp_noise_max_dp: the same 64 prefixes again, each evaluated as one batch
     (cache_prompt: false); the largest probability difference between the two ways is
     llama.cpp's own numerical noise on this file, the floor for any comparison.
+  * llamacpp_plain_attention_max_dp: the same 64 one-token steps on a second server
+    started with flash attention off (softmax of the scores in f32, then the values
+    times it, summed in f32, the form the candle path computes); the largest
+    probability difference from top5 is how far llama.cpp's own two CPU attention
+    paths are apart on this file.
   * greedy: POST /completion {prompt: sequence, n_predict: 32, temperature: 0,
     top_k: 1, ignore_eos: true, n_probs: 2, return_tokens: true}. ignore_eos biases
     end-of-generation tokens away; their raw probabilities still show in top2.
@@ -220,6 +225,9 @@ def main() -> int:
                         "llamacpp_noise_max_dp": "largest |dp| between top5 and the same "
                                                  "prefixes evaluated as one batch each "
                                                  "(cache_prompt: false)",
+                        "llamacpp_plain_attention_max_dp": "largest |dp| between top5 and "
+                                                           "the same steps with flash "
+                                                           "attention off",
                         "greedy": "POST /completion {prompt: sequence, n_predict: 32, "
                                   "temperature: 0, top_k: 1, ignore_eos: true, n_probs: 2}",
                     }
@@ -227,6 +235,15 @@ def main() -> int:
                     fixture["sequence"] = seq
                     fixture.update(record(srv, seq))
                     fixture["margins"] = margins(fixture["top5"])
+                    plain = LlamaCppServer(path, n_ctx=N_CTX, n_parallel=1,
+                                           threads=N_THREADS, flash_attn=False)
+                    try:
+                        other = [top5_at(plain, seq[:i + 1], cache_prompt=True)
+                                 for i in range(len(seq))]
+                    finally:
+                        plain.close()
+                    fixture["llamacpp_plain_attention_max_dp"] = max_prob_diff(
+                        fixture["top5"], other)
                     print(f"{family}: {sha[:12]} margins {fixture['margins']}",
                           file=sys.stderr)
                     if os.environ.get("WICK_SHOW_LLAMACPP_INFO") and srv.log_path:
