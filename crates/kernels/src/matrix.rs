@@ -163,6 +163,22 @@ impl QMatrix {
         })
     }
 
+    /// The same matrix in newly allocated memory (a clone shares the bytes): what a
+    /// benchmark reads to stream weights from DRAM rather than from a cache.
+    pub fn deep_copy(&self) -> Self {
+        Self {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| Part {
+                    first: p.first,
+                    bytes: p.bytes.to_vec().into(),
+                })
+                .collect(),
+            ..*self
+        }
+    }
+
     /// The rows of `parts`, in order, as one matrix, without copying them: every part
     /// must have the same kind and width.
     pub fn stack(parts: &[QMatrix]) -> Result<Self, KernelError> {

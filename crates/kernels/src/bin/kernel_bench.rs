@@ -342,7 +342,9 @@ fn main() {
         } else {
             (192usize << 20).div_ceil(bytes).clamp(1, 4096)
         };
-        let ring: Vec<QMatrix> = (0..copies).map(|_| w.clone()).collect();
+        // Copies in their own memory: a clone would share the bytes, and a matrix smaller
+        // than the L3 would then be read from the cache.
+        let ring: Vec<QMatrix> = (0..copies).map(|_| w.deep_copy()).collect();
         let x1 = rng.vec(cols);
         let mut out1 = vec![0f32; rows];
         let mut m1 = [0f64; 2];
