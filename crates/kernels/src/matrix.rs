@@ -488,7 +488,12 @@ impl QMatrix {
         }
         let rows = range.len();
         let rb = self.row_bytes();
-        let tasks_wanted = threads * if m <= ACT_TILE { 8 } else { 2 };
+        let tasks_wanted = threads
+            * if m <= ACT_TILE {
+                DECODE_TASKS_PER_THREAD
+            } else {
+                2
+            };
         let mut chunk = rows.div_ceil(tasks_wanted).max(1);
         if m > ACT_TILE {
             chunk = chunk.min((L2_WEIGHTS / rb).max(4));
@@ -546,6 +551,14 @@ impl QMatrix {
         pool.run(threads, n_tasks, &task);
     }
 }
+
+/// Row chunks per thread of a product with few activation rows: enough to even out a
+/// thread that falls behind, few enough that the chunks are long streams. Every chunk
+/// starts cold (its rows are not prefetched) and each one's last rows prefetch the next
+/// chunk's, which another thread may read. Measured on Zen 3 with 2 threads, from 8
+/// chunks per thread to 2: Qwen2.5-1.5B's 256-row `attn_k`/`attn_v` 16-17 -> 24-25 GB/s,
+/// its 1536-row `attn_output` 28 -> 32, the large matrices the same or better.
+const DECODE_TASKS_PER_THREAD: usize = 2;
 
 /// `m` quantized activation rows (`per_row` blocks each) interleaved in groups of 8 by
 /// `pack`, one task per group.
