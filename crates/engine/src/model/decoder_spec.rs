@@ -21,6 +21,25 @@ pub const DECODER_ARCHITECTURES: &[&str] = &[
     "gpt-oss",
 ];
 
+/// Other names files give a family: Ollama's own gpt-oss files say `gptoss` (its
+/// converter and loader take both spellings), with their keys under `gptoss.*`.
+const ARCHITECTURE_ALIASES: &[(&str, &str)] = &[("gptoss", "gpt-oss")];
+
+/// The family a `general.architecture` names, as [`DECODER_ARCHITECTURES`] spells it;
+/// `None` when the decoder does not run it.
+pub fn decoder_family(arch: &str) -> Option<&'static str> {
+    DECODER_ARCHITECTURES
+        .iter()
+        .copied()
+        .find(|&a| a == arch)
+        .or_else(|| {
+            ARCHITECTURE_ALIASES
+                .iter()
+                .find(|&&(alias, _)| alias == arch)
+                .map(|&(_, family)| family)
+        })
+}
+
 /// The FFN's gating activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -156,12 +175,12 @@ pub struct DecoderSpec {
 
 impl DecoderSpec {
     /// Read the description of `arch` from the file's metadata.
-    pub fn from_gguf(gguf: &GgufFile, arch: &str) -> Result<Self> {
-        if !DECODER_ARCHITECTURES.contains(&arch) {
-            return Err(EngineError::UnsupportedArchitecture(arch.to_string()));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_layer = block_count(gguf, arch)?;
+    pub fn from_gguf(gguf: &GgufFile, file_arch: &str) -> Result<Self> {
+        let arch = decoder_family(file_arch)
+            .ok_or_else(|| EngineError::UnsupportedArchitecture(file_arch.to_string()))?;
+        // The keys sit under the file's own spelling; the family decides the rest.
+        let key = |k: &str| format!("{file_arch}.{k}");
+        let n_layer = block_count(gguf, file_arch)?;
         let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
         let n_kv_head = gguf
             .get_u32(&key("attention.head_count_kv"))
@@ -202,7 +221,7 @@ impl DecoderSpec {
             )));
         }
         let base = gguf.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
-        let scaling = rope_scaling(gguf, arch)?;
+        let scaling = rope_scaling(gguf, file_arch)?;
         let freq_scale = match scaling {
             Some((_, factor)) => 1.0 / factor,
             None => 1.0,

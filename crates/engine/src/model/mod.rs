@@ -25,7 +25,7 @@ use bert::EncoderModel;
 use decoder::{CpuBatchInput, DecoderModel, Head};
 pub use decoder_candle::CandleWeights;
 use decoder_candle::{CandleBatchInput, CandleDecoder};
-use decoder_spec::DECODER_ARCHITECTURES;
+use decoder_spec::decoder_family;
 
 enum Network {
     /// wick's own kernels; batches run together.
@@ -75,9 +75,7 @@ const ENCODER_ARCHITECTURES: &[&str] = &["bert", "nomic-bert"];
 pub fn check_supported(path: &Path) -> Result<()> {
     let gguf = GgufFile::open(path)?;
     let arch = gguf.architecture()?;
-    if !DECODER_ARCHITECTURES.contains(&arch.as_str())
-        && !ENCODER_ARCHITECTURES.contains(&arch.as_str())
-    {
+    if decoder_family(&arch).is_none() && !ENCODER_ARCHITECTURES.contains(&arch.as_str()) {
         return Err(EngineError::UnsupportedArchitecture(arch));
     }
     crate::tokenizer::check_tokenizer(&gguf)?;
@@ -128,11 +126,11 @@ impl Model {
         let facts = GgufFacts::from_gguf(&gguf, false)?;
         let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
         let network = match facts.architecture.as_str() {
-            arch if DECODER_ARCHITECTURES.contains(&arch) && candle.is_none() => Network::Cpu {
+            arch if decoder_family(arch).is_some() && candle.is_none() => Network::Cpu {
                 model: DecoderModel::from_gguf(&mut gguf, arch, threads)?,
                 kv_usage: Arc::new(KvUsage::default()),
             },
-            arch if DECODER_ARCHITECTURES.contains(&arch) => Network::Candle {
+            arch if decoder_family(arch).is_some() => Network::Candle {
                 model: CandleDecoder::from_gguf(
                     &mut gguf,
                     arch,
