@@ -81,6 +81,8 @@ struct Scratch {
     /// The head's keys and values for every position, widened to f32 once per task.
     k: Vec<f32>,
     v: Vec<f32>,
+    #[cfg(target_arch = "x86_64")]
+    tiled: Option<super::attention_tiled::TiledScratch>,
 }
 
 impl Scratch {
@@ -93,6 +95,8 @@ impl Scratch {
             acc: Vec::new(),
             k: Vec::new(),
             v: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            tiled: None,
         }
     }
 }
@@ -158,6 +162,11 @@ fn attend_head(
     let kv_head = head / (dims.n_head / dims.n_kv_head);
     let t = job.q.len() / width;
     let positions = job.start + t;
+    // With a soft-cap the scale goes inside the tanh, as llama.cpp folds it.
+    let (scale, cap) = match dims.softcap {
+        Some(cap) if cap > 0.0 => (dims.scale / cap, Some(cap)),
+        _ => (dims.scale, None),
+    };
     let Scratch {
         q16,
         acc16,
@@ -166,7 +175,34 @@ fn attend_head(
         acc,
         k,
         v,
+        #[cfg(target_arch = "x86_64")]
+        tiled,
     } = scratch;
+    // A long prompt chunk: llama.cpp's tiled kernel (f32 throughout, see
+    // `attention_tiled`), as llama.cpp takes it for micro-batches this large.
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::attention_tiled as tiled_path;
+        if t >= tiled_path::TILED_MIN_ROWS && tiled_path::available(hd) {
+            widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
+            widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
+            let rows = tiled_path::HeadRows {
+                q: &job.q[head * hd..],
+                q_stride: width,
+                t,
+                start: job.start,
+                k,
+                v,
+                head_dim: hd,
+                window: dims.window,
+                scale,
+                softcap: cap,
+                sink,
+            };
+            tiled_path::attend_head(&rows, tiled.get_or_insert_with(Default::default), emit);
+            return;
+        }
+    }
     // A prompt chunk reads every cached position once per row: widen the head to f32
     // once. A decode row reads each position once: read the f16 cache directly.
     let (k_rows, v_rows) = if t > 2 {
@@ -197,11 +233,6 @@ fn attend_head(
     q16.resize(hd, 0.0);
     acc.resize(hd, 0.0);
     acc16.resize(hd, f16::ZERO);
-    // With a soft-cap the scale goes inside the tanh, as llama.cpp folds it.
-    let (scale, cap) = match dims.softcap {
-        Some(cap) if cap > 0.0 => (dims.scale / cap, Some(cap)),
-        _ => (dims.scale, None),
-    };
     for r in 0..t {
         let n = job.start + r + 1;
         let first = dims.window.map_or(0, |w| n.saturating_sub(w));
