@@ -41,13 +41,7 @@ fn values(gguf: &mut GgufFile, name: &str) -> Vec<f32> {
 
 fn read(path: &Path) -> Source {
     let mut gguf = GgufFile::open(path).expect("open the tiny gpt-oss");
-    let mut metadata: Vec<(String, Value)> = gguf
-        .content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata = gguf.metadata_entries(|_| true);
     let n_layer = gguf.get_u32("gpt-oss.block_count").expect("block count") as usize;
     let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
     names.sort();

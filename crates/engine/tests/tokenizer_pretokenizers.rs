@@ -15,13 +15,8 @@ use wick_engine::GgufTokenizer;
 /// A GGUF holding only SmolLM2's tokenizer keys, with `pre` as its pre-tokenizer.
 fn vocabulary_with_pre(dir: &std::path::Path, pre: &str) -> GgufFile {
     let source = GgufFile::open(&common::smollm2_gguf()).expect("open SmolLM2");
-    let mut metadata: Vec<(String, Value)> = source
-        .content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer.") && k.as_str() != "tokenizer.ggml.pre")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut metadata =
+        source.metadata_entries(|k| k.starts_with("tokenizer.") && k != "tokenizer.ggml.pre");
     metadata.push(("general.architecture".into(), Value::String("llama".into())));
     metadata.push(("tokenizer.ggml.pre".into(), Value::String(pre.into())));
     let path = dir.join(format!("{pre}.gguf"));

@@ -183,6 +183,20 @@ impl GgufFile {
         &self.content.metadata
     }
 
+    /// The metadata entries whose keys `keep` accepts, sorted by key: a file written
+    /// from them has the same bytes every time.
+    pub fn metadata_entries(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Value)> {
+        let mut entries: Vec<(String, Value)> = self
+            .content
+            .metadata
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }

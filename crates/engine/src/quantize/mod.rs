@@ -221,13 +221,8 @@ pub fn quantize_gguf(
         done += size;
         progress(done, total);
     }
-    let mut metadata: Vec<(String, Value)> = gguf
-        .content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    metadata.retain(|(k, _)| k != "general.file_type" && k != "general.quantization_version");
+    let mut metadata =
+        gguf.metadata_entries(|k| k != "general.file_type" && k != "general.quantization_version");
     metadata.push(("general.file_type".into(), Value::U32(ftype.id())));
     metadata.push(("general.quantization_version".into(), Value::U32(2)));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
@@ -275,13 +270,7 @@ pub fn dequantize_to_f16(src: &Path, dst: &Path) -> Result<()> {
         };
         out.push((name.clone(), QTensor::quantize(&floats, dtype)?));
     }
-    let mut metadata: Vec<(String, Value)> = gguf
-        .content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.file_type")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut metadata = gguf.metadata_entries(|k| k != "general.file_type");
     metadata.push(("general.file_type".into(), Value::U32(1)));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     write_gguf(dst, &metadata, &out)
