@@ -1,12 +1,15 @@
 //! Causal attention over an f16 KV cache, fused: scores, softmax and the weighted sum of
 //! values in one pass per (sequence, head), reading only the positions in use.
 //!
-//! Grouped-query attention reads each KV head directly for all the query heads that
-//! share it; nothing is repeated. Each task widens its head's cached keys and values to
-//! f32 once, so a prompt chunk's rows do not convert the same positions again and again. Queries are rounded to f16 before the
-//! key dot product, as llama.cpp's CPU flash attention does with an f16 cache.
+//! Grouped-query attention: one task takes a run of the query heads that share a KV
+//! head, so each cached key and value is read (and widened from f16) once for all of
+//! them, while every head's arithmetic stays exactly what it is alone. A prompt chunk's
+//! task widens its KV head to f32 once, so its rows do not convert the same positions
+//! again and again. Queries are rounded to f16 before the key dot product, as
+//! llama.cpp's CPU flash attention does with an f16 cache.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -69,13 +72,15 @@ impl OutPtr {
     }
 }
 
-/// Per-thread buffers of one (sequence, head) task.
+/// Per-thread buffers of one (sequence, query heads) task.
 struct Scratch {
     q16: Vec<f32>,
     /// The f16 running sum of values of a row.
     acc16: Vec<f16>,
-    /// Per position: the online softmax's rescale factor and weight.
+    /// Per head and position: the online softmax's rescale factor and weight.
     steps: Vec<(f32, f32)>,
+    /// Per head: the softmax's final maximum and sum of weights.
+    totals: Vec<(f32, f32)>,
     scores: Vec<f32>,
     acc: Vec<f32>,
     /// The head's keys and values for every position, widened to f32 once per task.
@@ -91,6 +96,7 @@ impl Scratch {
             q16: Vec::new(),
             acc16: Vec::new(),
             steps: Vec::new(),
+            totals: Vec::new(),
             scores: Vec::new(),
             acc: Vec::new(),
             k: Vec::new(),
@@ -116,6 +122,20 @@ pub fn attend(
     jobs: &[AttnJob],
     out: &mut [f32],
 ) {
+    attend_split(pool, threads, dims, sinks, jobs, out, usize::MAX);
+}
+
+/// [`attend`] with at most `max_heads` query heads per task (tests compare 1 with the
+/// grouping `attend` chooses: the results must be the same bits).
+fn attend_split(
+    pool: &ThreadPool,
+    threads: usize,
+    dims: AttnDims,
+    sinks: Option<&[f32]>,
+    jobs: &[AttnJob],
+    out: &mut [f32],
+    max_heads: usize,
+) {
     let width = dims.n_head * dims.head_dim;
     let rows: usize = jobs.iter().map(|j| j.q.len() / width).sum();
     let needed = jobs
@@ -127,41 +147,96 @@ pub fn attend(
         needed <= out.len() && rows * width <= out.len(),
         "attention output too small"
     );
+    let tasks = head_tasks(dims, threads, jobs, max_heads);
     let ptr = OutPtr(out.as_mut_ptr());
-    let tasks = jobs.len() * dims.n_head;
-    pool.run(threads, tasks, &|task| {
-        let job = &jobs[task / dims.n_head];
-        let head = task % dims.n_head;
+    pool.run(threads, tasks.len(), &|task| {
+        let (job, heads) = &tasks[task];
+        let job = &jobs[*job];
         let ptr = ptr.get();
         SCRATCH.with(|s| {
             let scratch = &mut *s.borrow_mut();
-            let sink = sinks.and_then(|s| s.get(head)).copied();
-            attend_head(job, head, dims, sink, scratch, |row, values| {
-                let at = (job.out_row + row) * width + head * dims.head_dim;
-                // SAFETY: `at..at + head_dim` lies inside `out` (checked above) and no
-                // other task writes this (row, head) span.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(values.as_ptr(), ptr.add(at), values.len())
-                };
-            });
+            attend_heads(
+                job,
+                heads.clone(),
+                dims,
+                sinks,
+                scratch,
+                |row, head, values| {
+                    let at = (job.out_row + row) * width + head * dims.head_dim;
+                    // SAFETY: `at..at + head_dim` lies inside `out` (checked above) and no
+                    // other task writes this (row, head) span.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(values.as_ptr(), ptr.add(at), values.len())
+                    };
+                },
+            );
         });
     });
 }
 
-fn attend_head(
-    job: &AttnJob,
-    head: usize,
+/// The tasks of one attention call: a job and a run of its query heads that share one
+/// KV head, so each cached key and value is read (and widened) once for all of them.
+/// A group is split when there would otherwise be fewer than two tasks per thread. A
+/// long prompt chunk (the tiled path, which works head by head) keeps one head per task.
+fn head_tasks(
     dims: AttnDims,
-    sink: Option<f32>,
+    threads: usize,
+    jobs: &[AttnJob],
+    max_heads: usize,
+) -> Vec<(usize, Range<usize>)> {
+    let width = dims.n_head * dims.head_dim;
+    let group = (dims.n_head / dims.n_kv_head.max(1)).max(1);
+    let groups = jobs.len() * dims.n_head.div_ceil(group);
+    let parts = (2 * threads).div_ceil(groups.max(1)).clamp(1, group);
+    let grouped = group.div_ceil(parts).min(max_heads).max(1);
+    let mut tasks = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let per = if tiled_rows(job.q.len() / width, dims.head_dim) {
+            1
+        } else {
+            grouped
+        };
+        for g0 in (0..dims.n_head).step_by(group) {
+            let g1 = (g0 + group).min(dims.n_head);
+            for h in (g0..g1).step_by(per) {
+                tasks.push((j, h..(h + per).min(g1)));
+            }
+        }
+    }
+    tasks
+}
+
+/// Whether `t` query rows of one sequence take llama.cpp's tiled path.
+fn tiled_rows(t: usize, head_dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::attention_tiled as tiled_path;
+        t >= tiled_path::TILED_MIN_ROWS && tiled_path::available(head_dim)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (t, head_dim);
+        false
+    }
+}
+
+/// Attention of `job`'s rows for the query `heads` (all of one KV head); `emit(row,
+/// head, values)` receives each output.
+fn attend_heads(
+    job: &AttnJob,
+    heads: Range<usize>,
+    dims: AttnDims,
+    sinks: Option<&[f32]>,
     scratch: &mut Scratch,
-    mut emit: impl FnMut(usize, &[f32]),
+    mut emit: impl FnMut(usize, usize, &[f32]),
 ) {
     let hd = dims.head_dim;
     let width = dims.n_head * hd;
     let kv_width = dims.n_kv_head * hd;
-    let kv_head = head / (dims.n_head / dims.n_kv_head);
+    let kv_head = heads.start / (dims.n_head / dims.n_kv_head);
     let t = job.q.len() / width;
     let positions = job.start + t;
+    let sink = |head: usize| sinks.and_then(|s| s.get(head)).copied();
     // With a soft-cap the scale goes inside the tanh, as llama.cpp folds it.
     let (scale, cap) = match dims.softcap {
         Some(cap) if cap > 0.0 => (dims.scale / cap, Some(cap)),
@@ -171,6 +246,7 @@ fn attend_head(
         q16,
         acc16,
         steps,
+        totals,
         scores,
         acc,
         k,
@@ -181,11 +257,11 @@ fn attend_head(
     // A long prompt chunk: llama.cpp's tiled kernel (f32 throughout, see
     // `attention_tiled`), as llama.cpp takes it for micro-batches this large.
     #[cfg(target_arch = "x86_64")]
-    {
+    if tiled_rows(t, hd) {
         use super::attention_tiled as tiled_path;
-        if t >= tiled_path::TILED_MIN_ROWS && tiled_path::available(hd) {
-            widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
-            widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
+        widen_head(job.k, kv_width, kv_head * hd, hd, positions, k);
+        widen_head(job.v, kv_width, kv_head * hd, hd, positions, v);
+        for head in heads {
             let rows = tiled_path::HeadRows {
                 q: &job.q[head * hd..],
                 q_stride: width,
@@ -197,11 +273,12 @@ fn attend_head(
                 window: dims.window,
                 scale,
                 softcap: cap,
-                sink,
+                sink: sink(head),
             };
-            tiled_path::attend_head(&rows, tiled.get_or_insert_with(Default::default), emit);
-            return;
+            let tiled = tiled.get_or_insert_with(Default::default);
+            tiled_path::attend_head(&rows, tiled, |row, values| emit(row, head, values));
         }
+        return;
     }
     // A prompt chunk reads every cached position once per row: widen the head to f32
     // once. A decode row reads each position once: read the f16 cache directly.
@@ -230,18 +307,23 @@ fn attend_head(
             },
         )
     };
-    q16.resize(hd, 0.0);
+    let nh = heads.len();
+    q16.resize(nh * hd, 0.0);
     acc.resize(hd, 0.0);
-    acc16.resize(hd, f16::ZERO);
+    acc16.resize(nh * hd, f16::ZERO);
+    totals.resize(nh, (0.0, 0.0));
     for r in 0..t {
         let n = job.start + r + 1;
         let first = dims.window.map_or(0, |w| n.saturating_sub(w));
-        let q = &job.q[r * width + head * hd..][..hd];
-        for (dst, &src) in q16.iter_mut().zip(q) {
-            *dst = f16::from_f32(src).to_f32();
+        let len = n - first;
+        for (i, head) in heads.clone().enumerate() {
+            let q = &job.q[r * width + head * hd..][..hd];
+            for (dst, &src) in q16[i * hd..][..hd].iter_mut().zip(q) {
+                *dst = f16::from_f32(src).to_f32();
+            }
         }
-        scores.resize(n - first, 0.0);
-        key_scores(q16, k_rows.skip(first), scale, scores);
+        scores.resize(nh * len, 0.0);
+        key_scores_heads(q16, nh, k_rows.skip(first), scale, scores);
         if let Some(cap) = cap {
             for s in scores.iter_mut() {
                 *s = cap * s.tanh();
@@ -251,35 +333,28 @@ fn attend_head(
         // values in f16 (rounded after every position, rescaled by an online softmax);
         // follow it, its rounding moves the logits visibly. Prompt rows read the
         // widened copy of the same f16 values, so every row computes the same way.
-        online_f16_values(scores, v_rows.skip(first), sink, steps, acc16, acc);
-        emit(r, acc);
+        steps.resize(nh * len, (1.0, 1.0));
+        for (i, total) in totals.iter_mut().enumerate() {
+            let at = i * len..(i + 1) * len;
+            *total = softmax_steps(&scores[at.clone()], &mut steps[at]);
+        }
+        accumulate_f16_heads(acc16, nh, v_rows.skip(first), steps);
+        for (i, head) in heads.clone().enumerate() {
+            let (max, sum) = totals[i];
+            finish_values(max, sum, sink(head), &acc16[i * hd..][..hd], acc);
+            emit(r, head, acc);
+        }
     }
 }
 
-/// `out = softmax(scores) . v` as llama.cpp's CPU flash attention computes it for an
-/// f16 cache: one pass over the positions with a running maximum, the weighted values
-/// summed into an f16 accumulator (`acc = f16(acc + v * w)`, rescaled when the maximum
-/// grows), divided by the sum of weights at the end. Value row `j` is
-/// `v[j * stride..][..acc.len()]`. A `sink` logit joins the softmax after the values
-/// are summed (in f32, as ggml adds it).
-fn online_f16_values(
-    scores: &[f32],
-    v: KvRows,
-    sink: Option<f32>,
-    steps: &mut Vec<(f32, f32)>,
-    acc16: &mut [f16],
-    out: &mut [f32],
-) {
-    assert!(
-        v.holds(scores.len(), acc16.len()),
-        "value rows out of range"
-    );
-    // The softmax bookkeeping is scalar and the same for every dimension: per position,
-    // the factor the sum so far is rescaled by and the weight of that position's values.
-    steps.clear();
+/// The online softmax's bookkeeping over one row's `scores`, as llama.cpp's CPU flash
+/// attention does it: per position, the factor the sum of values so far is rescaled by
+/// and the weight of that position's values (`steps`); returns the final maximum and
+/// sum of weights. It is scalar and the same for every dimension of the values.
+fn softmax_steps(scores: &[f32], steps: &mut [(f32, f32)]) -> (f32, f32) {
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
-    for &s in scores {
+    for (&s, step) in scores.iter().zip(steps.iter_mut()) {
         let (mut rescale, mut weight) = (1.0f32, 1.0f32);
         if s > max {
             rescale = (max - s).exp();
@@ -287,10 +362,15 @@ fn online_f16_values(
         } else {
             weight = (s - max).exp();
         }
-        steps.push((rescale, weight));
+        *step = (rescale, weight);
         sum = sum * rescale + weight;
     }
-    accumulate_f16(acc16, v, steps);
+    (max, sum)
+}
+
+/// `out = acc / sum`, the values summed with weights whose maximum was `max`. A `sink`
+/// logit joins the softmax after the values are summed (in f32, as ggml adds it).
+fn finish_values(max: f32, mut sum: f32, sink: Option<f32>, acc16: &[f16], out: &mut [f32]) {
     // A sink above the running maximum rescales the values summed so far.
     let mut rescale = 1.0f32;
     if let Some(s) = sink {
@@ -337,6 +417,100 @@ fn accumulate_f16(acc: &mut [f16], v: KvRows, steps: &[(f32, f32)]) {
             };
             *a = f16::from_f32(x + v.get(j, i) * weight);
         }
+    }
+}
+
+/// [`key_scores`] for several query heads against the same keys: `q` holds the
+/// `heads` queries one after another and `out` their scores (`out.len() /
+/// heads` positions each, head by head). Each score is computed exactly as
+/// [`key_scores`] computes it; on the SIMD path each key is loaded (and widened) once
+/// for up to four heads.
+fn key_scores_heads(q: &[f32], heads: usize, k: KvRows, scale: f32, out: &mut [f32]) {
+    let head_dim = q.len() / heads.max(1);
+    let n = out.len() / heads.max(1);
+    assert!(k.holds(n, head_dim), "key rows out of range");
+    #[cfg(target_arch = "x86_64")]
+    if heads > 1 && has_simd() && head_dim.is_multiple_of(16) {
+        let mut h = 0;
+        while h < heads {
+            let take = (heads - h).min(4);
+            let qs = &q[h * head_dim..(h + take) * head_dim];
+            let outs = &mut out[h * n..(h + take) * n];
+            // SAFETY: the CPU has the features; the rows were bounds-checked above and
+            // `qs`/`outs` hold `take` heads.
+            unsafe {
+                let (base, stride, half) = match k {
+                    KvRows::F16 { data, stride } => (data.as_ptr().cast::<u8>(), stride, true),
+                    KvRows::F32 { data, stride } => (data.as_ptr().cast::<u8>(), stride, false),
+                };
+                match (take, half) {
+                    (4, true) => x86::key_scores_heads::<true, 4>(qs, base, stride, scale, outs),
+                    (3, true) => x86::key_scores_heads::<true, 3>(qs, base, stride, scale, outs),
+                    (2, true) => x86::key_scores_heads::<true, 2>(qs, base, stride, scale, outs),
+                    (4, false) => x86::key_scores_heads::<false, 4>(qs, base, stride, scale, outs),
+                    (3, false) => x86::key_scores_heads::<false, 3>(qs, base, stride, scale, outs),
+                    (2, false) => x86::key_scores_heads::<false, 2>(qs, base, stride, scale, outs),
+                    _ => key_scores(qs, k, scale, outs),
+                }
+            }
+            h += take;
+        }
+        return;
+    }
+    for h in 0..heads {
+        key_scores(
+            &q[h * head_dim..(h + 1) * head_dim],
+            k,
+            scale,
+            &mut out[h * n..(h + 1) * n],
+        );
+    }
+}
+
+/// [`accumulate_f16`] for several heads reading the same value rows: `acc` holds the
+/// `heads` running sums one after another and `steps` their softmax steps (the same
+/// number each, head by head). Each head's sum is computed exactly as
+/// [`accumulate_f16`] computes it; on the SIMD path each value row is loaded (and
+/// widened) once for up to four heads.
+fn accumulate_f16_heads(acc: &mut [f16], heads: usize, v: KvRows, steps: &[(f32, f32)]) {
+    let hd = acc.len() / heads.max(1);
+    let n = steps.len() / heads.max(1);
+    assert!(v.holds(n, hd), "value rows out of range");
+    #[cfg(target_arch = "x86_64")]
+    if heads > 1 && has_simd() && hd.is_multiple_of(8) {
+        acc.fill(f16::ZERO);
+        let mut h = 0;
+        while h < heads {
+            let take = (heads - h).min(4);
+            let a = &mut acc[h * hd..(h + take) * hd];
+            let s = &steps[h * n..(h + take) * n];
+            // SAFETY: the CPU has the features; the rows were bounds-checked above and
+            // `a`/`s` hold `take` heads.
+            unsafe {
+                let (base, stride, half) = match v {
+                    KvRows::F16 { data, stride } => (data.as_ptr().cast::<u8>(), stride, true),
+                    KvRows::F32 { data, stride } => (data.as_ptr().cast::<u8>(), stride, false),
+                };
+                match (take, half) {
+                    (4, true) => x86::accumulate_f16_heads::<true, 4, 2>(a, base, stride, s, n),
+                    (3, true) => x86::accumulate_f16_heads::<true, 3, 2>(a, base, stride, s, n),
+                    (2, true) => x86::accumulate_f16_heads::<true, 2, 4>(a, base, stride, s, n),
+                    (4, false) => x86::accumulate_f16_heads::<false, 4, 2>(a, base, stride, s, n),
+                    (3, false) => x86::accumulate_f16_heads::<false, 3, 2>(a, base, stride, s, n),
+                    (2, false) => x86::accumulate_f16_heads::<false, 2, 4>(a, base, stride, s, n),
+                    _ => accumulate_f16(a, v, s),
+                }
+            }
+            h += take;
+        }
+        return;
+    }
+    for h in 0..heads {
+        accumulate_f16(
+            &mut acc[h * hd..(h + 1) * hd],
+            v,
+            &steps[h * n..(h + 1) * n],
+        );
     }
 }
 
@@ -498,6 +672,125 @@ mod x86 {
         }
     }
 
+    /// The total of the eight lanes of `s0 + s1`, in [`dot`]'s order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn total(s0: __m256, s1: __m256) -> f32 {
+        let s = _mm256_add_ps(s0, s1);
+        let hi = _mm256_extractf128_ps(s, 1);
+        let lo = _mm256_castps256_ps128(s);
+        let q = _mm_add_ps(hi, lo);
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        _mm_cvtss_f32(q)
+    }
+
+    /// [`key_scores`] for `H` query heads (`q`: their queries one after another, a
+    /// multiple of 16 values each) against the same key rows, each key loaded once:
+    /// `out[h * n + j]` is head `h`'s score of key `j`, computed exactly as [`dot`] does.
+    ///
+    /// # Safety
+    /// As [`key_scores`], for `out.len() / H` rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn key_scores_heads<const HALF: bool, const H: usize>(
+        q: &[f32],
+        base: *const u8,
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let hd = q.len() / H;
+        let n = out.len() / H;
+        let qp = q.as_ptr();
+        for j in 0..n {
+            let row = base.add(j * stride * elem::<HALF>());
+            let mut s0 = [_mm256_setzero_ps(); H];
+            let mut s1 = [_mm256_setzero_ps(); H];
+            for c in 0..hd / 16 {
+                let i = c * 16;
+                let b0 = load8::<HALF>(row, i);
+                let b1 = load8::<HALF>(row, i + 8);
+                for h in 0..H {
+                    let a = qp.add(h * hd + i);
+                    s0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(a), b0, s0[h]);
+                    s1[h] = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(8)), b1, s1[h]);
+                }
+            }
+            for h in 0..H {
+                *out.get_unchecked_mut(h * n + j) = total(s0[h], s1[h]) * scale;
+            }
+        }
+    }
+
+    /// [`accumulate_f16`] for `H` heads (`acc`: their sums one after another, a multiple
+    /// of 8 values each; `steps`: their steps, head by head) over the same value rows,
+    /// each row loaded once: `N` registers per head per pass, every head rounded as
+    /// [`accumulate_chunk`] rounds it.
+    ///
+    /// # Safety
+    /// As [`accumulate_f16`]; `acc` must be zero.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn accumulate_f16_heads<const HALF: bool, const H: usize, const N: usize>(
+        acc: &mut [f16],
+        v: *const u8,
+        stride: usize,
+        steps: &[(f32, f32)],
+        n: usize,
+    ) {
+        let hd = acc.len() / H;
+        let mut at = 0;
+        while hd - at >= 8 * N {
+            accumulate_heads_chunk::<HALF, H, N>(acc, hd, at, v, stride, steps, n);
+            at += 8 * N;
+        }
+        while at < hd {
+            accumulate_heads_chunk::<HALF, H, 1>(acc, hd, at, v, stride, steps, n);
+            at += 8;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn accumulate_heads_chunk<const HALF: bool, const H: usize, const N: usize>(
+        acc: &mut [f16],
+        hd: usize,
+        at: usize,
+        v: *const u8,
+        stride: usize,
+        steps: &[(f32, f32)],
+        n: usize,
+    ) {
+        #[inline(always)]
+        unsafe fn round(x: __m256) -> __m256 {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+        }
+        let sp = steps.as_ptr();
+        let mut r = [[_mm256_setzero_ps(); N]; H];
+        for j in 0..n {
+            let row = v.add((j * stride + at) * elem::<HALF>());
+            let x: [__m256; N] = std::array::from_fn(|k| load8::<HALF>(row, 8 * k));
+            for (h, rh) in r.iter_mut().enumerate() {
+                let (rescale, weight) = *sp.add(h * n + j);
+                if rescale != 1.0 {
+                    let m = _mm256_set1_ps(rescale);
+                    for a in rh.iter_mut() {
+                        *a = round(_mm256_mul_ps(*a, m));
+                    }
+                }
+                let w = _mm256_set1_ps(weight);
+                for (a, &xk) in rh.iter_mut().zip(&x) {
+                    *a = round(_mm256_fmadd_ps(xk, w, *a));
+                }
+            }
+        }
+        for (h, rh) in r.iter().enumerate() {
+            for (k, a) in rh.iter().enumerate() {
+                let p = acc.as_mut_ptr().add(h * hd + at + 8 * k).cast::<__m128i>();
+                _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*a));
+            }
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8<const HALF: bool>(p: *const u8, i: usize) -> __m256 {
@@ -539,13 +832,7 @@ mod x86 {
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), b0, s0);
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), b1, s1);
         }
-        let s = _mm256_add_ps(s0, s1);
-        let hi = _mm256_extractf128_ps(s, 1);
-        let lo = _mm256_castps256_ps128(s);
-        let q = _mm_add_ps(hi, lo);
-        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-        let mut sum = _mm_cvtss_f32(q);
+        let mut sum = total(s0, s1);
         for (i, x) in a.iter().enumerate().skip(chunks * 16) {
             sum += x * load1::<HALF>(b, i);
         }
@@ -608,13 +895,7 @@ mod x86 {
         }
         let mut out = [0.0f32; 4];
         for r in 0..4 {
-            let s = _mm256_add_ps(s0[r], s1[r]);
-            let hi = _mm256_extractf128_ps(s, 1);
-            let lo = _mm256_castps256_ps128(s);
-            let q = _mm_add_ps(hi, lo);
-            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-            let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-            out[r] = _mm_cvtss_f32(q);
+            out[r] = total(s0[r], s1[r]);
         }
         out
     }
@@ -846,5 +1127,115 @@ mod tests {
             .collect();
         attend(&pool, 2, dims, None, &jobs, &mut single);
         assert_eq!(chunk, single);
+    }
+    /// Query heads of one KV head attended together (each key and value read once for
+    /// them) give the same bits as each head alone: decode rows and short chunks, groups
+    /// of 2 to 7 heads, head sizes with and without the SIMD paths, windows, soft-caps
+    /// and sinks, several sequences in one call.
+    #[test]
+    fn grouped_heads_equal_heads_one_by_one() {
+        let pool = ThreadPool::new(2);
+        for (n_head, n_kv_head, hd) in
+            [(4, 2, 64), (12, 2, 128), (7, 1, 64), (6, 2, 80), (9, 3, 32)]
+        {
+            let base = AttnDims::causal(n_head, n_kv_head, hd);
+            let variants = [
+                base,
+                AttnDims {
+                    window: Some(5),
+                    ..base
+                },
+                AttnDims {
+                    softcap: Some(0.7),
+                    ..base
+                },
+            ];
+            let sinks: Vec<f32> = (0..n_head).map(|h| h as f32 * 0.5 - 1.0).collect();
+            let positions = 23;
+            let kv_width = n_kv_head * hd;
+            let wave = |i: usize, a: f32| (i as f32 * a).sin() * 2.0;
+            let kh = f16s(
+                &(0..positions * kv_width)
+                    .map(|i| wave(i, 0.37))
+                    .collect::<Vec<_>>(),
+            );
+            let vh = f16s(
+                &(0..positions * kv_width)
+                    .map(|i| wave(i, 0.23))
+                    .collect::<Vec<_>>(),
+            );
+            let width = n_head * hd;
+            let q: Vec<f32> = (0..8 * width).map(|i| wave(i, 0.11)).collect();
+            // A decode row at the end, a 4-row chunk in the middle, another decode row.
+            let jobs = [
+                AttnJob {
+                    q: &q[..width],
+                    k: &kh,
+                    v: &vh,
+                    start: positions - 1,
+                    out_row: 0,
+                },
+                AttnJob {
+                    q: &q[width..5 * width],
+                    k: &kh[..15 * kv_width],
+                    v: &vh[..15 * kv_width],
+                    start: 11,
+                    out_row: 1,
+                },
+                AttnJob {
+                    q: &q[5 * width..6 * width],
+                    k: &kh[..3 * kv_width],
+                    v: &vh[..3 * kv_width],
+                    start: 2,
+                    out_row: 5,
+                },
+            ];
+            for dims in variants {
+                for sink in [None, Some(&sinks[..])] {
+                    let mut alone = vec![0.0; 6 * width];
+                    let mut grouped = vec![0.0; 6 * width];
+                    attend_split(&pool, 2, dims, sink, &jobs, &mut alone, 1);
+                    attend_split(&pool, 2, dims, sink, &jobs, &mut grouped, usize::MAX);
+                    let same = alone
+                        .iter()
+                        .zip(&grouped)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{dims:?} sinks {}: grouped heads differ",
+                        sink.is_some()
+                    );
+                    // One thread: whole groups in one task.
+                    attend_split(&pool, 1, dims, sink, &jobs, &mut grouped, usize::MAX);
+                    let same = alone
+                        .iter()
+                        .zip(&grouped)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{dims:?} one thread: grouped heads differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tasks_group_heads_of_one_kv_head() {
+        let dims = AttnDims::causal(12, 2, 128);
+        let q = vec![0.0; 12 * 128];
+        let job = || AttnJob {
+            q: &q,
+            k: &[],
+            v: &[],
+            start: 0,
+            out_row: 0,
+        };
+        // One sequence on two threads: each group of six split in two.
+        let one = head_tasks(dims, 2, &[job()], usize::MAX);
+        let heads: Vec<Range<usize>> = one.iter().map(|t| t.1.clone()).collect();
+        assert_eq!(heads, [0..3, 3..6, 6..9, 9..12]);
+        // Eight sequences: whole groups.
+        let jobs: Vec<AttnJob> = (0..8).map(|_| job()).collect();
+        let many = head_tasks(dims, 2, &jobs, usize::MAX);
+        assert_eq!(many.len(), 16);
+        assert!(many.iter().all(|t| t.1.len() == 6 && t.1.start % 6 == 0));
     }
 }
