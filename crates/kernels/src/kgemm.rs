@@ -392,6 +392,61 @@ pub(crate) fn dots(
     }
 }
 
+/// Write the chains [`dots`] left in `accs` for `rows` unpacked rows and the first
+/// `lanes` (at most 16) activation rows of its groups: activation row `l`'s value for
+/// unpacked row `r` goes to `out[l * out_stride + r]`. Eight unpacked rows at a time are
+/// transposed in registers and stored as runs of eight.
+///
+/// # Safety
+/// `out[l * out_stride + r]` must be writable for every `l < lanes`, `r < rows`, and no
+/// other thread may write those elements meanwhile.
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+pub(crate) unsafe fn write_out(
+    accs: &[[[f32; 16]; 2]],
+    rows: usize,
+    lanes: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    assert!(lanes <= 16 && accs.len() >= rows.div_ceil(2) && crate::avx2::available());
+    let full = rows / 8 * 8;
+    for half in 0..lanes.div_ceil(8) {
+        let l0 = 8 * half;
+        let n = (lanes - l0).min(8);
+        for r8 in (0..full).step_by(8) {
+            // SAFETY: rows r8..r8 + 8 exist in `accs` (asserted); the caller vouches for
+            // `out`.
+            unsafe {
+                imp::store_transposed(
+                    &accs[r8 / 2..r8 / 2 + 4],
+                    l0,
+                    n,
+                    out.add(l0 * out_stride + r8),
+                    out_stride,
+                )
+            };
+        }
+        for r in full..rows {
+            for l in l0..l0 + n {
+                // SAFETY: as above.
+                unsafe { *out.add(l * out_stride + r) = accs[r / 2][r % 2][l] };
+            }
+        }
+    }
+}
+
+/// Without AVX2 the GEMM is never chosen.
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+pub(crate) unsafe fn write_out(
+    _accs: &[[[f32; 16]; 2]],
+    _rows: usize,
+    _lanes: usize,
+    _out: *mut f32,
+    _out_stride: usize,
+) {
+    unreachable!("the GEMM runs on the AVX2 backend only")
+}
+
 /// Without AVX2 the GEMM is never chosen.
 #[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
 #[allow(clippy::too_many_arguments)]
@@ -446,6 +501,51 @@ mod imp {
                 }
             }
         };
+    }
+
+    /// The 8 x 8 block of `pairs` (rows `2p + k`) and lanes `l0..l0 + 8`, transposed:
+    /// lane `l0 + j`'s eight values go to `out[j * stride..][..8]`, for `j < n` (`out`
+    /// points at lane `l0`'s run).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn store_transposed(
+        pairs: &[[[f32; 16]; 2]],
+        l0: usize,
+        n: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let row = |r: usize| _mm256_loadu_ps(pairs[r / 2][r % 2][l0..].as_ptr());
+        let x: [__m256; 8] = std::array::from_fn(row);
+        // Pairs of rows interleaved, then quads, then the 128-bit halves swapped.
+        let t0 = _mm256_unpacklo_ps(x[0], x[1]);
+        let t1 = _mm256_unpackhi_ps(x[0], x[1]);
+        let t2 = _mm256_unpacklo_ps(x[2], x[3]);
+        let t3 = _mm256_unpackhi_ps(x[2], x[3]);
+        let t4 = _mm256_unpacklo_ps(x[4], x[5]);
+        let t5 = _mm256_unpackhi_ps(x[4], x[5]);
+        let t6 = _mm256_unpacklo_ps(x[6], x[7]);
+        let t7 = _mm256_unpackhi_ps(x[6], x[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+        let y = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, v) in y.iter().enumerate().take(n) {
+            _mm256_storeu_ps(out.add(j * stride), *v);
+        }
     }
 
     row_driver!(rows_k, k_quant, WeightBlock, ActGroupBlock; SUBS: usize, STEPS: usize, SHIFT: i32);

@@ -665,16 +665,12 @@ impl QMatrix {
                         }
                         // Activation row after activation row, each a run of
                         // consecutive outputs.
-                        #[allow(clippy::needless_range_loop)]
-                        for l in 0..(8 * ng).min(m - 8 * g) {
-                            let a = 8 * g + l;
-                            for r in r0..r1 {
-                                let p = (r - r0) / 2;
-                                let v = accs[p][(r - r0) % 2][l];
-                                // SAFETY: a < m and r < rows: in bounds of `out`; this
-                                // task's rows are its own.
-                                unsafe { *outp.get().add(a * rows + r) = v };
-                            }
+                        let lanes = (8 * ng).min(m - 8 * g);
+                        // SAFETY: activation rows 8g..8g + lanes < m and weight rows
+                        // r0..r1 < rows: in bounds of `out`; this task's rows are its own.
+                        unsafe {
+                            let at = outp.get().add(8 * g * rows + r0);
+                            crate::kgemm::write_out(&accs[..pairs], r1 - r0, lanes, at, rows);
                         }
                     }
                     r0 = r1;

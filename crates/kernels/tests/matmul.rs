@@ -180,6 +180,32 @@ fn batched_rows_equal_single_rows_bitwise() {
     }
 }
 
+/// Tall matrices: each GEMM task holds many rows, and its results leave in transposed
+/// blocks of eight rows plus a remainder; every output still equals the row alone.
+#[test]
+fn tall_batched_products_equal_single_rows_bitwise() {
+    let pool = ThreadPool::new(2);
+    for kind in QuantKind::ALL {
+        let cols = cols_for(kind)[0];
+        let rows = 301;
+        let w = random_matrix(kind, rows, cols, 21);
+        let m = 13;
+        let x = Rng::new(17).vec(m * cols);
+        let mut batched = vec![0f32; m * rows];
+        w.matmul(&pool, 2, &x, m, &mut batched).unwrap();
+        for i in 0..m {
+            let mut single = vec![0f32; rows];
+            w.matmul(&pool, 2, &x[i * cols..(i + 1) * cols], 1, &mut single)
+                .unwrap();
+            assert_eq!(
+                &batched[i * rows..(i + 1) * rows],
+                &single[..],
+                "{kind} row {i}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_row_range_equals_those_columns_of_the_whole_product() {
     let pool = ThreadPool::new(2);
