@@ -427,9 +427,9 @@ pub(crate) unsafe fn write_out(
             };
         }
         for r in full..rows {
-            for l in l0..l0 + n {
+            for (l, &v) in accs[r / 2][r % 2].iter().enumerate().skip(l0).take(n) {
                 // SAFETY: as above.
-                unsafe { *out.add(l * out_stride + r) = accs[r / 2][r % 2][l] };
+                unsafe { *out.add(l * out_stride + r) = v };
             }
         }
     }
