@@ -455,7 +455,7 @@ impl EncoderModel {
                 }
                 Ffn::SwiGlu { gate_up, down } => {
                     gate_up.forward(&run, &x, rows, &mut [&mut g, &mut u])?;
-                    ops::silu_mul(&mut g, &u);
+                    ops::silu_mul(&mut g, &u, rows);
                     down.forward(&run, &g, rows, &mut o)?;
                 }
             }

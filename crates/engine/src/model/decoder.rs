@@ -459,7 +459,7 @@ impl DecoderModel {
             match &block.ffn {
                 Ffn::Dense { gate_up, down } => {
                     gate_up.forward(&run, input, rows, &mut [&mut g, &mut u])?;
-                    c.activation.apply(&mut g, &u);
+                    c.activation.apply(&mut g, &u, rows);
                     down.forward(&run, &g, rows, &mut o)?;
                 }
                 Ffn::Experts(experts) => {

@@ -53,10 +53,10 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// `gate = act(gate, up)`, in place.
-    pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+    /// `gate = act(gate, up)`, in place, for `rows` rows.
+    pub fn apply(self, gate: &mut [f32], up: &[f32], rows: usize) {
         match self {
-            Activation::Silu => ops::silu_mul(gate, up),
+            Activation::Silu => ops::silu_mul(gate, up, rows),
             Activation::GeluTanh => ops::gelu_mul(gate, up),
             Activation::SwigluOai => ops::swiglu_oai_mul(gate, up, 1.702, 7.0),
         }

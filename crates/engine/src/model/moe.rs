@@ -196,7 +196,7 @@ impl Experts {
             }
             let m = members.len();
             expert.gate_up.forward(run, &xe, m, &mut [&mut g, &mut u])?;
-            activation.apply(&mut g, &u);
+            activation.apply(&mut g, &u, m);
             expert.down.forward(run, &g, m, &mut o)?;
             for (i, &s) in members.iter().enumerate() {
                 let w = chosen[s].1;
