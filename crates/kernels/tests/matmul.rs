@@ -189,19 +189,18 @@ fn tall_batched_products_equal_single_rows_bitwise() {
         let cols = cols_for(kind)[0];
         let rows = 301;
         let w = random_matrix(kind, rows, cols, 21);
-        let m = 13;
-        let x = Rng::new(17).vec(m * cols);
-        let mut batched = vec![0f32; m * rows];
-        w.matmul(&pool, 2, &x, m, &mut batched).unwrap();
-        for i in 0..m {
-            let mut single = vec![0f32; rows];
-            w.matmul(&pool, 2, &x[i * cols..(i + 1) * cols], 1, &mut single)
-                .unwrap();
-            assert_eq!(
-                &batched[i * rows..(i + 1) * rows],
-                &single[..],
-                "{kind} row {i}"
-            );
+        // 8: one group of activation rows (weight rows four at a time); 13: two.
+        for m in [8, 13] {
+            let x = Rng::new(17).vec(m * cols);
+            let mut batched = vec![0f32; m * rows];
+            w.matmul(&pool, 2, &x, m, &mut batched).unwrap();
+            for i in 0..m {
+                let mut single = vec![0f32; rows];
+                w.matmul(&pool, 2, &x[i * cols..(i + 1) * cols], 1, &mut single)
+                    .unwrap();
+                let got = &batched[i * rows..(i + 1) * rows];
+                assert_eq!(got, &single[..], "{kind} m {m} row {i}");
+            }
         }
     }
 }
