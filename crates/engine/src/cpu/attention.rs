@@ -439,10 +439,7 @@ fn key_scores_heads(q: &[f32], heads: usize, k: KvRows, scale: f32, out: &mut [f
             // SAFETY: the CPU has the features; the rows were bounds-checked above and
             // `qs`/`outs` hold `take` heads.
             unsafe {
-                let (base, stride, half) = match k {
-                    KvRows::F16 { data, stride } => (data.as_ptr().cast::<u8>(), stride, true),
-                    KvRows::F32 { data, stride } => (data.as_ptr().cast::<u8>(), stride, false),
-                };
+                let (base, stride, half) = k.raw();
                 match (take, half) {
                     (4, true) => x86::key_scores_heads::<true, 4>(qs, base, stride, scale, outs),
                     (3, true) => x86::key_scores_heads::<true, 3>(qs, base, stride, scale, outs),
@@ -487,10 +484,7 @@ fn accumulate_f16_heads(acc: &mut [f16], heads: usize, v: KvRows, steps: &[(f32,
             // SAFETY: the CPU has the features; the rows were bounds-checked above and
             // `a`/`s` hold `take` heads.
             unsafe {
-                let (base, stride, half) = match v {
-                    KvRows::F16 { data, stride } => (data.as_ptr().cast::<u8>(), stride, true),
-                    KvRows::F32 { data, stride } => (data.as_ptr().cast::<u8>(), stride, false),
-                };
+                let (base, stride, half) = v.raw();
                 match (take, half) {
                     (4, true) => x86::accumulate_f16_heads::<true, 4, 2>(a, base, stride, s, n),
                     (3, true) => x86::accumulate_f16_heads::<true, 3, 2>(a, base, stride, s, n),
@@ -561,6 +555,16 @@ impl<'a> KvRows<'a> {
             KvRows::F32 { data, stride } => (data.len(), *stride),
         };
         n == 0 || (n - 1) * stride + hd <= len
+    }
+
+    /// The rows' first byte, their stride in elements and whether they are f16 (for the
+    /// SIMD kernels, generic over the element type).
+    #[cfg(target_arch = "x86_64")]
+    fn raw(self) -> (*const u8, usize, bool) {
+        match self {
+            KvRows::F16 { data, stride } => (data.as_ptr().cast(), stride, true),
+            KvRows::F32 { data, stride } => (data.as_ptr().cast(), stride, false),
+        }
     }
 
     fn get(&self, j: usize, i: usize) -> f32 {
