@@ -14,11 +14,12 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use wick_kernels::{QMatrix, ThreadPool};
 
 use super::decoder::{Head, RopeFactors, RopeTable};
 use super::decoder_spec::{Activation, DecoderSpec, ExpertGating};
-use super::tensors::{floats, vector};
+use super::tensors::{floats, kernel_kind, matrix, vector};
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::CandleKvCache;
@@ -31,9 +32,136 @@ pub struct CandleBatchInput<'a> {
     pub logits: bool,
 }
 
+/// A projection's matrix: candle's, or (candle's CPU device, [`CandleWeights::Kernels`])
+/// wick's kernels inside a candle op.
+enum Weight {
+    Candle(QMatMul),
+    Kernels(KernelMatmul),
+}
+
+impl Weight {
+    /// `x` (`rows x cols`) times the matrix's transpose.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Candle(w) => w.forward(x)?,
+            Weight::Kernels(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
+        })
+    }
+}
+
+/// A matrix multiplied by wick's CPU kernels, as a candle op on the CPU device: each
+/// projection then computes exactly what the CPU path computes (ggml's arithmetic),
+/// so comparing the two paths tests everything else the device path does.
+struct KernelMatmul {
+    w: QMatrix,
+    pool: Arc<ThreadPool>,
+}
+
+impl CustomOp1 for KernelMatmul {
+    fn name(&self) -> &'static str {
+        "wick-kernels-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("wick-kernels-matmul: the input is not contiguous")
+        };
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let mut dims = layout.dims().to_vec();
+        let (cols, rows) = (self.w.cols(), self.w.rows());
+        if cols == 0 || dims.last() != Some(&cols) {
+            candle_core::bail!("wick-kernels-matmul: input {dims:?} for a {rows}x{cols} matrix")
+        }
+        let m = x.len() / cols;
+        let mut out = vec![0f32; m * rows];
+        self.w
+            .matmul(&self.pool, self.pool.n_threads(), x, m, &mut out)
+            .map_err(|e| candle_core::Error::Msg(format!("wick-kernels-matmul: {e}")))?;
+        if let Some(last) = dims.last_mut() {
+            *last = rows;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// Builds each matrix the way [`CandleWeights`] asks.
+struct WeightLoader<'a> {
+    weights: CandleWeights,
+    device: &'a Device,
+    /// The kernels' threads ([`CandleWeights::Kernels`] only).
+    pool: Option<Arc<ThreadPool>>,
+}
+
+impl WeightLoader<'_> {
+    fn new(weights: CandleWeights, device: &Device) -> Result<WeightLoader<'_>> {
+        let pool = match weights {
+            CandleWeights::Kernels if !device.is_cpu() => {
+                return Err(EngineError::InvalidRequest(
+                    "wick's kernels run on the CPU device only".into(),
+                ))
+            }
+            CandleWeights::Kernels => {
+                Some(Arc::new(ThreadPool::new(wick_kernels::physical_cores())))
+            }
+            _ => None,
+        };
+        Ok(WeightLoader {
+            weights,
+            device,
+            pool,
+        })
+    }
+
+    /// The 2-D tensor `name` and its `(rows, cols)`.
+    fn named(&self, gguf: &mut GgufFile, name: &str) -> Result<(Weight, usize, usize)> {
+        if let Some(pool) = &self.pool {
+            let w = matrix(gguf, name)?;
+            let (rows, cols) = (w.rows(), w.cols());
+            let pool = pool.clone();
+            return Ok((Weight::Kernels(KernelMatmul { w, pool }), rows, cols));
+        }
+        let t = gguf.tensor(name, self.device)?;
+        let (rows, cols) = t.shape().dims2()?;
+        Ok((self.candle(Arc::new(t))?, rows, cols))
+    }
+
+    /// One expert's `r x k` matrix `name` of type `ty` from its blocks `data`.
+    fn expert(
+        &self,
+        name: &str,
+        ty: GgmlType,
+        data: &[u8],
+        shape: (usize, usize),
+    ) -> Result<Weight> {
+        if let Some(pool) = &self.pool {
+            let (r, k) = shape;
+            let w = QMatrix::new(kernel_kind(name, ty)?, r, k, data.to_vec())
+                .map_err(|e| EngineError::InvalidModel(format!("{name}: {e}")))?;
+            let pool = pool.clone();
+            return Ok(Weight::Kernels(KernelMatmul { w, pool }));
+        }
+        let q = expert_matrix(name, ty, data, shape, self.device)?;
+        self.candle(Arc::new(q))
+    }
+
+    fn candle(&self, t: Arc<QTensor>) -> Result<Weight> {
+        Ok(Weight::Candle(match self.weights {
+            CandleWeights::F32 => QMatMul::QTensor(Arc::new(QTensor::quantize(
+                &t.dequantize(self.device)?,
+                GgmlDType::F32,
+            )?)),
+            _ => QMatMul::from_arc(t)?,
+        }))
+    }
+}
+
 /// A projection with its optional bias.
 struct Linear {
-    w: QMatMul,
+    w: Weight,
     rows: usize,
     bias: Option<Tensor>,
 }
@@ -174,7 +302,7 @@ pub struct CandleDecoder {
     vocab: usize,
     blocks: Vec<Block>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Weight,
     /// Per-frequency rope divisors: llama 3's `rope_freqs`, or LongRoPE's pair.
     rope_factors: RopeFactors,
     device: Device,
@@ -197,6 +325,13 @@ pub enum CandleWeights {
     /// it (candle's quantized and dense kernels switch tiling with the row count), which
     /// is what proves the batching exactly.
     F32,
+    /// Quantized as in the file, multiplied by wick's own CPU kernels (candle's CPU
+    /// device only): every projection computes what the CPU path computes, ggml's
+    /// arithmetic, so the two paths can be held to the llama.cpp parity bounds. candle's
+    /// CPU kernels round differently from ggml in places (Q8_1's activation sums
+    /// rounded to f16 twice; on AVX512-VNNI hosts, Q8_0 weights met with 256-value
+    /// activation blocks), which is candle's arithmetic, not the device path's.
+    Kernels,
 }
 
 impl CandleDecoder {
@@ -206,29 +341,20 @@ impl CandleDecoder {
         device: &Device,
         weights: CandleWeights,
     ) -> Result<Self> {
-        let matmul = |t: Arc<QTensor>| -> Result<QMatMul> {
-            Ok(match weights {
-                CandleWeights::Quantized => QMatMul::from_arc(t)?,
-                CandleWeights::F32 => QMatMul::QTensor(Arc::new(QTensor::quantize(
-                    &t.dequantize(device)?,
-                    GgmlDType::F32,
-                )?)),
-            })
-        };
+        let loader = WeightLoader::new(weights, device)?;
         let spec = DecoderSpec::from_gguf(gguf, arch)?;
         let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
         let (vocab, embd_cols) = embed.shape().dims2()?;
-        let output = if gguf.has_tensor("output.weight") {
-            let out = gguf.tensor("output.weight", device)?;
-            if out.shape().dims2()? != (vocab, spec.n_embd) {
-                return Err(EngineError::InvalidModel(
-                    "the output projection does not match the model dimensions".into(),
-                ));
-            }
-            matmul(Arc::new(out))?
-        } else {
-            matmul(embed.clone())?
+        let output_name = match gguf.has_tensor("output.weight") {
+            true => "output.weight",
+            false => "token_embd.weight",
         };
+        let (output, out_rows, out_cols) = loader.named(gguf, output_name)?;
+        if (out_rows, out_cols) != (vocab, spec.n_embd) {
+            return Err(EngineError::InvalidModel(
+                "the output projection does not match the model dimensions".into(),
+            ));
+        }
         let output_norm = dense(gguf, "output_norm.weight", device, &[spec.n_embd])?
             .ok_or_else(|| EngineError::InvalidModel("missing output_norm.weight".into()))?;
         if embd_cols != spec.n_embd {
@@ -244,7 +370,7 @@ impl CandleDecoder {
         )?;
         let mut blocks = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
-            blocks.push(load_block(gguf, &spec, i, device, &matmul)?);
+            blocks.push(load_block(gguf, &spec, i, device, &loader)?);
         }
         Ok(Self {
             spec,
@@ -606,7 +732,7 @@ fn load_block(
     c: &DecoderSpec,
     i: usize,
     device: &Device,
-    matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
+    loader: &WeightLoader,
 ) -> Result<Block> {
     let p = format!("blk.{i}");
     let moe = gguf.has_tensor(&format!("{p}.ffn_gate_inp.weight"));
@@ -615,8 +741,7 @@ fn load_block(
     // phi3's `ffn_up` holds the gate's rows, then the up projection's.
     let fused_up = !gguf.has_tensor(&format!("{p}.ffn_gate.weight"));
     let mut linear = |name: &str, cols: usize, rows: Option<usize>| -> Result<Linear> {
-        let w = gguf.tensor(&format!("{p}.{name}.weight"), device)?;
-        let (r, k) = w.shape().dims2()?;
+        let (w, r, k) = loader.named(gguf, &format!("{p}.{name}.weight"))?;
         if k != cols || rows.is_some_and(|rows| rows != r) {
             return Err(EngineError::InvalidModel(format!(
                 "{p}.{name} is {r}x{k}, expected {}x{cols}",
@@ -624,7 +749,7 @@ fn load_block(
             )));
         }
         Ok(Linear {
-            w: matmul(Arc::new(w))?,
+            w,
             rows: r,
             bias: dense(gguf, &format!("{p}.{name}.bias"), device, &[r])?,
         })
@@ -667,7 +792,7 @@ fn load_block(
     };
     let ffn = match dense_ffn {
         Some(ffn) => ffn,
-        None => Ffn::Experts(load_experts(gguf, &p, c, device, matmul)?),
+        None => Ffn::Experts(load_experts(gguf, &p, c, device, loader)?),
     };
     let sinks_name = format!("{p}.attn_sinks.weight");
     let sinks = if gguf.has_tensor(&sinks_name) {
@@ -711,7 +836,7 @@ fn load_experts(
     p: &str,
     c: &DecoderSpec,
     device: &Device,
-    matmul: &dyn Fn(Arc<QTensor>) -> Result<QMatMul>,
+    loader: &WeightLoader,
 ) -> Result<Experts> {
     let (n_expert, n_used) = (c.n_expert, c.n_expert_used);
     if n_used == 0 || n_used > n_expert {
@@ -720,15 +845,15 @@ fn load_experts(
         )));
     }
     let name = format!("{p}.ffn_gate_inp");
-    let router = gguf.tensor(&format!("{name}.weight"), device)?;
-    if router.shape().dims2()? != (n_expert, c.n_embd) {
+    let (router, router_rows, router_cols) = loader.named(gguf, &format!("{name}.weight"))?;
+    if (router_rows, router_cols) != (n_expert, c.n_embd) {
         return Err(EngineError::InvalidModel(format!(
             "{name} does not match {n_expert} experts of {} dims",
             c.n_embd
         )));
     }
     let router = Linear {
-        w: matmul(Arc::new(router))?,
+        w: router,
         rows: n_expert,
         bias: dense(gguf, &format!("{name}.bias"), device, &[n_expert])?,
     };
@@ -777,16 +902,12 @@ fn load_experts(
             let data = raw.data.get(e * bytes..(e + 1) * bytes).ok_or_else(|| {
                 EngineError::InvalidModel(format!("{name} is shorter than its shape"))
             })?;
-            let q = expert_matrix(&format!("{name}.weight"), raw.dtype, data, (r, k), device)?;
+            let w = loader.expert(&format!("{name}.weight"), raw.dtype, data, (r, k))?;
             let bias = match &biases {
                 Some(b) => Some(Tensor::from_slice(&b[e * r..(e + 1) * r], r, device)?),
                 None => None,
             };
-            experts.push(Linear {
-                w: matmul(Arc::new(q))?,
-                rows: r,
-                bias,
-            });
+            experts.push(Linear { w, rows: r, bias });
         }
         per_kind.push(experts);
     }
