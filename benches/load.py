@@ -11,6 +11,12 @@ continuation-style texts of about 70 to 300 tokens), greedy (temperature 0, seed
   ITL   gaps between successive chunks with non-empty text
   tokens generated, from the server's final counters
 
+and, just before each run, the engine's prompt speed alone (one request of about 480
+tokens, `probe_prompt`, that shares no prefix with the clients' prompts: prompt tokens
+over the server's reported prompt time). The TTFT bound of a run is every client's
+prompt tokens at that speed: no schedule can give the last client its first token
+sooner; the table shows TTFT p99 over it.
+
 and per run: aggregate tokens/s = all generated tokens / (last completion - first
 request sent) (prefill of all prompts included), TTFT and ITL p50/p99 (ITL pooled
 over all clients), the ratio wick/llama.cpp at the same N and X(N)/X(1), and the
@@ -149,6 +155,17 @@ PROMPTS = make_prompts()
 WARMUP_PROMPT = "The weather in the mountains changes quickly, so hikers always"
 
 
+def probe_prompt(i: int) -> str:
+    """The prefill-speed probe of run `i`: about 480 tokens (every passage once, from
+    passage `i` on) that share at most a token of prefix with PROMPTS and with the
+    other runs' probes, so no engine can serve it from a cache."""
+    k = i % len(PASSAGES)
+    return " ".join(PASSAGES[k:] + PASSAGES[:k])
+
+
+PROBES = iter(range(1 << 30))
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -178,6 +195,17 @@ class Run:
     rss_note: str = ""
     error: str | None = None
     slot_ctx: int | None = None
+    # Prompt tokens/s of one long prompt alone, measured just before the run.
+    prefill_rate: float | None = None
+
+    @property
+    def ttft_bound(self) -> float | None:
+        """The machine's lower bound of the last first token: every client's prompt
+        tokens at the engine's single-stream prefill speed (seconds)."""
+        prompt = [c.prompt_tokens for c in self.clients]
+        if not self.prefill_rate or not prompt or any(p is None for p in prompt):
+            return None
+        return sum(prompt) / self.prefill_rate
 
     @property
     def tokens(self) -> int:
@@ -371,8 +399,10 @@ def wick_body(model: str, prompt: str, n_predict: int, num_ctx: int | None,
 def describe(run: Run) -> str:
     if run.error:
         return f"ERROR {run.error}"
+    bound = run.ttft_bound
     return (f"{run.tokens} tokens in {run.wall:.2f} s = {run.tps:.1f} tok/s, TTFT p50 "
-            f"{ms(run.ttft(50))} p99 {ms(run.ttft(99))} ms, ITL p50 {ms(run.itl(50))} "
+            f"{ms(run.ttft(50))} p99 {ms(run.ttft(99))} ms (bound {ms(bound)} ms at "
+            f"{run.prefill_rate or 0:.0f} prompt tok/s), ITL p50 {ms(run.itl(50))} "
             f"p99 {ms(run.itl(99))} ms")
 
 
@@ -407,6 +437,12 @@ def bench_llamacpp(key: str, path: Path, ns: list[int], num_predict: int,
             srv = LlamaCppServer(path, n_ctx=n * per_slot, n_parallel=n, threads=N_THREADS)
             srv.post("/completion", {"prompt": WARMUP_PROMPT, "n_predict": 4,
                                      "temperature": 0, "cache_prompt": False})
+            probe = srv.post("/completion", {"prompt": probe_prompt(next(PROBES)),
+                                             "n_predict": 1,
+                                             "temperature": 0, "cache_prompt": False})
+            t = probe.get("timings") or {}
+            if t.get("prompt_n") and t.get("prompt_ms"):
+                run.prefill_rate = t["prompt_n"] / (t["prompt_ms"] / 1000)
             bodies = [llamacpp_body(PROMPTS[i % len(PROMPTS)], num_predict) for i in range(n)]
             run_clients(run, srv.base, "/completion", bodies, parse_llamacpp)
             log(f"[{key}] llama.cpp N={n}: {describe(run)}")
@@ -449,6 +485,13 @@ def bench_wick(wick: Wick, key: str, name: str, path: Path, ns: list[int],
             r = requests.post(wick.base + "/api/generate", json=body, timeout=REQUEST_TIMEOUT)
             if r.status_code != 200:
                 raise RuntimeError(f"warm-up /api/generate -> {r.status_code}: {r.text[:300]}")
+            body = wick_body(name, probe_prompt(next(PROBES)), 1, num_ctx, stream=False)
+            r = requests.post(wick.base + "/api/generate", json=body, timeout=REQUEST_TIMEOUT)
+            if r.status_code != 200:
+                raise RuntimeError(f"probe /api/generate -> {r.status_code}: {r.text[:300]}")
+            j = r.json()
+            if j.get("prompt_eval_count") and j.get("prompt_eval_duration"):
+                run.prefill_rate = j["prompt_eval_count"] / (j["prompt_eval_duration"] / 1e9)
             bodies = [wick_body(name, PROMPTS[i % len(PROMPTS)], num_predict, num_ctx)
                       for i in range(n)]
             run_clients(run, wick.base, "/api/generate", bodies, parse_wick)
@@ -492,15 +535,15 @@ def table(runs: list[Run]) -> str:
     idx = {(r.engine, r.model, r.n): r for r in runs}
     rows = ["| model | N | engine | tok/s | wick/llama.cpp | vs N=1 | decode tok/s | "
             "wick/llama.cpp | vs N=1 | TTFT p50 ms | "
-            "TTFT p99 ms | ITL p50 ms | ITL p99 ms | tokens | peak RSS |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "TTFT p99 ms | TTFT p99 / bound | ITL p50 ms | ITL p99 ms | tokens | peak RSS |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     order = {m[0]: i for i, m in enumerate(MODELS)}
     for r in sorted(runs, key=lambda r: (order.get(r.model, 99), r.n,
                                          r.engine != "llama.cpp")):
         rss = fmt_mib(r.peak_rss_kb) + (f" ({r.rss_note})" if r.rss_note else "")
         if r.error:
             rows.append(f"| {r.model} | {r.n} | {r.engine} | error: "
-                        f"{r.error.splitlines()[0][:100]} | | | | | | | | | | | {rss} |")
+                        f"{r.error.splitlines()[0][:100]} | | | | | | | | | | | | {rss} |")
             continue
         llama = idx.get(("llama.cpp", r.model, r.n))
         vs_llama = ratio(r.tps, llama.tps) if r.engine == "wick" and llama else ""
@@ -514,7 +557,8 @@ def table(runs: list[Run]) -> str:
         toks = f"{r.tokens}/{expected}"
         rows.append(f"| {r.model} | {r.n} | {r.engine} | {r.tps:.1f} | {vs_llama} | {scale} | "
                     f"{'-' if dec is None else f'{dec:.1f}'} | {dec_llama} | {dec_scale} | "
-                    f"{ms(r.ttft(50))} | {ms(r.ttft(99))} | {ms(r.itl(50))} | "
+                    f"{ms(r.ttft(50))} | {ms(r.ttft(99))} | {ratio(r.ttft(99), r.ttft_bound)} | "
+                    f"{ms(r.itl(50))} | "
                     f"{ms(r.itl(99))} | {toks} | {rss} |")
     return "\n".join(rows)
 
