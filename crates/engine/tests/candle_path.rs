@@ -147,6 +147,23 @@ fn check_against_kernels(
     stats
 }
 
+/// Every batching error within [`BATCH_TOL`], and enough clear rows in every comparison
+/// to prove anything.
+fn assert_proven(name: &str, batching: &[(&str, f32)], compared: &[Compared]) {
+    for (what, worst) in batching {
+        assert!(
+            *worst <= BATCH_TOL,
+            "{name} ({what}): batched logits differ from solo by {worst}"
+        );
+    }
+    for c in compared {
+        assert!(
+            c.clear * 2 > c.rows,
+            "{name}: too few clear rows to prove anything"
+        );
+    }
+}
+
 fn load(path: &Path, weights: CandleWeights) -> Model {
     Model::load_on_candle(path, &Device::Cpu, weights)
         .unwrap_or_else(|e| panic!("{} on the candle path ({weights:?}): {e}", path.display()))
@@ -165,28 +182,21 @@ fn every_family_batches_exactly_and_agrees_with_the_kernels() {
         let shared = load(&path, CandleWeights::Kernels);
         let worst_shared = batching_error(family, &shared, &scripts);
         let solos: Vec<Trace> = scripts.iter().map(|s| solo(&shared, s)).collect();
-        let strict = check_against_kernels(family, &solos, &path, &SHARED_TINY);
+        let with_wick = check_against_kernels(family, &solos, &path, &SHARED_TINY);
         drop(shared);
         let model = load(&path, CandleWeights::Quantized);
         let solos: Vec<Trace> = scripts.iter().map(|s| solo(&model, s)).collect();
-        let c = check_against_kernels(family, &solos, &path, &CANDLE_TINY);
+        let with_candle = check_against_kernels(family, &solos, &path, &CANDLE_TINY);
         eprintln!(
             "{family}: batched vs solo {worst:.2e} (f32), {worst_shared:.2e} (wick's \
-             kernels); against the CPU path with wick's kernels {strict:?}, with candle's \
-             {c:?}"
+             kernels); against the CPU path with wick's kernels {with_wick:?}, with \
+             candle's {with_candle:?}"
         );
-        for (what, worst) in [("f32", worst), ("wick's kernels", worst_shared)] {
-            assert!(
-                worst <= BATCH_TOL,
-                "{family} ({what}): batched logits differ from solo by {worst}"
-            );
-        }
-        for c in [strict, c] {
-            assert!(
-                c.clear * 2 > c.rows,
-                "{family}: too few clear rows to prove anything"
-            );
-        }
+        assert_proven(
+            family,
+            &[("f32", worst), ("wick's kernels", worst_shared)],
+            &[with_wick, with_candle],
+        );
     }
 }
 
@@ -212,32 +222,25 @@ fn smollm2_batches_exactly_and_agrees_with_the_kernels() {
         .collect();
     let worst = batching_error("smollm2", &model, &scripts);
     let solos: Vec<Trace> = scripts.iter().map(|s| solo(&model, s)).collect();
-    let c = check_against_kernels("smollm2", &solos, &path, &SMOLLM2);
+    let with_candle = check_against_kernels("smollm2", &solos, &path, &SMOLLM2);
     drop(model);
     let shared = load(&path, CandleWeights::Kernels);
     let worst_shared = batching_error("smollm2", &shared, &scripts);
     let solos: Vec<Trace> = scripts.iter().map(|s| solo(&shared, s)).collect();
-    let strict = check_against_kernels("smollm2", &solos, &path, &SMOLLM2);
+    let with_wick = check_against_kernels("smollm2", &solos, &path, &SMOLLM2);
     eprintln!(
         "smollm2: batched vs solo {worst:.2e} (candle's kernels), {worst_shared:.2e} \
-         (wick's kernels); against the CPU path with wick's kernels {strict:?}, with \
-         candle's {c:?}"
+         (wick's kernels); against the CPU path with wick's kernels {with_wick:?}, with \
+         candle's {with_candle:?}"
     );
-    for (what, worst) in [
-        ("candle's kernels", worst),
-        ("wick's kernels", worst_shared),
-    ] {
-        assert!(
-            worst <= BATCH_TOL,
-            "smollm2 ({what}): batched logits differ from solo by {worst}"
-        );
-    }
-    for c in [strict, c] {
-        assert!(
-            c.clear * 2 > c.rows,
-            "smollm2: too few clear rows to prove anything"
-        );
-    }
+    assert_proven(
+        "smollm2",
+        &[
+            ("candle's kernels", worst),
+            ("wick's kernels", worst_shared),
+        ],
+        &[with_wick, with_candle],
+    );
 }
 
 #[test]
