@@ -29,22 +29,20 @@ pub const STEP_TOKEN_BUDGET: usize = 512;
 ///
 /// Prompts and streams compete here: each step also carries every decode row, and a
 /// step of few prompt rows streams all the weights for little work, so short steps
-/// stretch the prefill of everyone still waiting for a first token. With 100 ms steps
-/// (as few as 16 prompt tokens) eight clients arriving at once on Qwen2.5-Coder-0.5B got
-/// their last first token at 1.3-1.6x the time their prompts take alone; with 250 ms
-/// and at least 128 prompt tokens, at 0.8-1.0x (`benches/load.py`, TTFT p99 / bound),
-/// for an ITL p99 of about 0.5 s instead of 0.2 s while those prompts are absorbed.
+/// stretch the prefill of everyone still waiting for a first token. Eight clients
+/// arriving at once (`benches/load.py`, TTFT p99 over the time their prompts take
+/// alone), two runs each: with 100 ms steps, Qwen2.5-Coder-0.5B 1.43-1.52x and SmolLM2
+/// 1.13-1.15x; with 250 ms, 1.09-1.16x and 0.95-1.14x, for an ITL p99 of about 0.3 s
+/// instead of 0.15-0.2 s while those prompts are absorbed. (A floor of 128 prompt
+/// tokens did a little better still, 0.85-1.04x, but a slow model would then stall the
+/// streams for seconds.)
 const STEP_TIME_WHILE_DECODING: Duration = Duration::from_millis(250);
 
 /// Bounds of the prompt-token budget of a step while others decode: at least this many
-/// (enough rows for the GEMM to pay for the weights it streams; prefill still moves on
-/// a slow model), at most a whole step's budget (also before the model's prompt speed
-/// has been measured).
-const MIN_BUDGET_WHILE_DECODING: usize = 128;
+/// (so prefill still moves on a slow model), at most a whole step's budget (also before
+/// the model's prompt speed has been measured).
+const MIN_BUDGET_WHILE_DECODING: usize = 16;
 const MAX_BUDGET_WHILE_DECODING: usize = STEP_TOKEN_BUDGET;
-
-/// Prompt-only steps of fewer tokens do not update the measured prompt speed.
-const MIN_MEASURED_STEP: usize = 16;
 
 /// Tokens of generation assumed for a request without `num_predict` when estimating
 /// whether its KV cache fits.
@@ -119,7 +117,7 @@ struct PromptRate {
 impl PromptRate {
     fn record(&mut self, tokens: usize, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        if tokens < MIN_MEASURED_STEP || secs <= 0.0 {
+        if tokens < MIN_BUDGET_WHILE_DECODING || secs <= 0.0 {
             return; // too small a step to say much about the model's speed
         }
         let rate = tokens as f64 / secs;
@@ -532,9 +530,9 @@ mod tests {
         // A tiny step does not move the estimate.
         rate.record(2, Duration::from_secs(10));
         assert_eq!(rate.budget_while_decoding(1), 250);
-        // A slow model still gets the minimum; a very fast one the maximum.
+        // A very slow model still gets the minimum; a very fast one the maximum.
         let mut slow = PromptRate::default();
-        slow.record(200, Duration::from_secs(1));
+        slow.record(20, Duration::from_secs(1));
         assert_eq!(slow.budget_while_decoding(1), MIN_BUDGET_WHILE_DECODING);
         let mut fast = PromptRate::default();
         fast.record(512, Duration::from_millis(50));
