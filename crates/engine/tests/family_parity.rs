@@ -40,8 +40,11 @@ const SUPPORTED: &[&str] = &[
 /// apart on them (`llamacpp_plain_attention_max_dp` in each fixture, printed beside the
 /// result). Measured with wick's kernels, the device path's largest |dp| is 0.009-0.015
 /// on the families listed there, 0.018-0.057 with a top-1 flip at a clear margin on the
-/// others (gemma3: one flip at 0.122 nats).
-const CANDLE_CHECKED: &[&str] = &["qwen2", "qwen3", "qwen3moe", "phi3", "gpt-oss"];
+/// others (gemma3: one flip at 0.122 nats). candle's CPU kernels depend on the host:
+/// with AVX512-VNNI they meet Q8_0 weights with 256-value activation blocks, with AVX2
+/// alone (`MISTRALRS_FORCE_AVX2=1` shows it) with ggml's 32-value ones; the families
+/// listed pass both ways (phi3 flips a top-1 at 0.136 nats with AVX2 alone).
+const CANDLE_CHECKED: &[&str] = &["qwen2", "qwen3", "qwen3moe", "gpt-oss"];
 const KERNELS_CHECKED: &[&str] = &["llama", "granite", "qwen2", "qwen3"];
 
 /// A top-2 margin (nats) at or below this is a near tie: the top-1 may flip.
