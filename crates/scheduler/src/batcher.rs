@@ -38,6 +38,14 @@ pub const STEP_TOKEN_BUDGET: usize = 512;
 /// streams for seconds.)
 const STEP_TIME_WHILE_DECODING: Duration = Duration::from_millis(250);
 
+/// While prompts wait for their first token, a step carries at least this many prompt
+/// tokens per decode row: every decode row in a step delays the waiting prompts as much
+/// as a prompt token or more, so they keep at least 16/17 of a crowded step. Eight
+/// clients at once on Qwen2.5-Coder-1.5B (`benches/load.py`, TTFT p99 / bound): 1.71x
+/// with 2 per row, 1.36x with 8, 1.25x with 16; SmolLM2 and Qwen 0.5B, whose 250 ms
+/// already hold more, 0.94x and 1.06x.
+const PROMPT_TOKENS_PER_DECODE_ROW: usize = 16;
+
 /// Bounds of the prompt-token budget of a step while others decode: at least this many
 /// (so prefill still moves on a slow model), at most a whole step's budget (also before
 /// the model's prompt speed has been measured).
@@ -128,16 +136,16 @@ impl PromptRate {
     }
 
     /// Prompt tokens a step may carry while `decoding` other sequences generate: what
-    /// the model evaluates in [`STEP_TIME_WHILE_DECODING`], and at least twice the
-    /// decode rows, so that prompts keep two thirds of a crowded step and the first
-    /// tokens of late arrivals do not wait on everyone else's streams.
+    /// the model evaluates in [`STEP_TIME_WHILE_DECODING`], and at least
+    /// [`PROMPT_TOKENS_PER_DECODE_ROW`] per decode row, so the first tokens of late
+    /// arrivals do not wait on everyone else's streams.
     fn budget_while_decoding(&self, decoding: usize) -> usize {
         let by_time = match self.tokens_per_second {
             Some(rate) => (rate * STEP_TIME_WHILE_DECODING.as_secs_f64()) as usize,
             None => MAX_BUDGET_WHILE_DECODING,
         };
         by_time
-            .max(2 * decoding)
+            .max(PROMPT_TOKENS_PER_DECODE_ROW * decoding)
             .clamp(MIN_BUDGET_WHILE_DECODING, MAX_BUDGET_WHILE_DECODING)
     }
 }
@@ -525,8 +533,10 @@ mod tests {
         // 1000 prompt tokens per second: 250 ms of prompt is 250 tokens.
         rate.record(1000, Duration::from_secs(1));
         assert_eq!(rate.budget_while_decoding(1), 250);
-        // ...unless 150 decode rows share the step: then twice as many prompt tokens.
-        assert_eq!(rate.budget_while_decoding(150), 300);
+        // ...unless 20 decode rows share the step: then 16 prompt tokens per row.
+        assert_eq!(rate.budget_while_decoding(20), 320);
+        // Never more than a whole step's budget.
+        assert_eq!(rate.budget_while_decoding(100), MAX_BUDGET_WHILE_DECODING);
         // A tiny step does not move the estimate.
         rate.record(2, Duration::from_secs(10));
         assert_eq!(rate.budget_while_decoding(1), 250);
