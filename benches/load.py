@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import math
 import os
@@ -163,7 +164,7 @@ def probe_prompt(i: int) -> str:
     return " ".join(PASSAGES[k:] + PASSAGES[:k])
 
 
-PROBES = iter(range(1 << 30))
+PROBES = itertools.count()
 
 
 def log(msg: str) -> None:
@@ -481,15 +482,17 @@ def bench_wick(wick: Wick, key: str, name: str, path: Path, ns: list[int],
         try:
             wick.reset_peak_rss()
             # Warm-up: loads the model on the first run, a short request afterwards.
-            body = wick_body(name, WARMUP_PROMPT, 4, num_ctx, stream=False)
-            r = requests.post(wick.base + "/api/generate", json=body, timeout=REQUEST_TIMEOUT)
-            if r.status_code != 200:
-                raise RuntimeError(f"warm-up /api/generate -> {r.status_code}: {r.text[:300]}")
-            body = wick_body(name, probe_prompt(next(PROBES)), 1, num_ctx, stream=False)
-            r = requests.post(wick.base + "/api/generate", json=body, timeout=REQUEST_TIMEOUT)
-            if r.status_code != 200:
-                raise RuntimeError(f"probe /api/generate -> {r.status_code}: {r.text[:300]}")
-            j = r.json()
+            def generate(what: str, prompt: str, n_predict: int) -> dict:
+                body = wick_body(name, prompt, n_predict, num_ctx, stream=False)
+                r = requests.post(wick.base + "/api/generate", json=body,
+                                  timeout=REQUEST_TIMEOUT)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{what} /api/generate -> {r.status_code}: "
+                                       f"{r.text[:300]}")
+                return r.json()
+
+            generate("warm-up", WARMUP_PROMPT, 4)
+            j = generate("probe", probe_prompt(next(PROBES)), 1)
             if j.get("prompt_eval_count") and j.get("prompt_eval_duration"):
                 run.prefill_rate = j["prompt_eval_count"] / (j["prompt_eval_duration"] / 1e9)
             bodies = [wick_body(name, PROMPTS[i % len(PROMPTS)], num_predict, num_ctx)
