@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wick_engine::model::CandleWeights;
+use wick_engine::model::CandleArithmetic;
 use wick_engine::{tiny_models, Device, Model};
 
 /// The families wick must match llama.cpp on today.
@@ -30,20 +30,28 @@ const SUPPORTED: &[&str] = &[
     "phi3", "gpt-oss",
 ];
 
-/// The families whose candle path must match llama.cpp within the same bounds, with
-/// its projections multiplied by candle's own kernels ([`CandleWeights::Quantized`]) and
-/// by wick's ([`CandleWeights::Kernels`]). The others are compared and reported. The
-/// device path keeps attention in f32 where the CPU path (like llama.cpp's flash
-/// attention) rounds queries and value sums to f16, and candle's CPU kernels round
-/// activations their own way; these seeded models are that sensitive to rounding:
-/// llama.cpp's own two CPU attention paths (flash attention on and off) are up to 0.038
-/// apart on them (`llamacpp_plain_attention_max_dp` in each fixture, printed beside the
-/// result). Measured with wick's kernels, the device path's largest |dp| is 0.009-0.015
-/// on the families listed there, 0.018-0.057 with a top-1 flip at a clear margin on the
-/// others (gemma3: one flip at 0.122 nats). candle's CPU kernels depend on the host:
-/// with AVX512-VNNI they meet Q8_0 weights with 256-value activation blocks, with AVX2
-/// alone (`MISTRALRS_FORCE_AVX2=1` shows it) with ggml's 32-value ones; the families
-/// listed pass both ways (phi3 flips a top-1 at 0.136 nats with AVX2 alone).
+/// The families whose candle path must match llama.cpp within the same bounds.
+///
+/// - With ggml's arithmetic in every step ggml rounds its own way
+///   ([`CandleArithmetic::Ggml`]: matmuls, norms, gated activations and attention by
+///   the CPU path's code), the device path's own structure (embeddings, rope, caches,
+///   masks and windows, sinks, soft-caps, scales, routing, residuals, the head) is held
+///   to the bounds on every family.
+/// - With wick's kernels for the matmuls only ([`CandleArithmetic::KernelMatmuls`]) and
+///   with candle's own kernels ([`CandleArithmetic::Quantized`]), the device path keeps
+///   attention in f32 where the CPU path (like llama.cpp's flash attention) rounds
+///   queries and value sums to f16, and GELU exact where ggml looks it up in an f16
+///   table; candle's CPU kernels also round activations their own way. These seeded
+///   models are that sensitive to rounding: llama.cpp's own two CPU attention paths
+///   (flash attention on and off) are up to 0.038 apart on them
+///   (`llamacpp_plain_attention_max_dp` in each fixture, printed beside the result).
+///   Measured with wick's matmuls, the largest |dp| is 0.009-0.015 on the families
+///   listed in [`KERNELS_CHECKED`], 0.018-0.057 with a top-1 flip at a clear margin on
+///   the others (gemma3: one flip at 0.122 nats). candle's CPU kernels depend on the
+///   host: with AVX512-VNNI they meet Q8_0 weights with 256-value activation blocks,
+///   with AVX2 alone (`MISTRALRS_FORCE_AVX2=1` shows it) with ggml's 32-value ones; the
+///   families in [`CANDLE_CHECKED`] pass both ways (phi3 flips a top-1 at 0.136 nats
+///   with AVX2 alone).
 const CANDLE_CHECKED: &[&str] = &["qwen2", "qwen3", "qwen3moe", "gpt-oss"];
 const KERNELS_CHECKED: &[&str] = &["llama", "granite", "qwen2", "qwen3"];
 
@@ -406,12 +414,17 @@ fn tiny_families_on_the_candle_path_match_llamacpp() {
         let path = dir.path().join(format!("{fam}.gguf"));
         tiny_models::write(fam, &vocab, &path).expect("the generator");
         let runs = [
-            (CandleWeights::Quantized, "candle", CANDLE_CHECKED),
             (
-                CandleWeights::Kernels,
-                "candle with wick's kernels",
+                CandleArithmetic::Ggml,
+                "candle with ggml's arithmetic",
+                SUPPORTED,
+            ),
+            (
+                CandleArithmetic::KernelMatmuls,
+                "candle with wick's matmuls",
                 KERNELS_CHECKED,
             ),
+            (CandleArithmetic::Quantized, "candle", CANDLE_CHECKED),
         ];
         for (weights, what, checked) in runs {
             let model = Model::load_on_candle(&path, &Device::Cpu, weights)

@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Value;
 use common::scripted::tokens;
 use wick_engine::gguf::{GgmlType, GgufFile, TensorOut};
-use wick_engine::model::CandleWeights;
+use wick_engine::model::CandleArithmetic;
 use wick_engine::{tiny_models, Device, Model};
 
 /// The tiny model's tensors and metadata, its q/k/v (and their biases) as f32 values.
@@ -190,9 +190,9 @@ fn ollamas_gptoss_files_run_as_llamacpps_do() {
     let (la, lb) = (run(&a, &ids), run(&b, &ids));
     assert_eq!(la, lb, "the kernels give other logits for Ollama's file");
 
-    let a = Model::load_on_candle(&llamacpp, &Device::Cpu, CandleWeights::Quantized)
+    let a = Model::load_on_candle(&llamacpp, &Device::Cpu, CandleArithmetic::Quantized)
         .expect("llama.cpp's naming on candle");
-    let b = Model::load_on_candle(&ollama, &Device::Cpu, CandleWeights::Quantized)
+    let b = Model::load_on_candle(&ollama, &Device::Cpu, CandleArithmetic::Quantized)
         .expect("Ollama's naming on candle");
     let d = max_diff(&run(&a, &ids), &run(&b, &ids));
     assert!(d <= 1e-4, "the candle path moves by {d} on Ollama's file");

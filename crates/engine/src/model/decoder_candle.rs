@@ -14,12 +14,14 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use wick_kernels::{QMatrix, ThreadPool};
 
+use super::candle_cpu_ops::{self as cpu_ops, KernelMatmul};
 use super::decoder::{Head, RopeFactors, RopeTable};
 use super::decoder_spec::{Activation, DecoderSpec, ExpertGating};
 use super::tensors::{floats, kernel_kind, matrix, vector};
+use crate::cpu::attention::AttnDims;
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::kv_cache::CandleKvCache;
@@ -32,8 +34,9 @@ pub struct CandleBatchInput<'a> {
     pub logits: bool,
 }
 
-/// A projection's matrix: candle's, or (candle's CPU device, [`CandleWeights::Kernels`])
-/// wick's kernels inside a candle op.
+/// A projection's matrix: candle's, or (candle's CPU device,
+/// [`CandleArithmetic::KernelMatmuls`] and [`CandleArithmetic::Ggml`]) wick's kernels
+/// inside a candle op.
 enum Weight {
     Candle(QMatMul),
     Kernels(KernelMatmul),
@@ -49,68 +52,29 @@ impl Weight {
     }
 }
 
-/// A matrix multiplied by wick's CPU kernels, as a candle op on the CPU device: each
-/// projection then computes exactly what the CPU path computes (ggml's arithmetic),
-/// so comparing the two paths tests everything else the device path does.
-struct KernelMatmul {
-    w: QMatrix,
-    pool: Arc<ThreadPool>,
-}
-
-impl CustomOp1 for KernelMatmul {
-    fn name(&self) -> &'static str {
-        "wick-kernels-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("wick-kernels-matmul: the input is not contiguous")
-        };
-        let x = &storage.as_slice::<f32>()?[start..end];
-        let mut dims = layout.dims().to_vec();
-        let (cols, rows) = (self.w.cols(), self.w.rows());
-        if cols == 0 || dims.last() != Some(&cols) {
-            candle_core::bail!("wick-kernels-matmul: input {dims:?} for a {rows}x{cols} matrix")
-        }
-        let m = x.len() / cols;
-        let mut out = vec![0f32; m * rows];
-        self.w
-            .matmul(&self.pool, self.pool.n_threads(), x, m, &mut out)
-            .map_err(|e| candle_core::Error::Msg(format!("wick-kernels-matmul: {e}")))?;
-        if let Some(last) = dims.last_mut() {
-            *last = rows;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
-    }
-}
-
-/// Builds each matrix the way [`CandleWeights`] asks.
+/// Builds each matrix the way [`CandleArithmetic`] asks.
 struct WeightLoader<'a> {
-    weights: CandleWeights,
+    arithmetic: CandleArithmetic,
     device: &'a Device,
-    /// The kernels' threads ([`CandleWeights::Kernels`] only).
+    /// The kernels' threads (when wick's kernels multiply).
     pool: Option<Arc<ThreadPool>>,
 }
 
 impl WeightLoader<'_> {
-    fn new(weights: CandleWeights, device: &Device) -> Result<WeightLoader<'_>> {
-        let pool = match weights {
-            CandleWeights::Kernels if !device.is_cpu() => {
+    fn new(arithmetic: CandleArithmetic, device: &Device) -> Result<WeightLoader<'_>> {
+        let pool = match arithmetic {
+            CandleArithmetic::KernelMatmuls | CandleArithmetic::Ggml if !device.is_cpu() => {
                 return Err(EngineError::InvalidRequest(
                     "wick's kernels run on the CPU device only".into(),
                 ))
             }
-            CandleWeights::Kernels => {
+            CandleArithmetic::KernelMatmuls | CandleArithmetic::Ggml => {
                 Some(Arc::new(ThreadPool::new(wick_kernels::physical_cores())))
             }
             _ => None,
         };
         Ok(WeightLoader {
-            weights,
+            arithmetic,
             device,
             pool,
         })
@@ -149,8 +113,8 @@ impl WeightLoader<'_> {
     }
 
     fn candle(&self, t: Arc<QTensor>) -> Result<Weight> {
-        Ok(Weight::Candle(match self.weights {
-            CandleWeights::F32 => QMatMul::QTensor(Arc::new(QTensor::quantize(
+        Ok(Weight::Candle(match self.arithmetic {
+            CandleArithmetic::F32 => QMatMul::QTensor(Arc::new(QTensor::quantize(
                 &t.dequantize(self.device)?,
                 GgmlDType::F32,
             )?)),
@@ -225,7 +189,7 @@ struct Experts {
 }
 
 impl Experts {
-    fn forward(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, activation: Activation, steps: Steps) -> Result<Tensor> {
         let n_expert = self.experts.len();
         let logits = self
             .router
@@ -251,7 +215,7 @@ impl Experts {
             let m = rows.len();
             let idx = Tensor::new(rows.as_slice(), x.device())?;
             let xe = x.index_select(&idx, 0)?;
-            let g = gated(&gate.forward(&xe)?, &up.forward(&xe)?, activation)?;
+            let g = gated(&gate.forward(&xe)?, &up.forward(&xe)?, activation, steps)?;
             let y = down.forward(&g)?;
             let w = Tensor::from_vec(weights, (m, 1), x.device())?;
             out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
@@ -262,7 +226,10 @@ impl Experts {
 
 /// The gated FFN's product of the activated gate and the up projection, as
 /// [`Activation::apply`] computes it on the CPU.
-fn gated(g: &Tensor, u: &Tensor, activation: Activation) -> Result<Tensor> {
+fn gated(g: &Tensor, u: &Tensor, activation: Activation, steps: Steps) -> Result<Tensor> {
+    if let Steps::Cpu(_) = steps {
+        return cpu_ops::gated(g, u, activation);
+    }
     Ok(match activation {
         Activation::Silu => (candle_nn::ops::silu(g)? * u)?,
         Activation::GeluTanh => (g.gelu()? * u)?,
@@ -306,6 +273,17 @@ pub struct CandleDecoder {
     /// Per-frequency rope divisors: llama 3's `rope_freqs`, or LongRoPE's pair.
     rope_factors: RopeFactors,
     device: Device,
+    /// wick's kernels' threads when the norms, activations and attention run the CPU
+    /// path's code too ([`CandleArithmetic::Ggml`]).
+    cpu_steps: Option<Arc<ThreadPool>>,
+}
+
+/// Where the steps that ggml's CPU backend rounds its own way (norms, activations,
+/// attention) run: candle's ops, or the CPU path's code ([`CandleArithmetic::Ggml`]).
+#[derive(Clone, Copy)]
+enum Steps<'a> {
+    Candle,
+    Cpu(&'a ThreadPool),
 }
 
 /// Rotary cosines and sines of one step's rows, `(rows, dims / 2)` each.
@@ -314,9 +292,11 @@ struct Rotary {
     sin: Tensor,
 }
 
-/// How the candle path holds its matrices.
+/// How the candle path computes: with candle's kernels (what a GPU runs), or, on
+/// candle's CPU device, with parts of wick's CPU arithmetic, so that the two paths can be
+/// compared step for step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CandleWeights {
+pub enum CandleArithmetic {
     /// Quantized as in the file, multiplied by candle's quantized kernels (what a GPU
     /// runs).
     Quantized,
@@ -331,7 +311,16 @@ pub enum CandleWeights {
     /// CPU kernels round differently from ggml in places (Q8_1's activation sums
     /// rounded to f16 twice; on AVX512-VNNI hosts, Q8_0 weights met with 256-value
     /// activation blocks), which is candle's arithmetic, not the device path's.
-    Kernels,
+    KernelMatmuls,
+    /// [`KernelMatmuls`](Self::KernelMatmuls), and the norms, the gated activations and
+    /// attention computed by the CPU path's own code (candle's CPU device only): every
+    /// step ggml's CPU backend rounds its own way (8-bit activation blocks, f16 queries
+    /// and value sums, the f16 GELU table, f64 norm sums, SiLU's SIMD `exp`) rounds as
+    /// the CPU path does. What is left to the device path's own code is its whole
+    /// structure: embeddings, rope by each row's position, the caches and which
+    /// positions each query sees, sliding windows, sinks, soft-caps, scales, biases,
+    /// experts' routing, the residual stream and the head.
+    Ggml,
 }
 
 impl CandleDecoder {
@@ -339,9 +328,9 @@ impl CandleDecoder {
         gguf: &mut GgufFile,
         arch: &str,
         device: &Device,
-        weights: CandleWeights,
+        arithmetic: CandleArithmetic,
     ) -> Result<Self> {
-        let loader = WeightLoader::new(weights, device)?;
+        let loader = WeightLoader::new(arithmetic, device)?;
         let spec = DecoderSpec::from_gguf(gguf, arch)?;
         let embed = Arc::new(gguf.tensor("token_embd.weight", device)?);
         let (vocab, embd_cols) = embed.shape().dims2()?;
@@ -381,6 +370,10 @@ impl CandleDecoder {
             output,
             rope_factors,
             device: device.clone(),
+            cpu_steps: match arithmetic {
+                CandleArithmetic::Ggml => loader.pool.clone(),
+                _ => None,
+            },
         })
     }
 
@@ -402,6 +395,10 @@ impl CandleDecoder {
         head: Head,
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.spec;
+        let steps = match &self.cpu_steps {
+            Some(pool) => Steps::Cpu(pool),
+            None => Steps::Candle,
+        };
         let mut starts = Vec::with_capacity(batch.len());
         let mut ids = Vec::new();
         let mut row_pos = Vec::new();
@@ -449,14 +446,14 @@ impl CandleDecoder {
                 (Some(l), true) => l,
                 _ => &global,
             };
-            let h = rms_norm(&x, block.attn_norm.as_ref(), c.rms_eps)?;
+            let h = rms_norm(&x, block.attn_norm.as_ref(), c.rms_eps, steps)?;
             let [q, k, v]: [Tensor; 3] = block
                 .qkv
                 .forward(&h)?
                 .try_into()
                 .map_err(|_| EngineError::Internal("three projections expected".into()))?;
-            let q = head_norm(&q, block.q_norm.as_ref(), c.rms_eps)?;
-            let k = head_norm(&k, block.k_norm.as_ref(), c.rms_eps)?;
+            let q = head_norm(&q, block.q_norm.as_ref(), c.rms_eps, steps)?;
+            let k = head_norm(&k, block.k_norm.as_ref(), c.rms_eps, steps)?;
             let mut q = self.rope(&q, c.n_head, rope)?;
             let k = self.rope(&k, c.n_kv_head, rope)?;
             if c.scale_queries {
@@ -476,25 +473,38 @@ impl CandleDecoder {
                 )?;
                 let q = q.narrow(1, row0, t)?;
                 let sinks = block.sinks.as_deref();
-                outs.push(self.attend(&q, &k_all, &v_all, start, window, sinks)?);
+                outs.push(match steps {
+                    Steps::Candle => self.attend(&q, &k_all, &v_all, start, window, sinks)?,
+                    Steps::Cpu(pool) => {
+                        let dims = AttnDims {
+                            n_head: c.n_head,
+                            n_kv_head: c.n_kv_head,
+                            head_dim: c.head_dim,
+                            scale: if c.scale_queries { 1.0 } else { c.attn_scale },
+                            softcap: c.attn_softcap,
+                            window,
+                        };
+                        cpu_ops::attention(&q, &k_all, &v_all, dims, sinks, start, pool)?
+                    }
+                });
                 row0 += t;
             }
             let att = Tensor::cat(&outs, 0)?;
             let o = block.wo.forward(&att)?;
-            x = self.finish_branch(&x, o, block.post_attn_norm.as_ref())?;
+            x = self.finish_branch(&x, o, block.post_attn_norm.as_ref(), steps)?;
 
-            let h = rms_norm(&x, block.ffn_norm.as_ref(), c.rms_eps)?;
+            let h = rms_norm(&x, block.ffn_norm.as_ref(), c.rms_eps, steps)?;
             let o = match &block.ffn {
                 Ffn::Dense { gate_up, down } => {
                     let [g, u]: [Tensor; 2] = gate_up
                         .forward(&h)?
                         .try_into()
                         .map_err(|_| EngineError::Internal("two projections expected".into()))?;
-                    down.forward(&gated(&g, &u, c.activation)?)?
+                    down.forward(&gated(&g, &u, c.activation, steps)?)?
                 }
-                Ffn::Experts(experts) => experts.forward(&h, c.activation)?,
+                Ffn::Experts(experts) => experts.forward(&h, c.activation, steps)?,
             };
-            x = self.finish_branch(&x, o, block.post_ffn_norm.as_ref())?;
+            x = self.finish_branch(&x, o, block.post_ffn_norm.as_ref(), steps)?;
         }
         for item in batch.iter_mut() {
             item.cache.advance(item.tokens.len());
@@ -515,7 +525,7 @@ impl CandleDecoder {
         }
         let idx = Tensor::new(last_rows.as_slice(), dev)?;
         let last = x.index_select(&idx, 0)?;
-        let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, c.rms_eps)?;
+        let normed = rms_norm(&last, Some(&self.output_norm), c.rms_eps, steps)?;
         let out = match head {
             Head::Hidden => normed,
             Head::Logits => {
@@ -642,8 +652,14 @@ impl CandleDecoder {
 
     /// Add a branch's output to the residual stream: post-norm it and scale it first
     /// when the family says so.
-    fn finish_branch(&self, x: &Tensor, out: Tensor, post_norm: Option<&Tensor>) -> Result<Tensor> {
-        let mut out = rms_norm(&out, post_norm, self.spec.rms_eps)?;
+    fn finish_branch(
+        &self,
+        x: &Tensor,
+        out: Tensor,
+        post_norm: Option<&Tensor>,
+        steps: Steps,
+    ) -> Result<Tensor> {
+        let mut out = rms_norm(&out, post_norm, self.spec.rms_eps, steps)?;
         if let Some(s) = self.spec.residual_scale {
             out = (out * f64::from(s))?;
         }
@@ -660,22 +676,23 @@ fn by_head(x: &Tensor, heads: usize, hd: usize) -> Result<Tensor> {
 }
 
 /// RMS norm of each row when there is a weight, else the rows as they are.
-fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
-    Ok(match w {
-        Some(w) => candle_nn::ops::rms_norm(x, w, eps)?,
-        None => x.clone(),
+fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f32, steps: Steps) -> Result<Tensor> {
+    Ok(match (w, steps) {
+        (Some(w), Steps::Cpu(_)) => cpu_ops::rms_norm(x, w, eps)?,
+        (Some(w), Steps::Candle) => candle_nn::ops::rms_norm(x, w, eps)?,
+        (None, _) => x.clone(),
     })
 }
 
 /// A q/k norm: per head when its weight has a head's length, else over the whole row.
-fn head_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+fn head_norm(x: &Tensor, w: Option<&Tensor>, eps: f32, steps: Steps) -> Result<Tensor> {
     let Some(w) = w else {
         return Ok(x.clone());
     };
     let (rows, width) = x.dims2()?;
     let hd = w.dim(0)?;
     Ok(
-        candle_nn::ops::rms_norm(&x.reshape((rows, width / hd, hd))?, w, eps)?
+        rms_norm(&x.reshape((rows, width / hd, hd))?, Some(w), eps, steps)?
             .reshape((rows, width))?,
     )
 }

@@ -1,6 +1,7 @@
 //! Loaded models, one file per architecture family, behind one [`Model`] type.
 
 pub mod bert;
+mod candle_cpu_ops;
 pub mod decoder;
 mod decoder_candle;
 pub mod decoder_spec;
@@ -23,7 +24,7 @@ use crate::tokenizer::GgufTokenizer;
 
 use bert::EncoderModel;
 use decoder::{CpuBatchInput, DecoderModel, Head};
-pub use decoder_candle::CandleWeights;
+pub use decoder_candle::CandleArithmetic;
 use decoder_candle::{CandleBatchInput, CandleDecoder};
 use decoder_spec::decoder_family;
 
@@ -106,21 +107,25 @@ impl Model {
     pub fn load_with_threads(path: &Path, device: &Device, threads: usize) -> Result<Self> {
         let on_candle =
             !device.is_cpu() || std::env::var("WICK_CANDLE_ON_CPU").is_ok_and(|v| v == "1");
-        let candle = on_candle.then_some(CandleWeights::Quantized);
+        let candle = on_candle.then_some(CandleArithmetic::Quantized);
         Self::load_inner(path, device, threads, candle)
     }
 
     /// Load a decoder onto the candle path on `device`, whatever the device is: on
     /// candle's CPU device this is how the GPU path is tested without a GPU.
-    pub fn load_on_candle(path: &Path, device: &Device, weights: CandleWeights) -> Result<Self> {
-        Self::load_inner(path, device, 1, Some(weights))
+    pub fn load_on_candle(
+        path: &Path,
+        device: &Device,
+        arithmetic: CandleArithmetic,
+    ) -> Result<Self> {
+        Self::load_inner(path, device, 1, Some(arithmetic))
     }
 
     fn load_inner(
         path: &Path,
         device: &Device,
         threads: usize,
-        candle: Option<CandleWeights>,
+        candle: Option<CandleArithmetic>,
     ) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
         let facts = GgufFacts::from_gguf(&gguf, false)?;
@@ -135,7 +140,7 @@ impl Model {
                     &mut gguf,
                     arch,
                     device,
-                    candle.unwrap_or(CandleWeights::Quantized),
+                    candle.unwrap_or(CandleArithmetic::Quantized),
                 )?,
                 kv_usage: Arc::new(KvUsage::default()),
             },
