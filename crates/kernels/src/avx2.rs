@@ -1252,7 +1252,6 @@ mod imp {
         const { assert!(NR * MR <= 4) };
         let m4 = _mm256_set1_epi8(0x0f);
         let m3 = _mm256_set1_epi8(3);
-        let m32 = _mm256_set1_epi8(32);
         let mut acc = _mm_setzero_ps();
         for i in 0..nb {
             prefetch(pf, i * NR * 210, NR * 210);
@@ -1296,14 +1295,20 @@ mod imp {
                         let q8 = (*x[a].add(i)).qs.as_ptr().add(128 * j);
                         for k in 0..4 {
                             let y = load(q8.add(32 * k));
-                            let p = _mm256_sub_epi16(
-                                _mm256_maddubs_epi16(q[k], y),
-                                _mm256_maddubs_epi16(m32, y),
-                            );
+                            let p = _mm256_maddubs_epi16(q[k], y);
                             let t = &mut ints[r * MR + a];
                             *t = _mm256_add_epi32(*t, _mm256_madd_epi16(s[k], p));
                         }
                     }
+                }
+                // The codes are stored with an offset of 32: take 32 x the scaled sums of
+                // each 16 activations back, exactly (the same integer total).
+                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
+                for a in 0..MR {
+                    let bsums = _mm256_loadu_si256((*x[a].add(i)).bsums.as_ptr() as *const __m256i);
+                    let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc_all, bsums));
+                    let t = &mut ints[r * MR + a];
+                    *t = _mm256_sub_epi32(*t, off);
                 }
                 dw[r] = lut.at(b.add(208));
             }
