@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
-        .ok_or("usage: batch_decode MODEL.gguf [steps]")?;
+        .ok_or("usage: batch_decode MODEL.gguf [steps] [context] [batch sizes, e.g. 1,8,16]")?;
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let model = Model::load(path.as_ref(), &Device::Cpu)?;
     let threads = model.max_threads();
@@ -21,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while prompt.len() < context {
         prompt.extend(model.tokenizer.encode(" and so on, and so on", false)?);
     }
-    for b in [1usize, 2, 4, 8, 16] {
+    let batches: Vec<usize> = args
+        .get(4)
+        .map(|s| s.split(',').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4, 8, 16]);
+    for b in batches {
         let mut caches = (0..b)
             .map(|_| model.new_cache(4096))
             .collect::<Result<Vec<_>, _>>()?;

@@ -449,7 +449,7 @@ impl QMatrix {
             }
         };
 
-        if backend == Backend::Avx2 && m >= crate::kgemm::MIN_ROWS {
+        if backend == Backend::Avx2 && m >= crate::kgemm::min_rows(self.kind) {
             let n_groups = m.div_ceil(8);
             match acts {
                 Acts::Q8K { blocks, per_row }

@@ -189,8 +189,10 @@ fn tall_batched_products_equal_single_rows_bitwise() {
         let cols = cols_for(kind)[0];
         let rows = 301;
         let w = random_matrix(kind, rows, cols, 21);
-        // 8: one group of activation rows (weight rows four at a time); 13: two.
-        for m in [8, 13] {
+        // The 32-value kinds' GEMM from 8 rows: 8 is one group of activation rows, 13
+        // two. The K-quants' from 16: 20 is a pair of groups (weight rows two at a time),
+        // then one (four at a time).
+        for m in [8, 13, 20] {
             let x = Rng::new(17).vec(m * cols);
             let mut batched = vec![0f32; m * rows];
             w.matmul(&pool, 2, &x, m, &mut batched).unwrap();
