@@ -20,7 +20,7 @@ use wick_kernels::{QMatrix, ThreadPool};
 use super::decoder_spec::Activation;
 use crate::cpu::attention::{attend, AttnDims, AttnJob};
 use crate::cpu::ops;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// The f32 values of a contiguous input.
 fn values<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -197,7 +197,7 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     };
     let w = w.contiguous()?;
     if x.dims().last() != Some(&w.elem_count()) {
-        return Err(crate::error::EngineError::Internal(format!(
+        return Err(EngineError::Internal(format!(
             "rms norm of {:?} by {} weights",
             x.dims(),
             w.elem_count()
@@ -210,7 +210,7 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
 pub(super) fn gated(g: &Tensor, u: &Tensor, activation: Activation) -> Result<Tensor> {
     let rows = g.dims().first().copied().unwrap_or(1);
     if g.dims() != u.dims() {
-        return Err(crate::error::EngineError::Internal(format!(
+        return Err(EngineError::Internal(format!(
             "gate {:?} and up {:?} differ",
             g.dims(),
             u.dims()

@@ -440,6 +440,16 @@ impl CandleDecoder {
             false => None,
         };
 
+        // The CPU path's attention ([`Steps::Cpu`]) takes the same scale and soft-cap on
+        // every layer, and each layer's window.
+        let cpu_dims = AttnDims {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+            scale: if c.scale_queries { 1.0 } else { c.attn_scale },
+            softcap: c.attn_softcap,
+            window: None,
+        };
         for (layer, block) in self.blocks.iter().enumerate() {
             let sliding = c.swa_layers.get(layer).copied().unwrap_or(false);
             let rope = match (&local, sliding) {
@@ -461,6 +471,8 @@ impl CandleDecoder {
             }
             let v = by_head(&v, c.n_kv_head, c.head_dim)?;
             let window = if sliding { c.sliding_window } else { None };
+            let layer_dims = AttnDims { window, ..cpu_dims };
+            let sinks = block.sinks.as_deref();
             let mut outs = Vec::with_capacity(batch.len());
             let mut row0 = 0;
             for (item, &start) in batch.iter_mut().zip(&starts) {
@@ -472,19 +484,10 @@ impl CandleDecoder {
                     start,
                 )?;
                 let q = q.narrow(1, row0, t)?;
-                let sinks = block.sinks.as_deref();
                 outs.push(match steps {
                     Steps::Candle => self.attend(&q, &k_all, &v_all, start, window, sinks)?,
                     Steps::Cpu(pool) => {
-                        let dims = AttnDims {
-                            n_head: c.n_head,
-                            n_kv_head: c.n_kv_head,
-                            head_dim: c.head_dim,
-                            scale: if c.scale_queries { 1.0 } else { c.attn_scale },
-                            softcap: c.attn_softcap,
-                            window,
-                        };
-                        cpu_ops::attention(&q, &k_all, &v_all, dims, sinks, start, pool)?
+                        cpu_ops::attention(&q, &k_all, &v_all, layer_dims, sinks, start, pool)?
                     }
                 });
                 row0 += t;
