@@ -1259,7 +1259,9 @@ mod imp {
             let mut dw = [0f32; NR];
             for r in 0..NR {
                 let b = w[r].add(i * 210);
-                let sc = b.add(192) as *const i8;
+                // All 16 scales widened once: j = 0's eight in the low lane, j = 1's in the
+                // high one (also the factors of the offset's correction below).
+                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
                 for j in 0..2 {
                     let ql = b.add(64 * j);
                     let bits1 = _mm256_loadu_si256(ql as *const __m256i);
@@ -1278,17 +1280,19 @@ mod imp {
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4), h2),
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4), h3),
                     ];
-                    // Scales of the 16-value halves of group k: [lo x 8 lanes, hi x 8 lanes].
-                    let sc16 =
-                        _mm256_cvtepi8_epi16(_mm_loadl_epi64(sc.add(8 * j) as *const __m128i));
+                    // This j's eight scales in both lanes (an in-lane shuffle then picks the
+                    // 16-value halves of group k: [lo x 8 lanes, hi x 8 lanes]).
+                    let both = if j == 0 {
+                        _mm256_permute2x128_si256::<0x00>(sc_all, sc_all)
+                    } else {
+                        _mm256_permute2x128_si256::<0x11>(sc_all, sc_all)
+                    };
                     let mut s = [_mm256_setzero_si256(); 4];
                     for k in 0..4 {
                         let lo = (4 * k) as u8;
                         let l = i16::from_le_bytes([lo, lo + 1]);
                         let h = i16::from_le_bytes([lo + 2, lo + 3]);
                         let pick = _mm256_set_epi16(h, h, h, h, h, h, h, h, l, l, l, l, l, l, l, l);
-                        // In-lane shuffle: the high lane must read its own copy.
-                        let both = _mm256_permute2x128_si256::<0x00>(sc16, sc16);
                         s[k] = _mm256_shuffle_epi8(both, pick);
                     }
                     for a in 0..MR {
@@ -1303,7 +1307,6 @@ mod imp {
                 }
                 // The codes are stored with an offset of 32: take 32 x the scaled sums of
                 // each 16 activations back, exactly (the same integer total).
-                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
                 for a in 0..MR {
                     let bsums = _mm256_loadu_si256((*x[a].add(i)).bsums.as_ptr() as *const __m256i);
                     let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc_all, bsums));
