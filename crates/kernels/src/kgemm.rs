@@ -218,9 +218,10 @@ fn unpack_codes(kind: QuantKind, w: &[u8], codes: &mut [u8]) {
 /// row; 12 rows 205-217 ms against 190 ms; 16 rows 215-232 ms against 254 ms.) The
 /// 32-value kinds' unpacking is cheaper, and their GEMM wins from 8 rows on.
 pub(crate) fn min_rows(kind: QuantKind) -> usize {
-    match kind {
-        QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => 16,
-        _ => 8,
+    if kind.is_k_quant() {
+        16
+    } else {
+        8
     }
 }
 

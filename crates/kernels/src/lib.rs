@@ -152,6 +152,11 @@ impl QuantKind {
         }
     }
 
+    /// A K-quant (Q2_K to Q6_K): 256-value super-blocks, multiplied with Q8_K activations.
+    pub fn is_k_quant(self) -> bool {
+        self.block_size() == 256
+    }
+
     /// Bytes per block.
     pub fn type_size(self) -> usize {
         match self {
@@ -288,6 +293,16 @@ mod tests {
             assert_eq!(k.row_bytes(k.block_size() * 3), 3 * k.type_size());
         }
         assert_eq!(QuantKind::from_ggml_type(9), None, "Q5_1 is not served");
+    }
+
+    #[test]
+    fn k_quants_are_the_five_super_block_kinds() {
+        let k: Vec<QuantKind> = QuantKind::ALL
+            .into_iter()
+            .filter(|k| k.is_k_quant())
+            .collect();
+        use QuantKind::*;
+        assert_eq!(k, [Q2K, Q3K, Q4K, Q5K, Q6K]);
     }
 
     #[test]

@@ -452,16 +452,7 @@ impl QMatrix {
         if backend == Backend::Avx2 && m >= crate::kgemm::min_rows(self.kind) {
             let n_groups = m.div_ceil(8);
             match acts {
-                Acts::Q8K { blocks, per_row }
-                    if matches!(
-                        self.kind,
-                        QuantKind::Q2K
-                            | QuantKind::Q3K
-                            | QuantKind::Q4K
-                            | QuantKind::Q5K
-                            | QuantKind::Q6K
-                    ) =>
-                {
+                Acts::Q8K { blocks, per_row } if self.kind.is_k_quant() => {
                     let groups = grow(&mut scratch.groups, n_groups * per_row);
                     let pack = crate::kgemm::pack_group;
                     pack_groups(pool, threads, m, per_row, blocks, groups, pack);
