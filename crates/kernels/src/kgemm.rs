@@ -10,7 +10,9 @@
 //!   rows ([`ActGroupBlock`]): one 32-byte vector holds four consecutive columns of each
 //!   of the eight rows;
 //! * a weight row is unpacked once per call into plain byte codes (`0..=63`) and per
-//!   block scales ([`WeightBlock`]), kept in L1;
+//!   block scales ([`WeightBlock`]), kept in L1; with only one or two groups (up to 16
+//!   activation rows), where each row serves a single pass, Q4_0, Q4_1 and Q5_0 rows
+//!   are read as stored instead ([`direct_dots`]);
 //! * the inner step broadcasts four codes of the weight row and multiplies them with the
 //!   group's vector (`vpmaddubsw`), summing in 16 bits over as many steps as cannot
 //!   overflow, then applies the sub-block scale with one `vpmaddwd` for all eight rows;
@@ -404,6 +406,70 @@ pub(crate) fn dots(
     }
 }
 
+/// The kinds [`direct_dots`] takes straight from their blocks.
+pub(crate) fn has_direct(kind: QuantKind) -> bool {
+    matches!(kind, QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0)
+}
+
+/// [`dots`] for a kind that [`has_direct`], with the weight rows `w` (whole rows) read
+/// as stored instead of unpacked: for calls with few activation groups, where the
+/// unpacking pass would cost as much as the products it serves.
+#[cfg(all(target_arch = "x86_64", not(wick_kernels_portable)))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn direct_dots(
+    kind: QuantKind,
+    w: &[&[u8]],
+    ng: usize,
+    groups: &[ActGroup32],
+    g: usize,
+    per_row: usize,
+    span: std::ops::Range<usize>,
+    accs: &mut [[[f32; 16]; 2]],
+) {
+    let ts = kind.type_size();
+    assert!(has_direct(kind) && (1..=2).contains(&ng) && span.end <= per_row);
+    assert!(crate::avx2::available() && accs.len() >= w.len().div_ceil(2));
+    assert!(w.iter().all(|r| r.len() == per_row * ts) && groups.len() >= (g + ng) * per_row);
+    let rows: Vec<*const u8> = w.iter().map(|r| r[span.start * ts..].as_ptr()).collect();
+    let lut = crate::f16::f16_table().as_ptr();
+    let nb = span.len();
+    let accs = accs.as_mut_ptr();
+    let at = |i: usize| groups[(g + i) * per_row + span.start..].as_ptr();
+    // SAFETY: CPU features and every extent read or written were checked above.
+    unsafe {
+        macro_rules! run {
+            ($kind:literal) => {
+                if ng == 2 {
+                    imp::rows_q4_direct::<2, $kind>(&rows, lut, [at(0), at(1)], nb, accs)
+                } else {
+                    imp::rows_q4_direct::<1, $kind>(&rows, lut, [at(0)], nb, accs)
+                }
+            };
+        }
+        match kind {
+            QuantKind::Q4_0 => run!(0),
+            QuantKind::Q4_1 => run!(1),
+            _ => run!(2),
+        }
+    }
+}
+
+/// Without AVX2 the GEMM is never chosen.
+#[cfg(not(all(target_arch = "x86_64", not(wick_kernels_portable))))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn direct_dots(
+    _kind: QuantKind,
+    _w: &[&[u8]],
+    _ng: usize,
+    _groups: &[ActGroup32],
+    _g: usize,
+    _per_row: usize,
+    _span: std::ops::Range<usize>,
+    _accs: &mut [[[f32; 16]; 2]],
+) {
+    unreachable!("the GEMM runs on the AVX2 backend only")
+}
+
 /// Write the chains [`dots`] left in `accs` for `rows` unpacked rows and the first
 /// `lanes` (at most 16) activation rows of its groups: activation row `l`'s value for
 /// unpacked row `r` goes to `out[l * out_stride + r]`. Eight unpacked rows at a time are
@@ -697,14 +763,6 @@ mod imp {
         acc: *mut [[f32; 16]; 2],
     ) {
         let ones = _mm256_set1_epi16(1);
-        // A power of two (Q4_0's 8, Q5_0's 16) is a shift: `vpmulld` in this loop costs
-        // Q4_0's GEMM a tenth of its speed. MXFP4's 12 is two shifts.
-        let (shift_a, shift_b) = match OFFSET {
-            12 => (3, 2),
-            o => (o.trailing_zeros() as i32, -1),
-        };
-        const { assert!(OFFSET == 0 || OFFSET == 12 || OFFSET.count_ones() == 1) };
-        let (shift_a, shift_b) = (_mm_cvtsi32_si128(shift_a), _mm_cvtsi32_si128(shift_b));
         // The chains stay in the caller's memory, touched once per block: in registers
         // they would crowd out the inner loop's and spill there instead.
         for b in 0..nb {
@@ -726,38 +784,171 @@ mod imp {
                     }
                 }
             }
-            // Per group, shared by the weight rows: the codes' offset times the row
-            // sums, and the rows' scales.
-            let mut corr = [_mm256_setzero_si256(); NG];
-            let mut dy = [_mm256_setzero_ps(); NG];
+            let dm: [[f32; 2]; NR] = std::array::from_fn(|r| *dm[r].add(b));
+            finish32::<NR, NG, OFFSET, MIN>(ints, dm, acts, b, acc);
+        }
+    }
+
+    /// A 32-value block's integer totals `ints[r][g]` into the chains `acc` (see
+    /// [`q32`]): the codes' `OFFSET` times the activation row sums subtracted, scaled by
+    /// `dm[r][0]` times each row's scale, and Q4_1's `dm[r][1] * s` added.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn finish32<const NR: usize, const NG: usize, const OFFSET: i32, const MIN: bool>(
+        ints: [[__m256i; NG]; NR],
+        dm: [[f32; 2]; NR],
+        acts: [*const ActGroup32; NG],
+        b: usize,
+        acc: *mut [[f32; 16]; 2],
+    ) {
+        // A power of two (Q4_0's 8, Q5_0's 16) is a shift: `vpmulld` in this loop costs
+        // Q4_0's GEMM a tenth of its speed. MXFP4's 12 is two shifts.
+        let (shift_a, shift_b) = match OFFSET {
+            12 => (3, 2),
+            o => (o.trailing_zeros() as i32, -1),
+        };
+        const { assert!(OFFSET == 0 || OFFSET == 12 || OFFSET.count_ones() == 1) };
+        let (shift_a, shift_b) = (_mm_cvtsi32_si128(shift_a), _mm_cvtsi32_si128(shift_b));
+        // Per group, shared by the weight rows: the codes' offset times the row
+        // sums, and the rows' scales.
+        let mut corr = [_mm256_setzero_si256(); NG];
+        let mut dy = [_mm256_setzero_ps(); NG];
+        for g in 0..NG {
+            let ab = &*acts[g].add(b);
+            if OFFSET != 0 {
+                let isum = _mm256_load_si256(ab.isum.as_ptr() as *const __m256i);
+                corr[g] = _mm256_sll_epi32(isum, shift_a);
+                if OFFSET == 12 {
+                    corr[g] = _mm256_add_epi32(corr[g], _mm256_sll_epi32(isum, shift_b));
+                }
+            }
+            dy[g] = _mm256_load_ps(ab.d.as_ptr());
+        }
+        for r in 0..NR {
+            let [dw, mw] = dm[r];
             for g in 0..NG {
                 let ab = &*acts[g].add(b);
+                let mut total = ints[r][g];
                 if OFFSET != 0 {
-                    let isum = _mm256_load_si256(ab.isum.as_ptr() as *const __m256i);
-                    corr[g] = _mm256_sll_epi32(isum, shift_a);
-                    if OFFSET == 12 {
-                        corr[g] = _mm256_add_epi32(corr[g], _mm256_sll_epi32(isum, shift_b));
-                    }
+                    total = _mm256_sub_epi32(total, corr[g]);
                 }
-                dy[g] = _mm256_load_ps(ab.d.as_ptr());
+                let d = _mm256_mul_ps(_mm256_set1_ps(dw), dy[g]);
+                let c = (*acc.add(r / 2))[r % 2].as_mut_ptr().add(8 * g);
+                let mut v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
+                if MIN {
+                    v = _mm256_fmadd_ps(_mm256_set1_ps(mw), _mm256_load_ps(ab.s.as_ptr()), v);
+                }
+                _mm256_storeu_ps(c, v);
             }
+        }
+    }
+
+    /// Dword `k` (0..4) of each 128-bit lane of `v`, broadcast over the lane: four codes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dword(v: __m256i, k: usize) -> __m256i {
+        match k {
+            0 => _mm256_shuffle_epi32::<0x00>(v),
+            1 => _mm256_shuffle_epi32::<0x55>(v),
+            2 => _mm256_shuffle_epi32::<0xaa>(v),
+            _ => _mm256_shuffle_epi32::<0xff>(v),
+        }
+    }
+
+    /// Q4_0 (`KIND` 0), Q4_1 (1) and Q5_0 (2) straight from their blocks, with no
+    /// unpacking pass: a block's 16 bytes of nibbles go to both 128-bit lanes, its low
+    /// nibbles (values 0..16, steps 0..4) and high ones (values 16..32, steps 4..8) are
+    /// masked out once (Q5_0's fifth bits spread to 16 each), and each step's four
+    /// codes are one in-lane shuffle away. The same codes, 16-bit sums over four steps
+    /// and finish as [`q32`] after `unpack_row32`, so the same bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_direct<const NR: usize, const NG: usize, const KIND: u8>(
+        w: [*const u8; NR],
+        lut: *const f32,
+        acts: [*const ActGroup32; NG],
+        nb: usize,
+        acc: *mut [[f32; 16]; 2],
+    ) {
+        let (stride, quants) = match KIND {
+            0 => (18, 2),
+            1 => (20, 4),
+            _ => (22, 6),
+        };
+        let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        // Q5_0: byte l of each lane picks the byte of `qh` that holds its bit, then the
+        // bit itself (values l of half 0 are bits l, of half 1 bits 16 + l).
+        let low = _mm256_set_epi64x(0x0101_0101_0101_0101, 0, 0x0101_0101_0101_0101, 0);
+        let spread = [low, _mm256_add_epi8(low, _mm256_set1_epi8(2))];
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let sixteen = _mm256_set1_epi8(0x10);
+        let f16 = |p: *const u8| *lut.add((p as *const u16).read_unaligned() as usize);
+        for b in 0..nb {
+            let mut halves = [[_mm256_setzero_si256(); NR]; 2];
+            let mut dm = [[0f32; 2]; NR];
             for r in 0..NR {
-                let [dw, mw] = *dm[r].add(b);
-                for g in 0..NG {
-                    let ab = &*acts[g].add(b);
-                    let mut total = ints[r][g];
-                    if OFFSET != 0 {
-                        total = _mm256_sub_epi32(total, corr[g]);
+                let blk = w[r].add(b * stride);
+                let v =
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(blk.add(quants) as *const __m128i));
+                halves[0][r] = _mm256_and_si256(v, m4);
+                halves[1][r] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                if KIND == 2 {
+                    let qh = _mm256_set1_epi32((blk.add(2) as *const i32).read_unaligned());
+                    for (h, half) in halves.iter_mut().enumerate() {
+                        let bytes = _mm256_shuffle_epi8(qh, spread[h]);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                        half[r] = _mm256_or_si256(half[r], _mm256_and_si256(set, sixteen));
                     }
-                    let d = _mm256_mul_ps(_mm256_set1_ps(dw), dy[g]);
-                    let c = (*acc.add(r / 2))[r % 2].as_mut_ptr().add(8 * g);
-                    let mut v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), _mm256_loadu_ps(c));
-                    if MIN {
-                        v = _mm256_fmadd_ps(_mm256_set1_ps(mw), _mm256_load_ps(ab.s.as_ptr()), v);
+                }
+                dm[r] = [f16(blk), if KIND == 1 { f16(blk.add(2)) } else { 0.0 }];
+            }
+            let mut ints = [[_mm256_setzero_si256(); NG]; NR];
+            for (h, half) in halves.iter().enumerate() {
+                let mut s16 = [[_mm256_setzero_si256(); NG]; NR];
+                for k in 0..4 {
+                    let mut a = [_mm256_setzero_si256(); NG];
+                    for g in 0..NG {
+                        let qs = (*acts[g].add(b)).qs.as_ptr().add(4 * h + k);
+                        a[g] = _mm256_loadu_si256(qs as *const __m256i);
                     }
-                    _mm256_storeu_ps(c, v);
+                    for r in 0..NR {
+                        let wv = dword(half[r], k);
+                        for g in 0..NG {
+                            s16[r][g] = _mm256_add_epi16(s16[r][g], _mm256_maddubs_epi16(wv, a[g]));
+                        }
+                    }
+                }
+                for r in 0..NR {
+                    for g in 0..NG {
+                        ints[r][g] =
+                            _mm256_add_epi32(ints[r][g], _mm256_madd_epi16(s16[r][g], ones));
+                    }
                 }
             }
+            match KIND {
+                0 => finish32::<NR, NG, 8, false>(ints, dm, acts, b, acc),
+                1 => finish32::<NR, NG, 0, true>(ints, dm, acts, b, acc),
+                _ => finish32::<NR, NG, 16, false>(ints, dm, acts, b, acc),
+            }
+        }
+    }
+
+    /// [`q4_direct`] over weight rows `w` (each at the span's first block), two at a
+    /// time, into the chains `accs[r / 2][r % 2]`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows_q4_direct<const NG: usize, const KIND: u8>(
+        w: &[*const u8],
+        lut: *const f32,
+        acts: [*const ActGroup32; NG],
+        nb: usize,
+        accs: *mut [[f32; 16]; 2],
+    ) {
+        let mut pairs = w.chunks_exact(2);
+        for (i, pair) in pairs.by_ref().enumerate() {
+            q4_direct::<2, NG, KIND>([pair[0], pair[1]], lut, acts, nb, accs.add(i));
+        }
+        if let [last] = pairs.remainder() {
+            q4_direct::<1, NG, KIND>([*last], lut, acts, nb, accs.add(w.len() / 2));
         }
     }
 }

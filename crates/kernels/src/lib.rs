@@ -24,7 +24,8 @@
 //!   top-2 margin is clear (the parity tests).
 //! * Batches of 8 rows or more of the chain-order kinds run a GEMM (`kgemm`): the
 //!   activations are interleaved in groups of 8 rows so one vector lane is one row, each
-//!   weight row is unpacked once per call to byte codes, and the inner step broadcasts
+//!   weight row is unpacked once per call to byte codes (Q4_0/Q4_1/Q5_0 calls of up to
+//!   16 rows read the weights as stored instead: `kgemm::direct_dots`), and the inner step broadcasts
 //!   four codes against a group (`vpmaddubsw`), summing in 16 bits for as many steps as
 //!   cannot overflow before one `vpmaddwd` applies the sub-block scale for 8 rows at
 //!   once. Tiles keep two groups' span of blocks in L1 and the task's unpacked rows in L2.

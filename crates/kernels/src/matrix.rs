@@ -578,6 +578,10 @@ fn pack_groups<B: Sync, G: Send>(
 const GEMM_WEIGHT_BYTES: usize = 160 * 1024;
 const GEMM_ACT_BYTES: usize = 20 * 1024;
 
+/// The most groups of 8 activation rows a GEMM call takes its weights as stored
+/// ([`crate::kgemm::direct_dots`]) instead of unpacked.
+const DIRECT_MAX_GROUPS: usize = 2;
+
 impl QMatrix {
     /// The GEMM ([`crate::kgemm`]) over activations interleaved in groups of 8: the weight
     /// rows of `range` are split over tasks; a task unpacks as many rows as fit
@@ -616,16 +620,25 @@ impl QMatrix {
             .clamp(2, chunk)
             .next_multiple_of(2);
         let span = (GEMM_ACT_BYTES / (2 * group_block_bytes)).clamp(1, per_row);
+        // Few activation groups: each weight row serves one pass, so it is read as
+        // stored rather than unpacked first.
+        let direct = !k_quant && n_groups <= DIRECT_MAX_GROUPS && crate::kgemm::has_direct(kind);
         pool.run(threads, rows.div_ceil(chunk), &|t| {
             crate::kgemm::with_scratch(held, cols, per_row, k_quant, |s| {
                 let end = ((t + 1) * chunk).min(rows);
                 let mut accs = vec![[[0f32; 16]; 2]; held / 2];
                 let mut r0 = t * chunk;
+                let mut stored: Vec<&[u8]> = Vec::new();
                 while r0 < end {
                     let r1 = (r0 + held).min(end);
+                    stored.clear();
                     for i in 0..r1 - r0 {
                         let (bytes, at) = self.part_of(range.start + r0 + i);
                         let w = &bytes[at * rb..(at + 1) * rb];
+                        if direct {
+                            stored.push(w);
+                            continue;
+                        }
                         let codes = &mut s.codes[i * cols..(i + 1) * cols];
                         if k_quant {
                             let meta = &mut s.meta[i * per_row..(i + 1) * per_row];
@@ -642,17 +655,24 @@ impl QMatrix {
                         for b0 in (0..per_row).step_by(span) {
                             let blocks = b0..(b0 + span).min(per_row);
                             let accs = &mut accs[..pairs];
-                            crate::kgemm::dots(
-                                kind,
-                                r1 - r0,
-                                ng,
-                                s,
-                                groups,
-                                g,
-                                per_row,
-                                blocks,
-                                accs,
-                            );
+                            match groups {
+                                crate::kgemm::Groups::B32(a) if direct => {
+                                    crate::kgemm::direct_dots(
+                                        kind, &stored, ng, a, g, per_row, blocks, accs,
+                                    );
+                                }
+                                _ => crate::kgemm::dots(
+                                    kind,
+                                    r1 - r0,
+                                    ng,
+                                    s,
+                                    groups,
+                                    g,
+                                    per_row,
+                                    blocks,
+                                    accs,
+                                ),
+                            }
                         }
                         // Activation row after activation row, each a run of
                         // consecutive outputs.
