@@ -430,9 +430,8 @@ pub(crate) fn direct_dots(
     assert!(has_direct(kind) && (1..=2).contains(&ng) && span.end <= per_row);
     assert!(crate::avx2::available() && accs.len() >= w.len().div_ceil(2));
     assert!(w.iter().all(|r| r.len() == per_row * ts) && groups.len() >= (g + ng) * per_row);
-    let rows: Vec<*const u8> = w.iter().map(|r| r[span.start * ts..].as_ptr()).collect();
     let lut = crate::f16::f16_table().as_ptr();
-    let nb = span.len();
+    let (nb, off) = (span.len(), span.start * ts);
     let accs = accs.as_mut_ptr();
     let at = |i: usize| groups[(g + i) * per_row + span.start..].as_ptr();
     // SAFETY: CPU features and every extent read or written were checked above.
@@ -440,9 +439,9 @@ pub(crate) fn direct_dots(
         macro_rules! run {
             ($kind:literal) => {
                 if ng == 2 {
-                    imp::rows_q4_direct::<2, $kind>(&rows, lut, [at(0), at(1)], nb, accs)
+                    imp::rows_q4_direct::<2, $kind>(w, off, lut, [at(0), at(1)], nb, accs)
                 } else {
-                    imp::rows_q4_direct::<1, $kind>(&rows, lut, [at(0)], nb, accs)
+                    imp::rows_q4_direct::<1, $kind>(w, off, lut, [at(0)], nb, accs)
                 }
             };
         }
@@ -933,22 +932,24 @@ mod imp {
         }
     }
 
-    /// [`q4_direct`] over weight rows `w` (each at the span's first block), two at a
-    /// time, into the chains `accs[r / 2][r % 2]`.
+    /// [`q4_direct`] over weight rows `w` from byte `off` on (the span's first block),
+    /// two at a time, into the chains `accs[r / 2][r % 2]`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows_q4_direct<const NG: usize, const KIND: u8>(
-        w: &[*const u8],
+        w: &[&[u8]],
+        off: usize,
         lut: *const f32,
         acts: [*const ActGroup32; NG],
         nb: usize,
         accs: *mut [[f32; 16]; 2],
     ) {
+        let at = |r: &[u8]| r.as_ptr().add(off);
         let mut pairs = w.chunks_exact(2);
         for (i, pair) in pairs.by_ref().enumerate() {
-            q4_direct::<2, NG, KIND>([pair[0], pair[1]], lut, acts, nb, accs.add(i));
+            q4_direct::<2, NG, KIND>([at(pair[0]), at(pair[1])], lut, acts, nb, accs.add(i));
         }
         if let [last] = pairs.remainder() {
-            q4_direct::<1, NG, KIND>([*last], lut, acts, nb, accs.add(w.len() / 2));
+            q4_direct::<1, NG, KIND>([at(last)], lut, acts, nb, accs.add(w.len() / 2));
         }
     }
 }

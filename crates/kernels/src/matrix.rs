@@ -623,8 +623,10 @@ impl QMatrix {
         // Few activation groups: each weight row serves one pass, so it is read as
         // stored rather than unpacked first.
         let direct = !k_quant && n_groups <= DIRECT_MAX_GROUPS && crate::kgemm::has_direct(kind);
+        // Room for unpacked rows only where they are unpacked.
+        let unpacked = if direct { 0 } else { held };
         pool.run(threads, rows.div_ceil(chunk), &|t| {
-            crate::kgemm::with_scratch(held, cols, per_row, k_quant, |s| {
+            crate::kgemm::with_scratch(unpacked, cols, per_row, k_quant, |s| {
                 let end = ((t + 1) * chunk).min(rows);
                 let mut accs = vec![[[0f32; 16]; 2]; held / 2];
                 let mut r0 = t * chunk;
