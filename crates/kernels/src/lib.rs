@@ -25,10 +25,10 @@
 //! * Batches of 8 rows or more of the chain-order kinds run a GEMM (`kgemm`): the
 //!   activations are interleaved in groups of 8 rows so one vector lane is one row, each
 //!   weight row is unpacked once per call to byte codes (Q4_0/Q4_1/Q5_0 calls of up to
-//!   16 rows read the weights as stored instead: `kgemm::direct_dots`), and the inner step broadcasts
-//!   four codes against a group (`vpmaddubsw`), summing in 16 bits for as many steps as
-//!   cannot overflow before one `vpmaddwd` applies the sub-block scale for 8 rows at
-//!   once. Tiles keep two groups' span of blocks in L1 and the task's unpacked rows in L2.
+//!   16 rows read the weights as stored instead: `kgemm::direct_dots`), and the inner
+//!   step broadcasts four codes against a group (`vpmaddubsw`), summing in 16 bits for
+//!   as many steps as cannot overflow before one `vpmaddwd` applies the sub-block scale
+//!   for 8 rows at once. Tiles keep two groups' span of blocks in L1 and the task's unpacked rows in L2.
 //! * Smaller batches and decode use row kernels of `NR` weight rows x `MR` activation
 //!   rows (at most 4 pairs). Decode (`m = 1`) runs 4 weight rows at a time and prefetches
 //!   the next four while it computes, which keeps it near the memory bandwidth; its

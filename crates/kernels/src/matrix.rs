@@ -622,7 +622,7 @@ impl QMatrix {
         let span = (GEMM_ACT_BYTES / (2 * group_block_bytes)).clamp(1, per_row);
         // Few activation groups: each weight row serves one pass, so it is read as
         // stored rather than unpacked first.
-        let direct = !k_quant && n_groups <= DIRECT_MAX_GROUPS && crate::kgemm::has_direct(kind);
+        let direct = n_groups <= DIRECT_MAX_GROUPS && crate::kgemm::has_direct(kind);
         // Room for unpacked rows only where they are unpacked.
         let unpacked = if direct { 0 } else { held };
         pool.run(threads, rows.div_ceil(chunk), &|t| {
